@@ -1,0 +1,598 @@
+//! The oracle trait every solver consumes, and the adapters around it.
+//!
+//! A bilevel problem is `min_x F(x) = f(x, y*(x))` with `y*(x) = argmin_y g(x, y)`. Solvers
+//! only ever see it through the oracles of [`Problem`]: gradients, Hessian-vector and cross
+//! products of `g`, gradients of `f`, and optionally values. Every oracle takes a [`Batch`],
+//! so deterministic and stochastic solvers run on the same problems, and writes into a
+//! buffer owned by the caller.
+//!
+//! Adapters: [`FiniteDiff`] supplies second-order oracles from gradients, [`Counted`] counts
+//! every call (the x-axis of every comparison), [`Checked`] turns non-finite outputs into
+//! [`Error::NonFinite`] naming the oracle.
+
+use core::cell::Cell;
+
+use crate::error::{Error, Oracle};
+use crate::linalg;
+use crate::scalar::Real;
+
+/// Which samples an oracle averages over.
+///
+/// Finite-sum problems hold their samples in a fixed order (shuffle once when loading); a
+/// minibatch is a contiguous range of it. Stochastic solvers visit the ranges in a shuffled
+/// order, and variance-reduced ones key their tables on [`Batch::id`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Batch {
+    /// All samples: the deterministic oracle.
+    #[default]
+    Full,
+    /// Samples `start .. start + len` (clamped to the data), the `id`-th minibatch.
+    Range {
+        /// Index of the minibatch (for variance-reduction tables).
+        id: u32,
+        /// First sample.
+        start: u32,
+        /// Number of samples.
+        len: u32,
+    },
+}
+
+impl Batch {
+    /// The sample indices of this batch for a data set of `n` samples (clamped, never out of
+    /// bounds; empty when the range lies past the data).
+    #[inline]
+    pub fn range(self, n: usize) -> core::ops::Range<usize> {
+        match self {
+            Batch::Full => 0..n,
+            Batch::Range { start, len, .. } => {
+                let s = (start as usize).min(n);
+                let e = s.saturating_add(len as usize).min(n);
+                s..e
+            }
+        }
+    }
+
+    /// The minibatch index (0 for the full batch).
+    #[inline]
+    pub fn id(self) -> u32 {
+        match self {
+            Batch::Full => 0,
+            Batch::Range { id, .. } => id,
+        }
+    }
+}
+
+/// The oracles of a bilevel problem with upper variable `x ∈ R^DX` and lower variable
+/// `y ∈ R^DY`, over scalar `T`.
+///
+/// `lower_grad` and `upper_grad` are required; the others have defaults returning
+/// [`Error::Unsupported`] (or, for [`Problem::lower_hvp2`], two single products). Wrap a
+/// gradient-only problem in [`FiniteDiff`] to get the second-order oracles.
+pub trait Problem<T: Real, const DX: usize, const DY: usize> {
+    /// `out ← ∇_y g(x, y)`.
+    fn lower_grad(&self, x: &[T; DX], y: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error>;
+
+    /// `gx ← ∇_x f(x, y)`, `gy ← ∇_y f(x, y)`.
+    fn upper_grad(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        batch: Batch,
+        gx: &mut [T; DX],
+        gy: &mut [T; DY],
+    ) -> Result<(), Error>;
+
+    /// `out ← ∇²_yy g(x, y)·v`.
+    fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        let _ = (x, y, v, batch, out);
+        Err(Error::Unsupported {
+            oracle: Oracle::LowerHvp,
+        })
+    }
+
+    /// Two Hessian-vector products at the same point and batch (one fused pass where the
+    /// problem can do it; NBO always has two right-hand sides).
+    #[allow(clippy::too_many_arguments)]
+    fn lower_hvp2(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v1: &[T; DY],
+        v2: &[T; DY],
+        batch: Batch,
+        out1: &mut [T; DY],
+        out2: &mut [T; DY],
+    ) -> Result<(), Error> {
+        self.lower_hvp(x, y, v1, batch, out1)?;
+        self.lower_hvp(x, y, v2, batch, out2)
+    }
+
+    /// `out ← ∇²_xy g(x, y)·v = ∇_x ⟨∇_y g(x, y), v⟩`.
+    fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], batch: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        let _ = (x, y, v, batch, out);
+        Err(Error::Unsupported {
+            oracle: Oracle::LowerCross,
+        })
+    }
+
+    /// `out ← ∇_x g(x, y)` (first-order penalty methods such as F2SA).
+    fn lower_grad_x(&self, x: &[T; DX], y: &[T; DY], batch: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        let _ = (x, y, batch, out);
+        Err(Error::Unsupported {
+            oracle: Oracle::LowerGradX,
+        })
+    }
+
+    /// `g(x, y)`.
+    fn lower_value(&self, x: &[T; DX], y: &[T; DY], batch: Batch) -> Result<T, Error> {
+        let _ = (x, y, batch);
+        Err(Error::Unsupported {
+            oracle: Oracle::LowerValue,
+        })
+    }
+
+    /// `f(x, y)`.
+    fn upper_value(&self, x: &[T; DX], y: &[T; DY], batch: Batch) -> Result<T, Error> {
+        let _ = (x, y, batch);
+        Err(Error::Unsupported {
+            oracle: Oracle::UpperValue,
+        })
+    }
+
+    /// Numbers of lower- and upper-level samples (1 and 1 for problems that are not finite
+    /// sums); minibatch samplers split these.
+    fn samples(&self) -> (usize, usize) {
+        (1, 1)
+    }
+}
+
+impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY> + ?Sized> Problem<T, DX, DY> for &P {
+    fn lower_grad(&self, x: &[T; DX], y: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        (**self).lower_grad(x, y, b, out)
+    }
+    fn upper_grad(&self, x: &[T; DX], y: &[T; DY], b: Batch, gx: &mut [T; DX], gy: &mut [T; DY]) -> Result<(), Error> {
+        (**self).upper_grad(x, y, b, gx, gy)
+    }
+    fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        (**self).lower_hvp(x, y, v, b, out)
+    }
+    fn lower_hvp2(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v1: &[T; DY],
+        v2: &[T; DY],
+        b: Batch,
+        o1: &mut [T; DY],
+        o2: &mut [T; DY],
+    ) -> Result<(), Error> {
+        (**self).lower_hvp2(x, y, v1, v2, b, o1, o2)
+    }
+    fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        (**self).lower_cross(x, y, v, b, out)
+    }
+    fn lower_grad_x(&self, x: &[T; DX], y: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        (**self).lower_grad_x(x, y, b, out)
+    }
+    fn lower_value(&self, x: &[T; DX], y: &[T; DY], b: Batch) -> Result<T, Error> {
+        (**self).lower_value(x, y, b)
+    }
+    fn upper_value(&self, x: &[T; DX], y: &[T; DY], b: Batch) -> Result<T, Error> {
+        (**self).upper_value(x, y, b)
+    }
+    fn samples(&self) -> (usize, usize) {
+        (**self).samples()
+    }
+}
+
+/// Numbers of oracle calls by kind. A fused [`Problem::lower_hvp2`] counts as two products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OracleCounts {
+    /// ∇_y g calls.
+    pub lower_grad: u64,
+    /// ∇_x f / ∇_y f calls.
+    pub upper_grad: u64,
+    /// ∇²_yy g·v products.
+    pub lower_hvp: u64,
+    /// ∇²_xy g·v products.
+    pub lower_cross: u64,
+    /// ∇_x g calls.
+    pub lower_grad_x: u64,
+    /// g evaluations.
+    pub lower_value: u64,
+    /// f evaluations.
+    pub upper_value: u64,
+}
+
+impl OracleCounts {
+    /// All calls together.
+    pub fn total(&self) -> u64 {
+        self.lower_grad
+            + self.upper_grad
+            + self.lower_hvp
+            + self.lower_cross
+            + self.lower_grad_x
+            + self.lower_value
+            + self.upper_value
+    }
+}
+
+/// A problem that counts every oracle call made through it.
+///
+/// ```
+/// use bilevel::problem::{Batch, Counted, Problem};
+/// use bilevel::problems::Quadratic;
+/// let q = Counted::new(Quadratic::<f64, 2, 3>::random(7, 10.0, 0.1));
+/// let mut g = [0.0; 3];
+/// q.lower_grad(&[0.0; 2], &[0.0; 3], Batch::Full, &mut g).unwrap();
+/// assert_eq!(q.counts().lower_grad, 1);
+/// ```
+#[derive(Debug, Default)]
+pub struct Counted<P> {
+    inner: P,
+    counts: Cell<OracleCounts>,
+}
+
+impl<P> Counted<P> {
+    /// Wraps a problem with all counts at zero.
+    pub fn new(inner: P) -> Self {
+        Counted {
+            inner,
+            counts: Cell::new(OracleCounts::default()),
+        }
+    }
+    /// The counts so far.
+    pub fn counts(&self) -> OracleCounts {
+        self.counts.get()
+    }
+    /// Sets all counts to zero.
+    pub fn reset(&self) {
+        self.counts.set(OracleCounts::default());
+    }
+    /// The wrapped problem.
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+    /// Unwraps the problem.
+    pub fn into_inner(self) -> P {
+        self.inner
+    }
+    fn bump(&self, f: impl FnOnce(&mut OracleCounts)) {
+        let mut c = self.counts.get();
+        f(&mut c);
+        self.counts.set(c);
+    }
+}
+
+impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T, DX, DY> for Counted<P> {
+    fn lower_grad(&self, x: &[T; DX], y: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        self.bump(|c| c.lower_grad += 1);
+        self.inner.lower_grad(x, y, b, out)
+    }
+    fn upper_grad(&self, x: &[T; DX], y: &[T; DY], b: Batch, gx: &mut [T; DX], gy: &mut [T; DY]) -> Result<(), Error> {
+        self.bump(|c| c.upper_grad += 1);
+        self.inner.upper_grad(x, y, b, gx, gy)
+    }
+    fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        self.bump(|c| c.lower_hvp += 1);
+        self.inner.lower_hvp(x, y, v, b, out)
+    }
+    fn lower_hvp2(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v1: &[T; DY],
+        v2: &[T; DY],
+        b: Batch,
+        o1: &mut [T; DY],
+        o2: &mut [T; DY],
+    ) -> Result<(), Error> {
+        self.bump(|c| c.lower_hvp += 2);
+        self.inner.lower_hvp2(x, y, v1, v2, b, o1, o2)
+    }
+    fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        self.bump(|c| c.lower_cross += 1);
+        self.inner.lower_cross(x, y, v, b, out)
+    }
+    fn lower_grad_x(&self, x: &[T; DX], y: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        self.bump(|c| c.lower_grad_x += 1);
+        self.inner.lower_grad_x(x, y, b, out)
+    }
+    fn lower_value(&self, x: &[T; DX], y: &[T; DY], b: Batch) -> Result<T, Error> {
+        self.bump(|c| c.lower_value += 1);
+        self.inner.lower_value(x, y, b)
+    }
+    fn upper_value(&self, x: &[T; DX], y: &[T; DY], b: Batch) -> Result<T, Error> {
+        self.bump(|c| c.upper_value += 1);
+        self.inner.upper_value(x, y, b)
+    }
+    fn samples(&self) -> (usize, usize) {
+        self.inner.samples()
+    }
+}
+
+/// Second-order oracles from central differences of gradients, for problems that only
+/// provide gradients.
+///
+/// `H·v ≈ [∇_y g(y + εv) − ∇_y g(y − εv)] / 2ε` with `ε = eps^{1/3}(1 + ‖y‖)/‖v‖` (about
+/// 5e-3 relative accuracy in `f32`, 1e-10 in `f64`). The cross product uses differences of
+/// `∇_x g` along `v` when the problem has it (2 calls), otherwise differences of `∇_y g`
+/// along each coordinate of `x` (2·DX calls).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FiniteDiff<P>(pub P);
+
+impl<P> FiniteDiff<P> {
+    fn step<T: Real, const N: usize>(base: &[T; N], dir_norm: T) -> T {
+        // eps^(1/3): balances truncation (ε²) against roundoff (eps/ε).
+        let cbrt_eps = T::EPSILON.powf(T::from_f64(1.0 / 3.0));
+        cbrt_eps * (T::ONE + linalg::norm(base)) / dir_norm
+    }
+}
+
+impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T, DX, DY> for FiniteDiff<P> {
+    fn lower_grad(&self, x: &[T; DX], y: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        self.0.lower_grad(x, y, b, out)
+    }
+    fn upper_grad(&self, x: &[T; DX], y: &[T; DY], b: Batch, gx: &mut [T; DX], gy: &mut [T; DY]) -> Result<(), Error> {
+        self.0.upper_grad(x, y, b, gx, gy)
+    }
+    fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        let nv = linalg::norm(v);
+        if nv == T::ZERO {
+            *out = [T::ZERO; DY];
+            return Ok(());
+        }
+        let eps = Self::step(y, nv);
+        let (mut yp, mut ym) = (*y, *y);
+        linalg::axpy(eps, v, &mut yp);
+        linalg::axpy(-eps, v, &mut ym);
+        let mut gm = [T::ZERO; DY];
+        self.0.lower_grad(x, &yp, b, out)?;
+        self.0.lower_grad(x, &ym, b, &mut gm)?;
+        let inv = T::ONE / (eps + eps);
+        for i in 0..DY {
+            out[i] = (out[i] - gm[i]) * inv;
+        }
+        Ok(())
+    }
+    fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        let nv = linalg::norm(v);
+        if nv == T::ZERO {
+            *out = [T::ZERO; DX];
+            return Ok(());
+        }
+        // Preferred: difference of ∇_x g along v (two calls).
+        let eps = Self::step(y, nv);
+        let (mut yp, mut ym) = (*y, *y);
+        linalg::axpy(eps, v, &mut yp);
+        linalg::axpy(-eps, v, &mut ym);
+        let mut gm = [T::ZERO; DX];
+        match self.0.lower_grad_x(x, &yp, b, out) {
+            Ok(()) => {
+                self.0.lower_grad_x(x, &ym, b, &mut gm)?;
+                let inv = T::ONE / (eps + eps);
+                for j in 0..DX {
+                    out[j] = (out[j] - gm[j]) * inv;
+                }
+                Ok(())
+            }
+            Err(Error::Unsupported { .. }) => {
+                // Fallback: ∂/∂x_j ⟨∇_y g(x, y), v⟩ by central differences in each x_j.
+                let h = Self::step(x, T::ONE);
+                let (mut gp, mut gmy) = ([T::ZERO; DY], [T::ZERO; DY]);
+                for j in 0..DX {
+                    let (mut xp, mut xm) = (*x, *x);
+                    xp[j] += h;
+                    xm[j] -= h;
+                    self.0.lower_grad(&xp, y, b, &mut gp)?;
+                    self.0.lower_grad(&xm, y, b, &mut gmy)?;
+                    out[j] = (linalg::dot(&gp, v) - linalg::dot(&gmy, v)) / (h + h);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+    fn lower_grad_x(&self, x: &[T; DX], y: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        self.0.lower_grad_x(x, y, b, out)
+    }
+    fn lower_value(&self, x: &[T; DX], y: &[T; DY], b: Batch) -> Result<T, Error> {
+        self.0.lower_value(x, y, b)
+    }
+    fn upper_value(&self, x: &[T; DX], y: &[T; DY], b: Batch) -> Result<T, Error> {
+        self.0.upper_value(x, y, b)
+    }
+    fn samples(&self) -> (usize, usize) {
+        self.0.samples()
+    }
+}
+
+/// Oracle calls that check their outputs: a NaN or infinite entry becomes
+/// [`Error::NonFinite`] naming the oracle and `stage`. Solvers call problems only through
+/// this, so a bad sample never reaches their state.
+#[derive(Debug)]
+pub struct Checked<'p, P> {
+    /// The problem.
+    pub problem: &'p P,
+    /// The solver stage reported in errors.
+    pub stage: &'static str,
+}
+
+impl<P> Clone for Checked<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P> Copy for Checked<'_, P> {}
+
+impl<'p, P> Checked<'p, P> {
+    /// Wraps `problem`, naming `stage` in errors.
+    pub fn new(problem: &'p P, stage: &'static str) -> Self {
+        Checked { problem, stage }
+    }
+
+    fn finite<T: Real, const N: usize>(&self, oracle: Oracle, v: &[T; N]) -> Result<(), Error> {
+        if linalg::all_finite(v) {
+            Ok(())
+        } else {
+            Err(Error::NonFinite {
+                oracle: Some(oracle),
+                stage: self.stage,
+            })
+        }
+    }
+
+    /// Checked [`Problem::lower_grad`].
+    pub fn lower_grad<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        b: Batch,
+        out: &mut [T; DY],
+    ) -> Result<(), Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        self.problem.lower_grad(x, y, b, out)?;
+        self.finite(Oracle::LowerGrad, out)
+    }
+
+    /// Checked [`Problem::upper_grad`].
+    pub fn upper_grad<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        b: Batch,
+        gx: &mut [T; DX],
+        gy: &mut [T; DY],
+    ) -> Result<(), Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        self.problem.upper_grad(x, y, b, gx, gy)?;
+        self.finite(Oracle::UpperGrad, gx)?;
+        self.finite(Oracle::UpperGrad, gy)
+    }
+
+    /// Checked [`Problem::lower_hvp`].
+    pub fn lower_hvp<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v: &[T; DY],
+        b: Batch,
+        out: &mut [T; DY],
+    ) -> Result<(), Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        self.problem.lower_hvp(x, y, v, b, out)?;
+        self.finite(Oracle::LowerHvp, out)
+    }
+
+    /// Checked [`Problem::lower_hvp2`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn lower_hvp2<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v1: &[T; DY],
+        v2: &[T; DY],
+        b: Batch,
+        out1: &mut [T; DY],
+        out2: &mut [T; DY],
+    ) -> Result<(), Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        self.problem.lower_hvp2(x, y, v1, v2, b, out1, out2)?;
+        self.finite(Oracle::LowerHvp, out1)?;
+        self.finite(Oracle::LowerHvp, out2)
+    }
+
+    /// Checked [`Problem::lower_cross`].
+    pub fn lower_cross<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v: &[T; DY],
+        b: Batch,
+        out: &mut [T; DX],
+    ) -> Result<(), Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        self.problem.lower_cross(x, y, v, b, out)?;
+        self.finite(Oracle::LowerCross, out)
+    }
+
+    /// Checked [`Problem::lower_grad_x`].
+    pub fn lower_grad_x<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        b: Batch,
+        out: &mut [T; DX],
+    ) -> Result<(), Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        self.problem.lower_grad_x(x, y, b, out)?;
+        self.finite(Oracle::LowerGradX, out)
+    }
+
+    /// Checked [`Problem::lower_value`].
+    pub fn lower_value<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        b: Batch,
+    ) -> Result<T, Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        let v = self.problem.lower_value(x, y, b)?;
+        self.finite(Oracle::LowerValue, &[v])?;
+        Ok(v)
+    }
+
+    /// Checked [`Problem::upper_value`].
+    pub fn upper_value<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        b: Batch,
+    ) -> Result<T, Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        let v = self.problem.upper_value(x, y, b)?;
+        self.finite(Oracle::UpperValue, &[v])?;
+        Ok(v)
+    }
+
+    /// `out ← ∇_x f − ∇²_xy g·u` at `(x, y)`: the implicit-function hypergradient given an
+    /// adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f`. Every `u`-tracking method ends with this.
+    pub fn implicit_hypergradient<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        u: &[T; DY],
+        b: Batch,
+        out: &mut [T; DX],
+    ) -> Result<(), Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        let mut gy = [T::ZERO; DY];
+        let mut cross = [T::ZERO; DX];
+        self.upper_grad(x, y, b, out, &mut gy)?;
+        self.lower_cross(x, y, u, b, &mut cross)?;
+        for j in 0..DX {
+            out[j] -= cross[j];
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! The [`Real`] scalar trait: the arithmetic every solver needs, for `f32`, `f64` and the
+//! dual numbers of [`crate::autodiff`].
+//!
+//! All transcendental functions go through `libm`, called by path, so that the host and a
+//! Cortex-M produce the same bits. Never call inherent float math (`x.sqrt()`) in this crate.
+
+use core::fmt::Debug;
+use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// A real scalar: `f32`, `f64`, or a dual number over one of them.
+///
+/// Comparisons on dual numbers compare the real part, which is what branches in a loss
+/// (e.g. a numerically stable softplus) need.
+pub trait Real:
+    Copy
+    + Debug
+    + Default
+    + PartialEq
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// Machine epsilon of the underlying float type; thresholds are scaled by it so that
+    /// the same code is safe in `f32` and `f64`.
+    const EPSILON: Self;
+    /// Largest finite value of the underlying float type.
+    const MAX: Self;
+
+    /// Converts from `f64` (rounding to the nearest representable value).
+    fn from_f64(v: f64) -> Self;
+    /// The real part as `f64`.
+    fn to_f64(self) -> f64;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// Exponential.
+    fn exp(self) -> Self;
+    /// Natural logarithm.
+    fn ln(self) -> Self;
+    /// `ln(1 + self)`, accurate near zero.
+    fn ln_1p(self) -> Self;
+    /// `self` raised to a real power.
+    fn powf(self, e: Self) -> Self;
+    /// Absolute value.
+    fn abs(self) -> Self;
+    /// `true` unless the value (any component, for dual numbers) is NaN or infinite.
+    fn is_finite(self) -> bool;
+
+    /// The larger of two values (by real part).
+    #[inline]
+    fn max(self, other: Self) -> Self {
+        if other > self { other } else { self }
+    }
+    /// The smaller of two values (by real part).
+    #[inline]
+    fn min(self, other: Self) -> Self {
+        if other < self { other } else { self }
+    }
+    /// Converts a small integer exactly.
+    #[inline]
+    fn from_u32(v: u32) -> Self {
+        Self::from_f64(v as f64)
+    }
+}
+
+macro_rules! impl_real {
+    ($t:ty, $sqrt:path, $exp:path, $ln:path, $ln1p:path, $pow:path, $abs:path) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const EPSILON: Self = <$t>::EPSILON;
+            const MAX: Self = <$t>::MAX;
+            #[inline]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn sqrt(self) -> Self {
+                $sqrt(self)
+            }
+            #[inline]
+            fn exp(self) -> Self {
+                $exp(self)
+            }
+            #[inline]
+            fn ln(self) -> Self {
+                $ln(self)
+            }
+            #[inline]
+            fn ln_1p(self) -> Self {
+                $ln1p(self)
+            }
+            #[inline]
+            fn powf(self, e: Self) -> Self {
+                $pow(self, e)
+            }
+            #[inline]
+            fn abs(self) -> Self {
+                $abs(self)
+            }
+            #[inline]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+        }
+    };
+}
+
+impl_real!(
+    f32,
+    libm::sqrtf,
+    libm::expf,
+    libm::logf,
+    libm::log1pf,
+    libm::powf,
+    libm::fabsf
+);
+impl_real!(
+    f64,
+    libm::sqrt,
+    libm::exp,
+    libm::log,
+    libm::log1p,
+    libm::pow,
+    libm::fabs
+);
+
+/// `ln(1 + e^t)`, computed without overflow for large `|t|`.
+#[inline]
+pub fn softplus<S: Real>(t: S) -> S {
+    if t > S::ZERO {
+        t + (-t).exp().ln_1p()
+    } else {
+        t.exp().ln_1p()
+    }
+}
+
+/// The logistic sigmoid `1 / (1 + e^{-t})`, computed without overflow.
+#[inline]
+pub fn sigmoid<S: Real>(t: S) -> S {
+    if t >= S::ZERO {
+        S::ONE / (S::ONE + (-t).exp())
+    } else {
+        let e = t.exp();
+        e / (S::ONE + e)
+    }
+}
+
+/// Fast approximate square root (micromath) for monitoring and display only: never for
+/// curvature tests, line searches or anything compared between host and device.
+#[cfg(feature = "micromath")]
+#[inline]
+pub fn approx_sqrt(x: f32) -> f32 {
+    micromath::F32(x).sqrt().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softplus_is_stable_and_accurate() {
+        for &t in &[-800.0f64, -30.0, -1.0, 0.0, 1.0, 30.0, 800.0] {
+            let s = softplus(t);
+            assert!(s.is_finite());
+            if t.abs() < 50.0 {
+                let direct = libm::log(1.0 + libm::exp(t));
+                assert!((s - direct).abs() <= 1e-14 * (1.0 + direct.abs()), "t={t}");
+            }
+        }
+        assert_eq!(softplus(800.0f64), 800.0);
+        assert!(softplus(-800.0f64) >= 0.0);
+    }
+
+    #[test]
+    fn sigmoid_matches_definition_and_saturates() {
+        for &t in &[-5.0f64, -0.5, 0.0, 0.5, 5.0] {
+            let direct = 1.0 / (1.0 + libm::exp(-t));
+            assert!((sigmoid(t) - direct).abs() < 1e-15);
+        }
+        assert_eq!(sigmoid(-1000.0f32), 0.0);
+        assert_eq!(sigmoid(1000.0f32), 1.0);
+    }
+
+    #[test]
+    fn f32_math_is_libm() {
+        assert_eq!(Real::sqrt(2.0f32).to_bits(), libm::sqrtf(2.0).to_bits());
+        assert_eq!(Real::exp(0.3f32).to_bits(), libm::expf(0.3).to_bits());
+    }
+}
