@@ -39,7 +39,9 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod algo;
 pub mod error;
+pub mod inner;
 pub mod linalg;
 pub mod linsolve;
 pub mod problem;

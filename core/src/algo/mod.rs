@@ -1,0 +1,2 @@
+//! The algorithms, one file per family. Each is a configuration struct (validated, with
+//! documented defaults) and a state struct implementing [`crate::run::Solver`].
