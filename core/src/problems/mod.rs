@@ -1,6 +1,9 @@
 //! Ready-made bilevel problems over borrowed data. Each knows its exact hypergradient where
 //! a closed form exists, for tests.
 
+mod data;
+pub mod penalty;
 mod quadratic;
 
+pub use data::Samples;
 pub use quadratic::Quadratic;
