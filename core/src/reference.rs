@@ -196,7 +196,7 @@ where
     match s.status {
         SolveStatus::Converged => {}
         SolveStatus::Budget => return Err(Error::Budget),
-        SolveStatus::Breakdown => {
+        SolveStatus::Breakdown | SolveStatus::Diverged => {
             return Err(Error::Breakdown {
                 stage: "reference adjoint CG",
             });
