@@ -1,0 +1,255 @@
+//! Approximate implicit differentiation (AID): solve the lower level approximately, then the
+//! adjoint system `∇²_yy g·u = ∇_y f` approximately, and step along
+//! `∇_x f − ∇²_xy g·u`, everything at the new lower iterate.
+//!
+//! ```text
+//! y ← D gradient steps y ← y − α ∇_y g(x_k, y)          (warm-started from y_{k−1})
+//! b ← ∇_y f(x_k, y);  u ≈ H⁻¹ b with H = ∇²_yy g(x_k, y)
+//! h ← ∇_x f(x_k, y) − ∇²_xy g(x_k, y)·u
+//! ```
+//!
+//! The variants differ only in how `u` is obtained ([`AdjointSolver`]):
+//! - **AID-CG** (Ji, Yang, Liang, ICML 2021; spec §3.4): `N` conjugate-gradient steps,
+//!   warm-started from the previous `u`.
+//! - **AID-Neumann / AID-TN** (spec §3.5): the truncated Neumann series
+//!   `u = η Σ_{q=0}^{Q} (I − ηH)^q b`, restarted from `b` every iteration.
+//! - **AmIGO-GD / AmIGO-CG** (Arbel & Mairal, ICLR 2022; spec §3.7) are this solver with a
+//!   warm-started gradient-descent or CG adjoint and their own defaults: see
+//!   [`crate::algo::amigo`].
+
+use crate::error::{Error, ensure};
+use crate::inner;
+use crate::linalg;
+use crate::linsolve::{LowerHessian, Solve, SolveStatus, conjugate_gradient, gradient_descent, neumann};
+use crate::problem::{Batch, Checked, Problem};
+use crate::run::{Diagnostics, Solver};
+use crate::scalar::Real;
+
+/// How AID approximates the adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum AdjointSolver<T> {
+    /// `steps` conjugate-gradient steps (`N`); each costs one Hessian-vector product, plus
+    /// one for the residual of a warm start.
+    ConjugateGradient {
+        /// CG steps `N` (≥ 1).
+        steps: u32,
+        /// Start from the previous iteration's `u` (the amortization of AID-CG and
+        /// AmIGO) instead of 0.
+        warm_start: bool,
+    },
+    /// `steps` gradient steps `u ← u − ρ(H u − b)` (AmIGO-GD), one product each.
+    GradientDescent {
+        /// Step `ρ` (converges for `0 < ρ < 2/L`).
+        step: T,
+        /// Steps `N` (≥ 1).
+        steps: u32,
+        /// Start from the previous iteration's `u` instead of 0.
+        warm_start: bool,
+    },
+    /// The truncated Neumann series with `terms` products (`Q`), never warm-started.
+    Neumann {
+        /// Step `η` (converges for `0 < η < 2/L`; a growing series is an error).
+        step: T,
+        /// Terms `Q` after the first.
+        terms: u32,
+    },
+}
+
+/// Configuration of AID (and AmIGO).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AidConfig<T> {
+    /// Lower-level gradient step `α` (`≤ 1/L`).
+    pub lower_step: T,
+    /// Lower-level gradient steps `D` per outer iteration (≥ 1).
+    pub lower_steps: u32,
+    /// The adjoint solver.
+    pub adjoint: AdjointSolver<T>,
+    /// The adjoint solve stops early when its residual is at most `tolerance·‖∇_y f‖`.
+    /// Default `ε` of `T` (the steps run to their budget in practice).
+    pub tolerance: T,
+}
+
+impl<T: Real> Default for AidConfig<T> {
+    /// AID-CG with `α = 0.1` and `D = N = 10` (the stocBiO repository's step counts;
+    /// tune `α ≤ 1/L`).
+    fn default() -> Self {
+        AidConfig::conjugate_gradient(T::from_f64(0.1), 10, 10)
+    }
+}
+
+impl<T: Real> AidConfig<T> {
+    /// AID-CG: `lower_steps` gradient steps with `lower_step`, then `cg_steps` warm-started
+    /// CG steps on the adjoint.
+    pub fn conjugate_gradient(lower_step: T, lower_steps: u32, cg_steps: u32) -> Self {
+        AidConfig {
+            lower_step,
+            lower_steps,
+            adjoint: AdjointSolver::ConjugateGradient {
+                steps: cg_steps,
+                warm_start: true,
+            },
+            tolerance: T::EPSILON,
+        }
+    }
+
+    /// AID-Neumann: `lower_steps` gradient steps with `lower_step`, then the Neumann series
+    /// with step `eta` and `terms` products.
+    pub fn neumann(lower_step: T, lower_steps: u32, eta: T, terms: u32) -> Self {
+        AidConfig {
+            lower_step,
+            lower_steps,
+            adjoint: AdjointSolver::Neumann { step: eta, terms },
+            tolerance: T::EPSILON,
+        }
+    }
+
+    /// Checks step sizes and counts.
+    pub fn validate(&self) -> Result<(), Error> {
+        let positive = |v: T| v.is_finite() && v > T::ZERO;
+        ensure(positive(self.lower_step), "lower step α", "finite and > 0")?;
+        ensure(self.lower_steps >= 1, "lower steps D", "≥ 1")?;
+        match self.adjoint {
+            AdjointSolver::ConjugateGradient { steps, .. } => ensure(steps >= 1, "adjoint CG steps", "≥ 1")?,
+            AdjointSolver::GradientDescent { step, steps, .. } => {
+                ensure(positive(step), "adjoint step", "finite and > 0")?;
+                ensure(steps >= 1, "adjoint GD steps", "≥ 1")?;
+            }
+            AdjointSolver::Neumann { step, .. } => ensure(positive(step), "Neumann step η", "finite and > 0")?,
+        }
+        ensure(
+            self.tolerance.is_finite() && self.tolerance >= T::ZERO,
+            "adjoint tolerance",
+            "finite and ≥ 0",
+        )
+    }
+}
+
+/// `u ≈ H⁻¹ b` by `method` at `(x, y)`, starting from `u` (used only by warm starts).
+/// Breakdown and divergence become [`Error::Breakdown`].
+#[allow(clippy::too_many_arguments)]
+fn solve_adjoint<P, T, const DX: usize, const DY: usize>(
+    oracles: Checked<'_, P>,
+    method: &AdjointSolver<T>,
+    x: &[T; DX],
+    y: &[T; DY],
+    b: &[T; DY],
+    u: &mut [T; DY],
+    tol: T,
+) -> Result<Solve<T>, Error>
+where
+    P: Problem<T, DX, DY>,
+    T: Real,
+{
+    let h = LowerHessian {
+        oracles,
+        x,
+        y,
+        batch: Batch::Full,
+    };
+    let s = match *method {
+        AdjointSolver::ConjugateGradient { steps, warm_start } => {
+            if !warm_start {
+                *u = [T::ZERO; DY];
+            }
+            conjugate_gradient(&h, b, u, steps, tol)?
+        }
+        AdjointSolver::GradientDescent {
+            step,
+            steps,
+            warm_start,
+        } => {
+            if !warm_start {
+                *u = [T::ZERO; DY];
+            }
+            gradient_descent(&h, b, u, step, steps, tol)?
+        }
+        AdjointSolver::Neumann { step, terms } => neumann(&h, b, u, step, terms, tol)?,
+    };
+    match s.status {
+        SolveStatus::Converged | SolveStatus::Budget => Ok(s),
+        SolveStatus::Breakdown => Err(Error::Breakdown {
+            stage: "adjoint conjugate gradient (pᵀHp ≤ 0)",
+        }),
+        SolveStatus::Diverged => Err(Error::Breakdown {
+            stage: "adjoint solve diverged (step above 2/L)",
+        }),
+    }
+}
+
+/// AID-CG, AID-Neumann and (with [`crate::algo::amigo`]'s configurations) AmIGO. State:
+/// the lower iterate `y` (warm start) and the adjoint `u` (warm start where the method
+/// uses one).
+///
+/// Cost per outer iteration: `D` lower gradients, 1 upper gradient, 1 cross product, and
+/// the adjoint solve's Hessian-vector products (CG: `N`, plus 1 for a non-zero warm start;
+/// GD: `N`, minus 1 from `u = 0`; Neumann: `Q`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aid<T, const DY: usize> {
+    /// The configuration.
+    pub config: AidConfig<T>,
+    y: [T; DY],
+    u: [T; DY],
+}
+
+impl<T: Real, const DY: usize> Aid<T, DY> {
+    /// Starts at lower iterate `y0` with adjoint `u = 0`.
+    pub fn new(config: AidConfig<T>, y0: [T; DY]) -> Self {
+        Aid {
+            config,
+            y: y0,
+            u: [T::ZERO; DY],
+        }
+    }
+
+    /// The last adjoint `u`.
+    pub fn adjoint(&self) -> &[T; DY] {
+        &self.u
+    }
+}
+
+impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY> {
+    fn hypergradient<P: Problem<T, DX, DY>>(
+        &mut self,
+        problem: &P,
+        x: &[T; DX],
+        h: &mut [T; DX],
+    ) -> Result<Diagnostics, Error> {
+        self.config.validate()?;
+        let oracles = Checked::new(problem, "AID");
+        let mut y = self.y;
+        inner::gradient_descent(
+            oracles,
+            x,
+            &mut y,
+            self.config.lower_step,
+            self.config.lower_steps,
+            Batch::Full,
+        )?;
+        let mut grad_x = [T::ZERO; DX];
+        let mut grad_y = [T::ZERO; DY];
+        oracles.upper_grad(x, &y, Batch::Full, &mut grad_x, &mut grad_y)?;
+        let mut u = self.u;
+        let tol = self.config.tolerance * linalg::norm(&grad_y);
+        let solve = solve_adjoint(oracles, &self.config.adjoint, x, &y, &grad_y, &mut u, tol)?;
+        let mut cross = [T::ZERO; DX];
+        oracles.lower_cross(x, &y, &u, Batch::Full, &mut cross)?;
+        for j in 0..DX {
+            grad_x[j] -= cross[j];
+        }
+        self.y = y;
+        self.u = u;
+        *h = grad_x;
+        Ok(Diagnostics {
+            inner_steps: self.config.lower_steps,
+            linear_steps: solve.steps,
+            solves_unconverged: u32::from(solve.status == SolveStatus::Budget),
+            ..Diagnostics::default()
+        })
+    }
+
+    fn lower(&self) -> &[T; DY] {
+        &self.y
+    }
+}

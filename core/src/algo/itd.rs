@@ -1,0 +1,241 @@
+//! ITD — iterative differentiation through `D` lower-level gradient steps (spec §3.6):
+//! the exact gradient of the unrolled objective `x ↦ f(x, y_D(x))`, where
+//! `y_{t+1} = y_t − α ∇_y g(x, y_t)` and `y_0` (the warm start) is treated as a constant.
+//!
+//! Computed without autodiff, from Hessian-vector and cross products only:
+//! - [`ItdReverse`] (reverse mode): store `y_0 … y_{D−1}`, then
+//!   `p ← ∇_y f(x, y_D)`, `h ← ∇_x f(x, y_D)` and for `t = D−1 … 0`:
+//!   `h ← h − α ∇²_xy g(x, y_t)·p`, `p ← p − α ∇²_yy g(x, y_t)·p`.
+//!   Memory: a trajectory of at most `S` stored iterates (`S·DY` floats).
+//! - [`ItdForward`] (forward mode): carry `Z_t = ∂y_t/∂x ∈ R^{DY×DX}`,
+//!   `Z_{t+1} = Z_t − α(H_t Z_t + J_t)` with `J_t = ∂(∇_y g)/∂x`, and
+//!   `h = ∇_x f + Z_Dᵀ ∇_y f`. Memory `DY·DX` floats, no trajectory; suits a tiny `DX`.
+//!   The problem's cross oracle gives `J_tᵀ v`, so the rows of `J_t` cost `DY` cross
+//!   products per step.
+//!
+//! ITD is biased for finite `D`: from `y_0 = y*` it equals AID with the Neumann series of
+//! `D − 1` terms at `η = α`.
+
+use crate::error::{Error, ensure};
+use crate::inner;
+use crate::linalg;
+use crate::linsolve::LowerHessian;
+use crate::problem::{Batch, Checked, Problem};
+use crate::run::{Diagnostics, Solver};
+use crate::scalar::Real;
+
+/// Configuration of ITD (both modes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ItdConfig<T> {
+    /// Lower-level gradient step `α` (`≤ 1/L`).
+    pub lower_step: T,
+    /// Unrolled steps `D` (≥ 1; at most the trajectory capacity in reverse mode).
+    pub lower_steps: u32,
+}
+
+impl<T: Real> Default for ItdConfig<T> {
+    /// `α = 0.1`, `D = 10` (tune `α ≤ 1/L`).
+    fn default() -> Self {
+        ItdConfig {
+            lower_step: T::from_f64(0.1),
+            lower_steps: 10,
+        }
+    }
+}
+
+impl<T: Real> ItdConfig<T> {
+    /// Checks the step size and the step count.
+    pub fn validate(&self) -> Result<(), Error> {
+        ensure(
+            self.lower_step.is_finite() && self.lower_step > T::ZERO,
+            "lower step α",
+            "finite and > 0",
+        )?;
+        ensure(self.lower_steps >= 1, "lower steps D", "≥ 1")
+    }
+}
+
+/// Reverse-mode ITD with a trajectory of capacity `S` (`D ≤ S`, otherwise
+/// [`Error::Capacity`]). State: the lower iterate `y` (warm start, `y ← y_D`).
+///
+/// Cost per outer iteration: `D` lower gradients, `D` cross products, `D − 1`
+/// Hessian-vector products (the product at `t = 0` would only feed `∂/∂y_0`, which is
+/// not needed), 1 upper gradient.
+#[derive(Clone, Debug)]
+pub struct ItdReverse<T, const DY: usize, const S: usize> {
+    /// The configuration.
+    pub config: ItdConfig<T>,
+    y: [T; DY],
+    /// Scratch for the stored iterates `y_0 … y_{D−1}`; meaningless between calls.
+    trajectory: [[T; DY]; S],
+}
+
+impl<T: Real, const DY: usize, const S: usize> ItdReverse<T, DY, S> {
+    /// Starts at lower iterate `y0`.
+    pub fn new(config: ItdConfig<T>, y0: [T; DY]) -> Self {
+        ItdReverse {
+            config,
+            y: y0,
+            trajectory: [[T::ZERO; DY]; S],
+        }
+    }
+}
+
+impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY> for ItdReverse<T, DY, S> {
+    fn hypergradient<P: Problem<T, DX, DY>>(
+        &mut self,
+        problem: &P,
+        x: &[T; DX],
+        h: &mut [T; DX],
+    ) -> Result<Diagnostics, Error> {
+        self.config.validate()?;
+        let steps = self.config.lower_steps as usize;
+        let alpha = self.config.lower_step;
+        let trajectory = self.trajectory.get_mut(..steps).ok_or(Error::Capacity {
+            what: "ITD trajectory",
+            capacity: S,
+        })?;
+        let oracles = Checked::new(problem, "ITD reverse");
+        let mut y = self.y;
+        for stored in trajectory.iter_mut() {
+            *stored = y;
+            inner::gradient_descent(oracles, x, &mut y, alpha, 1, Batch::Full)?;
+        }
+        let mut grad_x = [T::ZERO; DX];
+        let mut p = [T::ZERO; DY];
+        oracles.upper_grad(x, &y, Batch::Full, &mut grad_x, &mut p)?;
+        let mut cross = [T::ZERO; DX];
+        let mut hp = [T::ZERO; DY];
+        for (t, y_t) in trajectory.iter().enumerate().rev() {
+            oracles.lower_cross(x, y_t, &p, Batch::Full, &mut cross)?;
+            linalg::axpy(-alpha, &cross, &mut grad_x);
+            if t > 0 {
+                oracles.lower_hvp(x, y_t, &p, Batch::Full, &mut hp)?;
+                linalg::axpy(-alpha, &hp, &mut p);
+            }
+        }
+        if !linalg::all_finite(&grad_x) {
+            return Err(Error::NonFinite {
+                oracle: None,
+                stage: "ITD reverse pass",
+            });
+        }
+        self.y = y;
+        *h = grad_x;
+        Ok(Diagnostics {
+            inner_steps: self.config.lower_steps,
+            ..Diagnostics::default()
+        })
+    }
+
+    fn lower(&self) -> &[T; DY] {
+        &self.y
+    }
+}
+
+/// Forward-mode ITD: the same hypergradient as [`ItdReverse`] (up to roundoff) without a
+/// trajectory. State: the lower iterate `y` (warm start).
+///
+/// Cost per outer iteration: `D` lower gradients, `(D − 1)·DX` Hessian-vector products
+/// (in fused pairs), `D·DY` cross products (unit vectors), 1 upper gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItdForward<T, const DY: usize> {
+    /// The configuration.
+    pub config: ItdConfig<T>,
+    y: [T; DY],
+}
+
+impl<T: Real, const DY: usize> ItdForward<T, DY> {
+    /// Starts at lower iterate `y0`.
+    pub fn new(config: ItdConfig<T>, y0: [T; DY]) -> Self {
+        ItdForward { config, y: y0 }
+    }
+}
+
+/// Column `j` of a `DY×DX` matrix.
+fn column<T: Real, const DX: usize, const DY: usize>(m: &[[T; DX]; DY], j: usize) -> [T; DY] {
+    let mut c = [T::ZERO; DY];
+    for i in 0..DY {
+        c[i] = m[i][j];
+    }
+    c
+}
+
+impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for ItdForward<T, DY> {
+    fn hypergradient<P: Problem<T, DX, DY>>(
+        &mut self,
+        problem: &P,
+        x: &[T; DX],
+        h: &mut [T; DX],
+    ) -> Result<Diagnostics, Error> {
+        self.config.validate()?;
+        let alpha = self.config.lower_step;
+        let oracles = Checked::new(problem, "ITD forward");
+        let mut y = self.y;
+        // z[i][j] = ∂y_i/∂x_j; zero at t = 0 (y_0 does not depend on x).
+        let mut z = [[T::ZERO; DX]; DY];
+        for t in 0..self.config.lower_steps {
+            // dz = H_t Z_t + J_t, evaluated at y_t before the step.
+            let mut dz = [[T::ZERO; DX]; DY];
+            if t > 0 {
+                let hessian = LowerHessian {
+                    oracles,
+                    x,
+                    y: &y,
+                    batch: Batch::Full,
+                };
+                let mut j = 0;
+                while j < DX {
+                    let (mut h1, mut h2) = ([T::ZERO; DY], [T::ZERO; DY]);
+                    if j + 1 < DX {
+                        hessian.apply2(&column(&z, j), &column(&z, j + 1), &mut h1, &mut h2)?;
+                    } else {
+                        hessian.apply(&column(&z, j), &mut h1)?;
+                    }
+                    for i in 0..DY {
+                        dz[i][j] = h1[i];
+                        if j + 1 < DX {
+                            dz[i][j + 1] = h2[i];
+                        }
+                    }
+                    j += 2;
+                }
+            }
+            let mut unit = [T::ZERO; DY];
+            let mut row = [T::ZERO; DX];
+            for i in 0..DY {
+                unit[i] = T::ONE;
+                oracles.lower_cross(x, &y, &unit, Batch::Full, &mut row)?;
+                unit[i] = T::ZERO;
+                linalg::axpy(T::ONE, &row, &mut dz[i]);
+            }
+            for i in 0..DY {
+                linalg::axpy(-alpha, &dz[i], &mut z[i]);
+            }
+            inner::gradient_descent(oracles, x, &mut y, alpha, 1, Batch::Full)?;
+        }
+        let mut grad_x = [T::ZERO; DX];
+        let mut grad_y = [T::ZERO; DY];
+        oracles.upper_grad(x, &y, Batch::Full, &mut grad_x, &mut grad_y)?;
+        for i in 0..DY {
+            linalg::axpy(grad_y[i], &z[i], &mut grad_x);
+        }
+        if !linalg::all_finite(&grad_x) {
+            return Err(Error::NonFinite {
+                oracle: None,
+                stage: "ITD forward pass",
+            });
+        }
+        self.y = y;
+        *h = grad_x;
+        Ok(Diagnostics {
+            inner_steps: self.config.lower_steps,
+            ..Diagnostics::default()
+        })
+    }
+
+    fn lower(&self) -> &[T; DY] {
+        &self.y
+    }
+}
