@@ -1,6 +1,8 @@
 //! Shared checks for the host integration tests in `tests/tests/`: central-difference
 //! checkers for oracles and hypergradients, in `f64`.
 
+pub mod runs;
+
 use bilevel::problem::{Batch, Problem};
 use bilevel::reference::{ReferenceConfig, reference_value};
 

@@ -203,6 +203,11 @@ impl<T: Real, const DY: usize> Aid<T, DY> {
         }
     }
 
+    /// The lower iterate `y` (as [`Solver::lower`], without naming `DX`).
+    pub fn lower(&self) -> &[T; DY] {
+        &self.y
+    }
+
     /// The last adjoint `u`.
     pub fn adjoint(&self) -> &[T; DY] {
         &self.u

@@ -80,6 +80,11 @@ impl<T: Real, const DY: usize, const S: usize> ItdReverse<T, DY, S> {
             trajectory: [[T::ZERO; DY]; S],
         }
     }
+
+    /// The lower iterate `y` (as [`Solver::lower`], without naming `DX`).
+    pub fn lower(&self) -> &[T; DY] {
+        &self.y
+    }
 }
 
 impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY> for ItdReverse<T, DY, S> {
@@ -150,6 +155,11 @@ impl<T: Real, const DY: usize> ItdForward<T, DY> {
     /// Starts at lower iterate `y0`.
     pub fn new(config: ItdConfig<T>, y0: [T; DY]) -> Self {
         ItdForward { config, y: y0 }
+    }
+
+    /// The lower iterate `y` (as [`Solver::lower`], without naming `DX`).
+    pub fn lower(&self) -> &[T; DY] {
+        &self.y
     }
 }
 

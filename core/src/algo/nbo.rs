@@ -255,6 +255,11 @@ impl<T: Real, const DY: usize> Nbo<T, DY> {
         self
     }
 
+    /// The lower iterate `y` (as [`Solver::lower`], without naming `DX`).
+    pub fn lower(&self) -> &[T; DY] {
+        &self.y
+    }
+
     /// The adjoint `u_k ≈ [∇²_yy g]⁻¹ ∇_y f` carried to the next iteration.
     pub fn adjoint(&self) -> &[T; DY] {
         &self.u
