@@ -9,6 +9,9 @@ use bilevel::linalg;
 use bilevel::problem::{Counted, OracleCounts, Problem};
 use bilevel::run::{Budget, Outcome, Outer, Solver, run};
 
+/// Iterations over which a run must improve its best relative hypergradient norm by 1%.
+pub const STALL_WINDOW: u32 = 20_000;
+
 /// The first iterate that met the relative hypergradient target.
 #[derive(Clone, Copy, Debug)]
 pub struct Reached {
@@ -33,7 +36,9 @@ pub struct TargetRun<const DX: usize> {
 
 /// Runs `solver` from `x0` with constant outer step `alpha` for at most `max_iterations`,
 /// stopping at the first iterate with `‖grad(x)‖ ≤ target·‖grad(x₀)‖`, where `grad` is the
-/// exact hypergradient.
+/// exact hypergradient; or when the run has blown up (`‖grad(x)‖ > 1e8·‖grad(x₀)‖`); or
+/// when it has stalled (the smallest relative norm improved by less than 1% over the last
+/// [`STALL_WINDOW`] iterations: a biased method at its floor).
 pub fn run_to_target<P, S, G, const DX: usize, const DY: usize>(
     solver: &mut S,
     problem: P,
@@ -53,6 +58,7 @@ where
     let g0 = linalg::norm(&grad(&x0));
     let mut reached = None;
     let mut best_relative = 1.0f64;
+    let mut best_at_window_start = 1.0f64;
     let outcome = run(
         solver,
         &counted,
@@ -69,6 +75,16 @@ where
                     calls: step.oracle_calls,
                 });
                 ControlFlow::Break(())
+            } else if rel.is_nan() || rel > 1e8 {
+                ControlFlow::Break(())
+            } else if (step.iteration + 1) % STALL_WINDOW == 0 {
+                let stalled = best_relative > 0.99 * best_at_window_start;
+                best_at_window_start = best_relative;
+                if stalled {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             } else {
                 ControlFlow::Continue(())
             }

@@ -217,8 +217,8 @@ fn itd_reverse_is_the_gradient_of_the_unrolled_objective() {
             fd[j] =
                 (unrolled_value(&q, &xp, &y0, alpha, steps) - unrolled_value(&q, &xm, &y0, alpha, steps)) / (2.0 * hd);
         }
-        // Spec §8: 1.3e-9 against differences of the unrolled objective.
-        assert!(rel_err(&h, &fd) < 1e-8, "D = {steps}: {h:?} vs {fd:?}");
+        // Spec §8: 1.3e-9 against differences of the unrolled objective; measured 3e-11.
+        assert!(rel_err(&h, &fd) < 1e-9, "D = {steps}: {h:?} vs {fd:?}");
         // Forward mode computes the same derivative.
         let hf = estimate(&mut ItdForward::new(config, y0), &q, &x);
         assert!(rel_err(&hf, &h) < 1e-12, "D = {steps}: {hf:?} vs {h:?}");
