@@ -128,7 +128,6 @@ impl<T: Real> AidConfig<T> {
 
 /// `u ≈ H⁻¹ b` by `method` at `(x, y)`, starting from `u` (used only by warm starts).
 /// Breakdown and divergence become [`Error::Breakdown`].
-#[allow(clippy::too_many_arguments)]
 fn solve_adjoint<P, T, const DX: usize, const DY: usize>(
     oracles: Checked<'_, P>,
     method: &AdjointSolver<T>,
