@@ -40,6 +40,7 @@
 extern crate std;
 
 pub mod algo;
+pub mod autodiff;
 pub mod error;
 pub mod inner;
 pub mod linalg;
