@@ -1,6 +1,7 @@
 //! Shared checks for the host integration tests in `tests/tests/`: central-difference
 //! checkers for oracles and hypergradients, in `f64`.
 
+pub mod faults;
 pub mod runs;
 
 use bilevel::problem::{Batch, Problem};

@@ -71,6 +71,13 @@ pub struct ItdReverse<T, const DY: usize, const S: usize> {
     trajectory: [[T; DY]; S],
 }
 
+/// Equal when configuration and lower iterate are; the trajectory is scratch, not state.
+impl<T: Real, const DY: usize, const S: usize> PartialEq for ItdReverse<T, DY, S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config && self.y == other.y
+    }
+}
+
 impl<T: Real, const DY: usize, const S: usize> ItdReverse<T, DY, S> {
     /// Starts at lower iterate `y0`.
     pub fn new(config: ItdConfig<T>, y0: [T; DY]) -> Self {
