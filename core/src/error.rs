@@ -88,6 +88,12 @@ pub enum Error {
         /// Its capacity.
         capacity: usize,
     },
+    /// Non-volatile storage failed (a flash read, erase or write returned an error), or
+    /// holds no valid checkpoint.
+    Storage {
+        /// What was being done.
+        operation: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -112,6 +118,7 @@ impl fmt::Display for Error {
             Error::Capacity { what, capacity } => {
                 write!(f, "capacity of {what} ({capacity}) exceeded")
             }
+            Error::Storage { operation } => write!(f, "storage failure: {operation}"),
         }
     }
 }

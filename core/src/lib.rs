@@ -41,6 +41,8 @@ extern crate std;
 
 pub mod algo;
 pub mod autodiff;
+#[cfg(feature = "serde")]
+pub mod checkpoint;
 pub mod error;
 pub mod inner;
 pub mod linalg;

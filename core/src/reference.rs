@@ -12,6 +12,10 @@ use crate::scalar::Real;
 
 /// Tolerances and budgets of [`reference_hypergradient`].
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct ReferenceConfig<T> {
     /// Stop the Newton iteration when `‖∇_y g‖ ≤ lower_tol`.
     pub lower_tol: T,
@@ -236,9 +240,15 @@ where
 /// Outer gradient steps on the reference hypergradient: the exact (and expensive)
 /// baseline. The lower solve is warm-started from the previous `y*`.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(feature = "serde", serde(bound(deserialize = "T: Real + serde::Deserialize<'de>")))]
 pub struct ReferenceSolver<T, const DY: usize> {
     /// Tolerances of each reference solve.
     pub config: ReferenceConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
 }
 

@@ -28,6 +28,10 @@ use crate::scalar::Real;
 /// How AID approximates the adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum AdjointSolver<T> {
     /// `steps` conjugate-gradient steps (`N`); each costs one Hessian-vector product, plus
     /// one for the residual of a warm start.
@@ -59,6 +63,10 @@ pub enum AdjointSolver<T> {
 /// Configuration of AID (and AmIGO).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct AidConfig<T> {
     /// Lower-level gradient step `α` (`≤ 1/L`).
     pub lower_step: T,
@@ -185,10 +193,17 @@ where
 /// the adjoint solve's Hessian-vector products (CG: `N`, plus 1 for a non-zero warm start;
 /// GD: `N`, minus 1 from `u = 0`; Neumann: `Q`).
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(feature = "serde", serde(bound(deserialize = "T: Real + serde::Deserialize<'de>")))]
 pub struct Aid<T, const DY: usize> {
     /// The configuration.
     pub config: AidConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     u: [T; DY],
 }
 

@@ -27,6 +27,10 @@ use crate::scalar::Real;
 /// Configuration of ITD (both modes).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct ItdConfig<T> {
     /// Lower-level gradient step `α` (`≤ 1/L`).
     pub lower_step: T,
@@ -63,12 +67,31 @@ impl<T: Real> ItdConfig<T> {
 /// Hessian-vector products (the product at `t = 0` would only feed `∂/∂y_0`, which is
 /// not needed), 1 upper gradient.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(bound(deserialize = "T: Real + serde::Deserialize<'de>")))]
 pub struct ItdReverse<T, const DY: usize, const S: usize> {
     /// The configuration.
     pub config: ItdConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
-    /// Scratch for the stored iterates `y_0 … y_{D−1}`; meaningless between calls.
+    /// Scratch for the stored iterates `y_0 … y_{D−1}`; meaningless between calls, so not
+    /// part of a checkpoint.
+    #[cfg_attr(feature = "serde", serde(skip, default = "empty_trajectory"))]
     trajectory: [[T; DY]; S],
+}
+
+#[cfg(feature = "serde")]
+fn empty_trajectory<T: Real, const DY: usize, const S: usize>() -> [[T; DY]; S] {
+    [[T::ZERO; DY]; S]
+}
+
+/// A checkpoint holds the configuration and `y`, not the scratch trajectory.
+#[cfg(feature = "serde")]
+impl<T, const DY: usize, const S: usize> postcard::experimental::max_size::MaxSize for ItdReverse<T, DY, S>
+where
+    T: postcard::experimental::max_size::MaxSize,
+{
+    const POSTCARD_MAX_SIZE: usize = ItdConfig::<T>::POSTCARD_MAX_SIZE + DY * T::POSTCARD_MAX_SIZE;
 }
 
 /// Equal when configuration and lower iterate are; the trajectory is scratch, not state.
@@ -152,9 +175,15 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
 /// Cost per outer iteration: `D` lower gradients, `(D − 1)·DX` Hessian-vector products
 /// (in fused pairs), `D·DY` cross products (unit vectors), 1 upper gradient.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(feature = "serde", serde(bound(deserialize = "T: Real + serde::Deserialize<'de>")))]
 pub struct ItdForward<T, const DY: usize> {
     /// The configuration.
     pub config: ItdConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
 }
 

@@ -29,6 +29,10 @@ use crate::scalar::Real;
 /// How NBO solves the joint system `H·[v, u] = [∇_y g, ∇_y f]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum NewtonSolver<T> {
     /// NBO-GD: `T + 1` gradient steps `w ← w − β(H w − b)` on both systems.
     /// Converges for `0 < β < 2/L`; `β ≤ 1/L` is the analysed range.
@@ -43,6 +47,10 @@ pub enum NewtonSolver<T> {
 /// Configuration of NBO-GD / NBO-CG.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct NboConfig<T> {
     /// The inner solver of the joint system.
     pub solver: NewtonSolver<T>,
@@ -232,10 +240,17 @@ where
 /// assert!(bilevel::linalg::dist(&x, &xs) < 1e-10);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(feature = "serde", serde(bound(deserialize = "T: Real + serde::Deserialize<'de>")))]
 pub struct Nbo<T, const DY: usize> {
     /// The configuration.
     pub config: NboConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     u: [T; DY],
 }
 
