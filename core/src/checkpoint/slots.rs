@@ -104,12 +104,13 @@ impl<F: NorFlash> Slots<F> {
         Ok((computed == crc).then_some(Record { slot, sequence, len }))
     }
 
-    /// The newest valid record of both slots (the later sequence number wins).
+    /// The newest valid record of both slots. Sequence numbers compare in serial-number
+    /// arithmetic (RFC 1982), so the record after `u32::MAX` (sequence 0) is the newer one.
     fn newest(&mut self, buf: &mut [u8]) -> Result<Option<Record>, Error> {
         let a = self.read_record(0, buf)?;
         let b = self.read_record(1, buf)?;
         Ok(match (a, b) {
-            (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
+            (Some(a), Some(b)) => Some(if (b.sequence.wrapping_sub(a.sequence) as i32) > 0 { b } else { a }),
             (a, b) => a.or(b),
         })
     }
@@ -307,6 +308,24 @@ mod tests {
                 assert_eq!((seq, got), (2, &old[..]), "cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_around() {
+        let mut s = Slots::new(flash(), 0, 128).unwrap();
+        let mut buf = [0u8; 112];
+        s.save(&payload(1, 8), &mut buf).unwrap();
+        let mut f = s.into_inner();
+        // Rewrite slot 0's record as sequence u32::MAX (header and CRC).
+        let mut rec = f.mem[..SLOT_HEADER_BYTES + 8].to_vec();
+        rec[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc32(crc32(0, &rec[4..12]), &rec[SLOT_HEADER_BYTES..]);
+        rec[12..16].copy_from_slice(&crc.to_le_bytes());
+        f.mem[..rec.len()].copy_from_slice(&rec);
+        let mut s = Slots::new(f, 0, 128).unwrap();
+        assert_eq!(s.save(&payload(2, 8), &mut buf).unwrap(), 0);
+        let (seq, got) = s.load(&mut buf).unwrap().unwrap();
+        assert_eq!((seq, got), (0, &payload(2, 8)[..]));
     }
 
     #[test]
