@@ -110,7 +110,10 @@ impl<F: NorFlash> Slots<F> {
         let a = self.read_record(0, buf)?;
         let b = self.read_record(1, buf)?;
         Ok(match (a, b) {
-            (Some(a), Some(b)) => Some(if (b.sequence.wrapping_sub(a.sequence) as i32) > 0 { b } else { a }),
+            (Some(a), Some(b)) => {
+                let b_is_newer = (b.sequence.wrapping_sub(a.sequence) as i32) > 0;
+                Some(if b_is_newer { b } else { a })
+            }
             (a, b) => a.or(b),
         })
     }
