@@ -5,3 +5,5 @@ pub mod aid;
 pub mod amigo;
 pub mod itd;
 pub mod nbo;
+pub mod soba;
+pub mod stochastic;

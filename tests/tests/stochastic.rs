@@ -1,0 +1,219 @@
+//! The stochastic methods on the finite-sum quadratic: hypergradient estimates averaged over
+//! seeds against the closed form where a method is unbiased, outer loops against the
+//! solution `x*`, SAGA bookkeeping against the deterministic counterparts, determinism per
+//! seed, and the memory of each solver type.
+
+use bilevel::algo::soba::{Saba, Soba, SobaConfig};
+use bilevel::linalg;
+use bilevel::problem::{Counted, Problem};
+use bilevel::problems::FiniteSum;
+use bilevel::rng::Rng128;
+use bilevel::run::{Outer, Solver};
+use bilevel::sample::{FullBatch, Minibatches, Order};
+
+const DX: usize = 4;
+const DY: usize = 6;
+/// Samples: 24 in batches of 4 (6 equal batches) unless a test says otherwise.
+const N: usize = 24;
+const BATCH: usize = 4;
+type P = FiniteSum<f64, DX, DY, N>;
+
+fn problem(seed: u64) -> P {
+    P::random(seed, 10.0, 0.1, 0.2).unwrap()
+}
+
+fn samplers(p: &impl Problem<f64, DX, DY>, order: Order, seed: u64) -> [Minibatches; 2] {
+    Minibatches::for_levels(p.samples(), BATCH, order, seed).unwrap()
+}
+
+fn gaussian<const K: usize>(r: &mut Rng128) -> [f64; K] {
+    let mut v = [0.0; K];
+    r.fill_gaussian(&mut v);
+    v
+}
+
+/// Runs `iterations` outer steps from `x0`; returns the last `x`.
+fn outer_run<S: Solver<f64, DX, DY>>(
+    solver: &mut S,
+    p: &impl Problem<f64, DX, DY>,
+    x0: [f64; DX],
+    outer: Outer<f64>,
+    iterations: u32,
+) -> [f64; DX] {
+    let counted = Counted::new(p);
+    let mut x = x0;
+    for t in 0..iterations {
+        bilevel::run::step(solver, &counted, &mut x, &outer, t).unwrap();
+    }
+    x
+}
+
+/// Mean and standard error of the mean of `draws` estimates, per coordinate.
+fn mean_and_error(draws: &[[f64; DX]]) -> ([f64; DX], [f64; DX]) {
+    let n = draws.len() as f64;
+    let mut mean = [0.0; DX];
+    for d in draws {
+        linalg::axpy(1.0 / n, d, &mut mean);
+    }
+    let mut se = [0.0; DX];
+    for j in 0..DX {
+        let var = draws
+            .iter()
+            .map(|d| {
+                let e = d[j] - mean[j];
+                e * e
+            })
+            .sum::<f64>()
+            / (n - 1.0);
+        se[j] = libm::sqrt(var / n);
+    }
+    (mean, se)
+}
+
+/// Asserts that `draws` average to `expected` within 5 standard errors per coordinate,
+/// that the estimates are genuinely noisy, and returns the relative error of the mean.
+fn assert_unbiased(name: &str, draws: &[[f64; DX]], expected: &[f64; DX]) -> f64 {
+    let (mean, se) = mean_and_error(draws);
+    for j in 0..DX {
+        assert!(
+            (mean[j] - expected[j]).abs() < 5.0 * se[j] + 1e-12,
+            "{name}: coordinate {j}: mean {} expected {} (standard error {})",
+            mean[j],
+            expected[j],
+            se[j]
+        );
+    }
+    let spread = se
+        .iter()
+        .map(|s| s * libm::sqrt(draws.len() as f64))
+        .fold(0.0, f64::max);
+    assert!(
+        spread > 1e-3 * linalg::norm(expected),
+        "{name}: estimates are not noisy"
+    );
+    let e = bilevel_tests::rel_norm_err(&mean, expected);
+    println!(
+        "{name}: relative error of the mean of {} draws {e:.2e}, spread {spread:.2e}",
+        draws.len()
+    );
+    e
+}
+
+// ---------------------------------------------------------------------------------------
+// SOBA family
+
+#[test]
+fn soba_direction_at_the_solution_pair_is_unbiased_for_the_closed_form() {
+    let p = problem(0);
+    let q = p.mean();
+    let x: [f64; DX] = gaussian(&mut Rng128::new(1));
+    let y = q.lower_solution(&x).unwrap();
+    let v = q.adjoint(&x).unwrap().map(|c| -c);
+    let draws: Vec<[f64; DX]> = (0..4000)
+        .map(|seed| {
+            let [l, u] = samplers(&p, Order::Shuffled, seed);
+            let mut soba = Soba::new(SobaConfig::default(), y, l, u).with_adjoint(v);
+            let mut h = [0.0; DX];
+            soba.hypergradient(&p, &x, &mut h).unwrap();
+            h
+        })
+        .collect();
+    let e = assert_unbiased("SOBA", &draws, &q.hypergradient(&x).unwrap());
+    assert!(e < 0.02);
+}
+
+#[test]
+fn soba_and_ma_soba_outer_loops_approach_the_solution() {
+    let p = problem(1);
+    let q = p.mean();
+    let x_star = q.solution().unwrap();
+    let l_phi = q.hypergradient_lipschitz().unwrap();
+    let rho = 0.5 / q.lower_lipschitz();
+    let x0 = [0.0; DX];
+    let d0 = linalg::dist(&x0, &x_star);
+    // SOBA with constant steps, the outer one 20× below 1/L_Φ: a noise ball around x*.
+    let [l, u] = samplers(&p, Order::Shuffled, 3);
+    let mut soba = Soba::new(SobaConfig::saba(rho), [0.0; DY], l, u);
+    let x = outer_run(&mut soba, &p, x0, Outer::constant(0.05 / l_phi), 20_000);
+    let d_soba = linalg::dist(&x, &x_star);
+    // MA-SOBA: constant steps, moving average θ = 0.5.
+    let [l, u] = samplers(&p, Order::Shuffled, 4);
+    let mut ma = Soba::new(SobaConfig::ma_soba(rho, 0.5), [0.0; DY], l, u);
+    let x = outer_run(&mut ma, &p, x0, Outer::constant(0.05 / l_phi), 20_000);
+    let d_ma = linalg::dist(&x, &x_star);
+    println!("‖x0 − x*‖ {d0:.3e}; SOBA {d_soba:.3e}; MA-SOBA {d_ma:.3e}");
+    // Measured: 5.3e-4·d0 and 7.1e-4·d0.
+    assert!(d_soba < 3e-3 * d0, "SOBA {d_soba} from {d0}");
+    assert!(d_ma < 3e-3 * d0, "MA-SOBA {d_ma} from {d0}");
+}
+
+#[test]
+fn saba_converges_to_the_solution_with_a_short_last_batch() {
+    // 22 samples in batches of 4: five of 4 and one of 2, weighted 2/22 in the tables. A
+    // wrong weight shifts SABA's fixed point away from x*.
+    let p = FiniteSum::<f64, DX, DY, 22>::random(2, 10.0, 0.1, 0.2).unwrap();
+    let q = p.mean();
+    let x_star = q.solution().unwrap();
+    let l_phi = q.hypergradient_lipschitz().unwrap();
+    let [l, u] = Minibatches::for_levels(p.samples(), BATCH, Order::Shuffled, 5).unwrap();
+    let rho = 0.5 / q.lower_lipschitz();
+    let mut saba = Saba::<f64, DX, DY, 6, 6>::new(SobaConfig::saba(rho), [0.0; DY], l, u).unwrap();
+    let x = outer_run(&mut saba, &p, [0.0; DX], Outer::constant(0.05 / l_phi), 20_000);
+    let d = linalg::dist(&x, &x_star);
+    println!("SABA ‖x − x*‖ = {d:.3e} (‖x*‖ = {:.3e})", linalg::norm(&x_star));
+    assert!(d < 1e-6 * (1.0 + linalg::norm(&x_star)), "{d}");
+    // Tables smaller than the number of batches are refused.
+    let [l, u] = Minibatches::for_levels(p.samples(), BATCH, Order::Shuffled, 5).unwrap();
+    assert!(matches!(
+        Saba::<f64, DX, DY, 5, 6>::new(SobaConfig::saba(rho), [0.0; DY], l, u),
+        Err(bilevel::Error::Capacity { capacity: 5, .. })
+    ));
+}
+
+#[test]
+fn saba_with_one_full_batch_is_soba_with_constant_steps_step_for_step() {
+    let p = problem(3);
+    let q = p.mean();
+    let rho = 0.5 / q.lower_lipschitz();
+    let alpha = Outer::constant(0.05 / q.hypergradient_lipschitz().unwrap());
+    let [l, u] = Minibatches::for_levels(p.samples(), N, Order::Shuffled, 1).unwrap();
+    let mut saba = Saba::<f64, DX, DY, 1, 1>::new(SobaConfig::saba(rho), [0.0; DY], l, u).unwrap();
+    let mut soba = Soba::new(SobaConfig::saba(rho), [0.0; DY], FullBatch, FullBatch);
+    let (cs, cd) = (Counted::new(&p), Counted::new(&p));
+    let (mut xs, mut xd) = ([0.5; DX], [0.5; DX]);
+    let mut worst = 0.0f64;
+    for t in 0..200 {
+        bilevel::run::step(&mut saba, &cs, &mut xs, &alpha, t).unwrap();
+        bilevel::run::step(&mut soba, &cd, &mut xd, &alpha, t).unwrap();
+        let e = linalg::dist(&xs, &xd).max(linalg::dist(
+            Solver::<f64, DX, DY>::lower(&saba),
+            Solver::<f64, DX, DY>::lower(&soba),
+        ));
+        worst = worst.max(e / (1.0 + linalg::norm(&xd)));
+    }
+    println!("SABA(one batch) vs SOBA(full batch): worst relative difference {worst:.2e}");
+    assert!(worst < 1e-12, "{worst}");
+}
+
+#[test]
+fn same_seed_same_bits_different_seed_differs() {
+    let p = problem(4);
+    let q = p.mean();
+    let rho = 0.5 / q.lower_lipschitz();
+    let outer = Outer::constant(0.05 / q.hypergradient_lipschitz().unwrap());
+    let soba_run = |seed| {
+        let [l, u] = samplers(&p, Order::Shuffled, seed);
+        let mut s = Soba::new(SobaConfig::ma_soba(rho, 0.3), [0.0; DY], l, u);
+        outer_run(&mut s, &p, [0.0; DX], outer, 300)
+    };
+    let saba_run = |seed| {
+        let [l, u] = samplers(&p, Order::Shuffled, seed);
+        let mut s = Saba::<f64, DX, DY, 6, 6>::new(SobaConfig::saba(rho), [0.0; DY], l, u).unwrap();
+        outer_run(&mut s, &p, [0.0; DX], outer, 300)
+    };
+    let bits = |x: [f64; DX]| x.map(f64::to_bits);
+    assert_eq!(bits(soba_run(7)), bits(soba_run(7)));
+    assert_ne!(bits(soba_run(7)), bits(soba_run(8)));
+    assert_eq!(bits(saba_run(7)), bits(saba_run(7)));
+    assert_ne!(bits(saba_run(7)), bits(saba_run(8)));
+}
