@@ -5,5 +5,6 @@ pub mod aid;
 pub mod amigo;
 pub mod itd;
 pub mod nbo;
+pub mod nsbo;
 pub mod soba;
 pub mod stochastic;

@@ -264,9 +264,12 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
 /// outer step, then take the tables back with [`Saga::into_tables`] once the step has
 /// succeeded.
 ///
-/// Tabled oracles: `lower_grad`, `lower_hvp` (for one tracked vector, as SABA's `v`),
-/// `lower_cross`, `upper_grad`. Values and `lower_grad_x` pass through unchanged; the
-/// fused `lower_hvp2` is [`Error::Unsupported`], since one table cannot serve two vectors.
+/// Tabled oracles: `lower_grad`, `lower_hvp` (the products of one tracked vector, as
+/// SABA's `v`), the second product of `lower_hvp2` (its first passes through), `lower_cross`,
+/// `upper_grad`. Values and `lower_grad_x` pass through unchanged. A SAGA estimate
+/// `new − table[j] + mean` is unbiased for the full-batch value at the current point
+/// whatever the rows hold (batches drawn with probability equal to their weight); stale
+/// rows only add variance, which vanishes as the iterates settle.
 pub struct Saga<'p, P, T, const DX: usize, const DY: usize, const NI: usize, const NO: usize> {
     problem: &'p P,
     tables: RefCell<SagaTables<T, DX, DY, NI, NO>>,
@@ -337,19 +340,21 @@ where
         self.with_tables(|t| t.lower_hvp.estimate(b.id(), w, out, LOWER_ROWS))
     }
 
+    /// The first product is plain, the second is tabled (the tracked vector: NBO's
+    /// adjoint `u` is the second of its pair).
     fn lower_hvp2(
         &self,
-        _: &[T; DX],
-        _: &[T; DY],
-        _: &[T; DY],
-        _: &[T; DY],
-        _: Batch,
-        _: &mut [T; DY],
-        _: &mut [T; DY],
+        x: &[T; DX],
+        y: &[T; DY],
+        v1: &[T; DY],
+        v2: &[T; DY],
+        b: Batch,
+        out1: &mut [T; DY],
+        out2: &mut [T; DY],
     ) -> Result<(), Error> {
-        Err(Error::Unsupported {
-            oracle: crate::error::Oracle::LowerHvp,
-        })
+        self.problem.lower_hvp2(x, y, v1, v2, b, out1, out2)?;
+        let w = Self::weight(b, self.problem.samples().0);
+        self.with_tables(|t| t.lower_hvp.estimate(b.id(), w, out2, LOWER_ROWS))
     }
 
     fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
