@@ -7,4 +7,5 @@ pub mod itd;
 pub mod nbo;
 pub mod nsbo;
 pub mod soba;
+pub mod stocbio;
 pub mod stochastic;
