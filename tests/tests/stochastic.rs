@@ -4,6 +4,7 @@
 //! seed, and the memory of each solver type.
 
 use bilevel::algo::aid::{Aid, AidConfig};
+use bilevel::algo::f2sa::{F2sa, F2saConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::algo::nsbo::{Nsbo, NsboConfig, NsboSaga};
 use bilevel::algo::soba::{Saba, Soba, SobaConfig};
@@ -384,4 +385,134 @@ fn stocbio_outer_loop_approaches_the_solution() {
     println!("stocBiO ‖x − x*‖ {d:.3e} from {d0:.3e}");
     // Measured: 3.2e-3·d0 (a noise ball at a constant step; truncation bias (0.9)^51).
     assert!(d < 0.01 * d0, "{d}");
+}
+
+// ---------------------------------------------------------------------------------------
+// F2SA
+
+/// The F2SA estimate at convergence of its inner problems for penalty `λ`:
+/// `ρx − λBᵀ(y_λ − y*)` with `(I + λA) y_λ = ŷ + λ(Bx − c)`.
+fn f2sa_limit(q: &bilevel::problems::Quadratic<f64, DX, DY>, x: &[f64; DX], lambda: f64) -> [f64; DX] {
+    let mut m = q.a;
+    for (i, row) in m.iter_mut().enumerate() {
+        for v in row.iter_mut() {
+            *v *= lambda;
+        }
+        row[i] += 1.0;
+    }
+    let mut rhs = [0.0; DY];
+    linalg::matvec(&q.b, x, &mut rhs);
+    for ((r, t), c) in rhs.iter_mut().zip(&q.target).zip(&q.c) {
+        *r = t + lambda * (*r - c);
+    }
+    assert!(linalg::spd_solve(&m, &mut rhs));
+    let y_star = q.lower_solution(x).unwrap();
+    let mut d = [0.0; DY];
+    linalg::sub(&rhs, &y_star, &mut d);
+    let mut out = [0.0; DX];
+    linalg::matvec_t(&q.b, &d, &mut out);
+    linalg::scale(-lambda, &mut out);
+    linalg::axpy(q.rho, x, &mut out);
+    out
+}
+
+fn f2sa_config(q: &bilevel::problems::Quadratic<f64, DX, DY>, lambda: f64, steps: u32) -> F2saConfig<f64> {
+    F2saConfig {
+        lower_step: Schedule::Constant(1.0 / q.lower_lipschitz()),
+        penalty_step: Schedule::Constant(1.0),
+        upper_smoothness: 1.0,
+        lower_smoothness: q.lower_lipschitz(),
+        inner_steps: steps,
+        penalty: lambda,
+        penalty_growth: None,
+        max_penalty: lambda,
+    }
+}
+
+#[test]
+fn f2sa_bias_shrinks_like_one_over_lambda() {
+    let p = problem(11);
+    let q = p.mean();
+    let x: [f64; DX] = gaussian(&mut Rng128::new(4));
+    let exact = q.hypergradient(&x).unwrap();
+    let mut errors = Vec::new();
+    for lambda in [1.0, 10.0, 100.0, 1000.0] {
+        // Deterministic (full batch), inner problems run to convergence.
+        let mut f = F2sa::new(f2sa_config(&q, lambda, 3000), [0.0; DY], FullBatch, FullBatch);
+        let mut h = [0.0; DX];
+        f.hypergradient(&p, &x, &mut h).unwrap();
+        let limit = f2sa_limit(&q, &x, lambda);
+        assert!(
+            bilevel_tests::rel_norm_err(&h, &limit) < 1e-8,
+            "λ {lambda}: estimate vs its limit"
+        );
+        let gap = f.penalty_gap(&p, &x).unwrap();
+        assert!(gap >= 0.0);
+        let e = bilevel_tests::rel_norm_err(&h, &exact);
+        println!("F2SA λ = {lambda}: relative bias {e:.3e}, g(y) − g(z) = {gap:.2e}");
+        errors.push((lambda, e, gap));
+    }
+    for w in errors.windows(2) {
+        // Ten times the penalty: about a tenth of the bias, about a hundredth of the gap.
+        assert!(w[1].1 < 0.2 * w[0].1 && w[1].1 > 0.05 * w[0].1, "{errors:?}");
+        assert!(w[1].2 < 0.05 * w[0].2, "{errors:?}");
+    }
+    // Stochastic, λ = 100: the average over seeds has the same limit.
+    let lambda = 100.0;
+    let limit = f2sa_limit(&q, &x, lambda);
+    let y_star = q.lower_solution(&x).unwrap();
+    let draws: Vec<[f64; DX]> = (0..2000)
+        .map(|seed| {
+            let [l, u] = samplers(&p, Order::Independent, seed);
+            let mut f = F2sa::new(f2sa_config(&q, lambda, 400), y_star, l, u);
+            let mut h = [0.0; DX];
+            f.hypergradient(&p, &x, &mut h).unwrap();
+            h
+        })
+        .collect();
+    assert_unbiased("F2SA (λ = 100) against its limit", &draws, &limit);
+}
+
+#[test]
+fn f2sa_outer_loop_with_a_growing_penalty_approaches_the_solution_up_to_its_bias() {
+    let p = problem(12);
+    let q = p.mean();
+    let x_star = q.solution().unwrap();
+    let l_phi = q.hypergradient_lipschitz().unwrap();
+    let x0 = [0.0; DX];
+    let d0 = linalg::dist(&x0, &x_star);
+    let outer = Outer::constant(0.05 / l_phi);
+    // λ grows from 1 by 0.01 per iteration to 30 (spec §8: λ from 1 to 31).
+    let growing = F2saConfig {
+        penalty_growth: Some(Schedule::Constant(0.01)),
+        max_penalty: 30.0,
+        ..f2sa_config(&q, 1.0, 10)
+    };
+    // Full batch, constant steps: converges to the O(1/λ) bias floor of λ = 30.
+    let mut det = F2sa::new(growing, [0.0; DY], FullBatch, FullBatch);
+    let d_det = linalg::dist(&outer_run(&mut det, &p, x0, outer, 5_000), &x_star);
+    // Minibatches: the variance of λ(∇_x g(y) − ∇_x g(z)) grows with λ, so the inner steps
+    // decay with benchopt's exponents (4/7 for z, 5/7 for y).
+    let stochastic = F2saConfig {
+        lower_step: Schedule::Decay {
+            c: 1.0 / q.lower_lipschitz(),
+            exponent: 4.0 / 7.0,
+        },
+        penalty_step: Schedule::Decay {
+            c: 1.0,
+            exponent: 5.0 / 7.0,
+        },
+        ..growing
+    };
+    let [l, u] = samplers(&p, Order::Shuffled, 1);
+    let mut f = F2sa::new(stochastic, [0.0; DY], l, u);
+    let d = linalg::dist(&outer_run(&mut f, &p, x0, outer, 20_000), &x_star);
+    println!(
+        "F2SA ‖x − x*‖ from {d0:.3e}: full batch {d_det:.3e}, minibatches {d:.3e}; final λ {}",
+        f.penalty()
+    );
+    assert_eq!(f.penalty(), 30.0);
+    // Measured: 1.1e-2·d0 (full batch, the bias floor) and 2.2e-2·d0 (minibatches).
+    assert!(d_det < 0.02 * d0 && d_det > 1e-3 * d0, "{d_det}");
+    assert!(d < 0.05 * d0, "{d}");
 }

@@ -3,6 +3,7 @@
 
 pub mod aid;
 pub mod amigo;
+pub mod f2sa;
 pub mod itd;
 pub mod nbo;
 pub mod nsbo;
