@@ -7,6 +7,7 @@ pub mod f2sa;
 pub mod itd;
 pub mod nbo;
 pub mod nsbo;
+pub mod pzobo;
 pub mod soba;
 pub mod stocbio;
 pub mod stochastic;
