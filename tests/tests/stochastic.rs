@@ -3,6 +3,7 @@
 //! solution `x*`, SAGA bookkeeping against the deterministic counterparts, determinism per
 //! seed, and the memory of each solver type.
 
+use bilevel::Error;
 use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::f2sa::{F2sa, F2saConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
@@ -12,12 +13,13 @@ use bilevel::algo::soba::{Saba, Soba, SobaConfig};
 use bilevel::algo::stocbio::{StocBio, StocBioConfig};
 use bilevel::algo::stochastic::MovingAverage;
 use bilevel::linalg;
-use bilevel::problem::{Counted, Problem};
+use bilevel::problem::{Batch, Counted, Problem};
 use bilevel::problems::FiniteSum;
 use bilevel::rng::Rng128;
 use bilevel::run::{Outer, Solver};
-use bilevel::sample::{FullBatch, Minibatches, Order};
+use bilevel::sample::{BatchSource, FullBatch, Minibatches, Order, Stream};
 use bilevel::schedule::Schedule;
+use std::cell::Cell;
 
 const DX: usize = 4;
 const DY: usize = 6;
@@ -203,29 +205,6 @@ fn saba_with_one_full_batch_is_soba_with_constant_steps_step_for_step() {
     }
     println!("SABA(one batch) vs SOBA(full batch): worst relative difference {worst:.2e}");
     assert!(worst < 1e-12, "{worst}");
-}
-
-#[test]
-fn same_seed_same_bits_different_seed_differs() {
-    let p = problem(4);
-    let q = p.mean();
-    let rho = 0.5 / q.lower_lipschitz();
-    let outer = Outer::constant(0.05 / q.hypergradient_lipschitz().unwrap());
-    let soba_run = |seed| {
-        let [l, u] = samplers(&p, Order::Shuffled, seed);
-        let mut s = Soba::new(SobaConfig::ma_soba(rho, 0.3), [0.0; DY], l, u);
-        outer_run(&mut s, &p, [0.0; DX], outer, 300)
-    };
-    let saba_run = |seed| {
-        let [l, u] = samplers(&p, Order::Shuffled, seed);
-        let mut s = Saba::<f64, DX, DY, 6, 6>::new(SobaConfig::saba(rho), [0.0; DY], l, u).unwrap();
-        outer_run(&mut s, &p, [0.0; DX], outer, 300)
-    };
-    let bits = |x: [f64; DX]| x.map(f64::to_bits);
-    assert_eq!(bits(soba_run(7)), bits(soba_run(7)));
-    assert_ne!(bits(soba_run(7)), bits(soba_run(8)));
-    assert_eq!(bits(saba_run(7)), bits(saba_run(7)));
-    assert_ne!(bits(saba_run(7)), bits(saba_run(8)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -617,4 +596,426 @@ fn pzobo_outer_loops_approach_the_solution() {
     // Measured: 3.5e-2·d0 and 3.7e-2·d0 (0.08 and 0.085 absolute).
     assert!(d_det < 0.1 * d0, "{d_det}");
     assert!(d_sto < 0.1 * d0, "{d_sto}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Every method: determinism, failures, streams, memory
+
+/// Runs `check` on every stochastic solver, built for seed `seed` on the finite sum `p`.
+trait Check {
+    fn check<S: Solver<f64, DX, DY> + Clone + PartialEq + std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        make: &dyn Fn(u64) -> S,
+    );
+}
+
+fn for_every_method(p: &P, c: &mut impl Check) {
+    let q = p.mean();
+    let rho = 0.5 / q.lower_lipschitz();
+    let pair = |seed| samplers(p, Order::Shuffled, seed);
+    c.check("SOBA", &|seed| {
+        let [l, u] = pair(seed);
+        Soba::new(SobaConfig::saba(rho), [0.0; DY], l, u)
+    });
+    c.check("MA-SOBA", &|seed| {
+        let [l, u] = pair(seed);
+        Soba::new(SobaConfig::ma_soba(rho, 0.3), [0.0; DY], l, u)
+    });
+    c.check("SABA", &|seed| {
+        let [l, u] = pair(seed);
+        Saba::<f64, DX, DY, 6, 6>::new(SobaConfig::saba(rho), [0.0; DY], l, u).unwrap()
+    });
+    c.check("NSBO-SGD", &|seed| {
+        let [l, u] = pair(seed);
+        Nsbo::new(NsboConfig::constant(rho, 1), [0.0; DY], l, u)
+    });
+    c.check("MA-NSBO-SAGA", &|seed| {
+        let [l, u] = pair(seed);
+        let config = NsboConfig {
+            average: Some(MovingAverage::constant(0.5)),
+            ..NsboConfig::constant(rho, 1)
+        };
+        NsboSaga::<f64, DX, DY, 6, 6>::new(config, [0.0; DY], l, u).unwrap()
+    });
+    c.check("stocBiO", &|seed| {
+        let [l, u] = pair(seed);
+        StocBio::new(stocbio_config(&q, 5), [0.0; DY], l, u)
+    });
+    c.check("F2SA", &|seed| {
+        let [l, u] = pair(seed);
+        let config = F2saConfig {
+            penalty_growth: Some(Schedule::Constant(0.1)),
+            max_penalty: 10.0,
+            ..f2sa_config(&q, 1.0, 3)
+        };
+        F2sa::new(config, [0.0; DY], l, u)
+    });
+    c.check("PZOBO-S", &|seed| {
+        let [l, u] = pair(seed);
+        let config = PzoboConfig {
+            lower_step: rho,
+            lower_steps: 3,
+            directions: 2,
+            radius: 1e-2,
+            law: Directions::Gaussian,
+        };
+        Pzobo::new(config, [0.0; DY], seed, l, u)
+    });
+}
+
+#[test]
+fn every_method_same_seed_same_bits_different_seed_differs() {
+    struct Determinism<'a>(&'a P, f64);
+    impl Check for Determinism<'_> {
+        fn check<S: Solver<f64, DX, DY> + Clone + PartialEq + std::fmt::Debug>(
+            &mut self,
+            name: &str,
+            make: &dyn Fn(u64) -> S,
+        ) {
+            let outer = Outer::constant(self.1);
+            let bits = |seed| outer_run(&mut make(seed), self.0, [0.5; DX], outer, 200).map(f64::to_bits);
+            assert_eq!(bits(7), bits(7), "{name}: same seed");
+            assert_ne!(bits(7), bits(8), "{name}: different seeds");
+        }
+    }
+    let p = problem(20);
+    let alpha = 0.05 / p.mean().hypergradient_lipschitz().unwrap();
+    for_every_method(&p, &mut Determinism(&p, alpha));
+}
+
+/// Forwards every oracle to `P`, except that call number `poison_at` (counting all kinds)
+/// returns NaN.
+struct Poisoned<'a> {
+    inner: &'a P,
+    calls: Cell<u32>,
+    poison_at: u32,
+}
+
+impl Poisoned<'_> {
+    fn hit(&self) -> bool {
+        let c = self.calls.get();
+        self.calls.set(c + 1);
+        c == self.poison_at
+    }
+}
+
+impl Problem<f64, DX, DY> for Poisoned<'_> {
+    fn lower_grad(&self, x: &[f64; DX], y: &[f64; DY], b: Batch, out: &mut [f64; DY]) -> Result<(), Error> {
+        self.inner.lower_grad(x, y, b, out)?;
+        if self.hit() {
+            out[0] = f64::NAN;
+        }
+        Ok(())
+    }
+    fn upper_grad(
+        &self,
+        x: &[f64; DX],
+        y: &[f64; DY],
+        b: Batch,
+        gx: &mut [f64; DX],
+        gy: &mut [f64; DY],
+    ) -> Result<(), Error> {
+        self.inner.upper_grad(x, y, b, gx, gy)?;
+        if self.hit() {
+            gy[0] = f64::INFINITY;
+        }
+        Ok(())
+    }
+    fn lower_hvp(
+        &self,
+        x: &[f64; DX],
+        y: &[f64; DY],
+        v: &[f64; DY],
+        b: Batch,
+        out: &mut [f64; DY],
+    ) -> Result<(), Error> {
+        self.inner.lower_hvp(x, y, v, b, out)?;
+        if self.hit() {
+            out[1] = f64::NAN;
+        }
+        Ok(())
+    }
+    fn lower_hvp2(
+        &self,
+        x: &[f64; DX],
+        y: &[f64; DY],
+        v1: &[f64; DY],
+        v2: &[f64; DY],
+        b: Batch,
+        o1: &mut [f64; DY],
+        o2: &mut [f64; DY],
+    ) -> Result<(), Error> {
+        self.inner.lower_hvp2(x, y, v1, v2, b, o1, o2)?;
+        if self.hit() {
+            o2[1] = f64::NAN;
+        }
+        Ok(())
+    }
+    fn lower_cross(
+        &self,
+        x: &[f64; DX],
+        y: &[f64; DY],
+        v: &[f64; DY],
+        b: Batch,
+        out: &mut [f64; DX],
+    ) -> Result<(), Error> {
+        self.inner.lower_cross(x, y, v, b, out)?;
+        if self.hit() {
+            out[0] = f64::NAN;
+        }
+        Ok(())
+    }
+    fn lower_grad_x(&self, x: &[f64; DX], y: &[f64; DY], b: Batch, out: &mut [f64; DX]) -> Result<(), Error> {
+        self.inner.lower_grad_x(x, y, b, out)?;
+        if self.hit() {
+            out[0] = f64::NAN;
+        }
+        Ok(())
+    }
+    fn samples(&self) -> (usize, usize) {
+        self.inner.samples()
+    }
+}
+
+#[test]
+fn every_method_keeps_its_state_when_any_oracle_call_fails() {
+    struct Failures<'a>(&'a P, f64);
+    impl Check for Failures<'_> {
+        fn check<S: Solver<f64, DX, DY> + Clone + PartialEq + std::fmt::Debug>(
+            &mut self,
+            name: &str,
+            make: &dyn Fn(u64) -> S,
+        ) {
+            let outer = Outer::constant(self.1);
+            let mut solver = make(3);
+            let x = outer_run(&mut solver, self.0, [0.5; DX], outer, 30);
+            // The number of oracle calls (a fused product is one) of the next step.
+            let counting = Counted::new(Poisoned {
+                inner: self.0,
+                calls: Cell::new(0),
+                poison_at: u32::MAX,
+            });
+            let (mut probe, mut xp) = (solver.clone(), x);
+            bilevel::run::step(&mut probe, &counting, &mut xp, &outer, 30).unwrap();
+            let calls = counting.inner().calls.get();
+            assert!(calls >= 4, "{name}: {calls} calls");
+            for poison_at in 0..calls {
+                let poisoned = Counted::new(Poisoned {
+                    inner: self.0,
+                    calls: Cell::new(0),
+                    poison_at,
+                });
+                let (mut s, mut xs) = (solver.clone(), x);
+                let r = bilevel::run::step(&mut s, &poisoned, &mut xs, &outer, 30);
+                assert!(
+                    matches!(r, Err(Error::NonFinite { .. })),
+                    "{name}: call {poison_at} of {calls}: {r:?}"
+                );
+                assert_eq!(s, solver, "{name}: state changed by a failed step (call {poison_at})");
+                assert_eq!(xs, x, "{name}: x changed by a failed step");
+            }
+            // The step still works afterwards, exactly as before.
+            let (mut s, mut xs) = (solver.clone(), x);
+            bilevel::run::step(&mut s, &Counted::new(self.0), &mut xs, &outer, 30).unwrap();
+            assert_eq!(xs, xp, "{name}");
+        }
+    }
+    let p = problem(21);
+    let alpha = 0.05 / p.mean().hypergradient_lipschitz().unwrap();
+    for_every_method(&p, &mut Failures(&p, alpha));
+}
+
+#[test]
+fn a_stream_of_batches_drives_a_solver_like_the_sampler_it_replays() {
+    let p = problem(22);
+    let q = p.mean();
+    let rho = 0.5 / q.lower_lipschitz();
+    let outer = Outer::constant(0.05 / q.hypergradient_lipschitz().unwrap());
+    let [l, u] = samplers(&p, Order::Shuffled, 9);
+    let (mut replay_l, mut replay_u) = (l.clone(), u.clone());
+    let mut sampled = Soba::new(SobaConfig::saba(rho), [0.0; DY], l, u);
+    let mut streamed = Soba::new(SobaConfig::saba(rho), [0.0; DY], Stream::<2>::new(), Stream::<2>::new());
+    let counted = Counted::new(&p);
+    let (mut xa, mut xb) = ([0.5; DX], [0.5; DX]);
+    for t in 0..50 {
+        bilevel::run::step(&mut sampled, &counted, &mut xa, &outer, t).unwrap();
+        // Samples arrive: the caller hands in the batches that hold them.
+        streamed
+            .lower_batches_mut()
+            .push(replay_l.next_batch().unwrap())
+            .unwrap();
+        streamed
+            .upper_batches_mut()
+            .push(replay_u.next_batch().unwrap())
+            .unwrap();
+        bilevel::run::step(&mut streamed, &counted, &mut xb, &outer, t).unwrap();
+        assert_eq!(xa, xb);
+    }
+    // Nothing pending: the step fails and changes nothing.
+    let before = (streamed.clone(), xb);
+    assert!(bilevel::run::step(&mut streamed, &counted, &mut xb, &outer, 50).is_err());
+    assert_eq!((streamed, xb), before);
+}
+
+#[test]
+fn invalid_configurations_are_rejected_by_field() {
+    let p = problem(23);
+    let [l, u] = samplers(&p, Order::Shuffled, 1);
+    let mut h = [0.0; DX];
+    let field = |r: Result<bilevel::run::Diagnostics, Error>| match r {
+        Err(Error::InvalidConfig { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let bad = SobaConfig::saba(-1.0);
+    let mut s = Soba::new(bad, [0.0; DY], l.clone(), u.clone());
+    assert_eq!(field(s.hypergradient(&p, &[0.0; DX], &mut h)), "SOBA lower step ρ");
+    let mut s = Soba::new(SobaConfig::ma_soba(0.1, 1.5), [0.0; DY], l.clone(), u.clone());
+    assert_eq!(
+        field(s.hypergradient(&p, &[0.0; DX], &mut h)),
+        "moving-average weight θ"
+    );
+    let mut s = Nsbo::new(NsboConfig::constant(f64::NAN, 1), [0.0; DY], l.clone(), u.clone());
+    assert_eq!(field(s.hypergradient(&p, &[0.0; DX], &mut h)), "NSBO step β");
+    let config = StocBioConfig {
+        lower_steps: 0,
+        ..StocBioConfig::default()
+    };
+    let mut s = StocBio::new(config, [0.0; DY], l.clone(), u.clone());
+    assert_eq!(field(s.hypergradient(&p, &[0.0; DX], &mut h)), "stocBiO lower steps D");
+    let config = F2saConfig {
+        max_penalty: 0.5,
+        ..F2saConfig::default()
+    };
+    let mut s = F2sa::new(config, [0.0; DY], l.clone(), u.clone());
+    assert_eq!(field(s.hypergradient(&p, &[0.0; DX], &mut h)), "F2SA maximum penalty");
+    let config = PzoboConfig {
+        radius: 0.0,
+        ..PzoboConfig::default()
+    };
+    let mut s = Pzobo::new(config, [0.0; DY], 1, l, u);
+    assert_eq!(field(s.hypergradient(&p, &[0.0; DX], &mut h)), "PZOBO radius μ");
+}
+
+#[test]
+fn saba_and_pzobo_run_in_f32() {
+    let p = FiniteSum::<f32, DX, DY, N>::random(24, 10.0, 0.1, 0.2).unwrap();
+    let q = p.mean();
+    let x_star = q.solution().unwrap();
+    let rho = 0.5 / q.lower_lipschitz();
+    let l_phi = q.hypergradient_lipschitz().unwrap();
+    let [l, u] = Minibatches::for_levels(p.samples(), BATCH, Order::Shuffled, 1).unwrap();
+    let mut saba = Saba::<f32, DX, DY, 6, 6>::new(SobaConfig::saba(rho), [0.0; DY], l, u).unwrap();
+    let counted = Counted::new(&p);
+    let mut x = [0.0f32; DX];
+    let outer = Outer::constant(0.05 / l_phi);
+    for t in 0..20_000 {
+        bilevel::run::step(&mut saba, &counted, &mut x, &outer, t).unwrap();
+    }
+    let d_saba = linalg::dist(&x, &x_star) / linalg::norm(&x_star);
+    // PZOBO with μ = 1e-2 in f32 follows the f64 run of the same instance and directions.
+    let pzobo_f32 = {
+        let config = PzoboConfig {
+            lower_step: 1.0 / q.lower_lipschitz(),
+            lower_steps: 30,
+            directions: 5,
+            radius: 1e-2,
+            law: Directions::Gaussian,
+        };
+        let mut pz = Pzobo::new(config, [0.0f32; DY], 1, FullBatch, FullBatch);
+        let mut x = [0.0f32; DX];
+        let outer = Outer::constant(0.1 / l_phi);
+        for t in 0..400 {
+            bilevel::run::step(&mut pz, &counted, &mut x, &outer, t).unwrap();
+        }
+        x.map(f64::from)
+    };
+    let pzobo_f64 = {
+        let p = FiniteSum::<f64, DX, DY, N>::random(24, 10.0, 0.1, 0.2).unwrap();
+        let q = p.mean();
+        let config = PzoboConfig {
+            lower_step: 1.0 / q.lower_lipschitz(),
+            lower_steps: 30,
+            directions: 5,
+            radius: 1e-2,
+            law: Directions::Gaussian,
+        };
+        let mut pz = Pzobo::new(config, [0.0; DY], 1, FullBatch, FullBatch);
+        let outer = Outer::constant(0.1 / q.hypergradient_lipschitz().unwrap());
+        outer_run(&mut pz, &p, [0.0; DX], outer, 400)
+    };
+    let gap = bilevel_tests::rel_norm_err(&pzobo_f32, &pzobo_f64);
+    let d_pz = bilevel_tests::rel_norm_err(&pzobo_f32, &x_star.map(f64::from));
+    println!("f32: SABA relative distance to x* {d_saba:.2e}; PZOBO {d_pz:.2e}, {gap:.2e} from the f64 run");
+    assert!(d_saba < 1e-4, "{d_saba}");
+    assert!(gap < 1e-3, "{gap}");
+    // Measured: 3.6e-5, 3.5e-7 and 0.42 (this instance's slow upper-level direction).
+    assert!(d_pz < 0.5, "{d_pz}");
+}
+
+#[test]
+fn solver_sizes() {
+    use std::mem::size_of;
+    type Mb = Minibatches;
+    let rows: [(&str, usize, usize); 12] = [
+        ("Minibatches", size_of::<Mb>(), size_of::<Mb>()),
+        ("Stream<4>", size_of::<Stream<4>>(), size_of::<Stream<4>>()),
+        (
+            "Soba<4, 6> (SOBA, MA-SOBA)",
+            size_of::<Soba<f32, 4, 6>>(),
+            size_of::<Soba<f64, 4, 6>>(),
+        ),
+        (
+            "Soba<22, 22>",
+            size_of::<Soba<f32, 22, 22>>(),
+            size_of::<Soba<f64, 22, 22>>(),
+        ),
+        (
+            "Saba<4, 6, 6, 6>",
+            size_of::<Saba<f32, 4, 6, 6, 6>>(),
+            size_of::<Saba<f64, 4, 6, 6, 6>>(),
+        ),
+        ("Nsbo<4, 6>", size_of::<Nsbo<f32, 4, 6>>(), size_of::<Nsbo<f64, 4, 6>>()),
+        (
+            "NsboSaga<4, 6, 6, 6>",
+            size_of::<NsboSaga<f32, 4, 6, 6, 6>>(),
+            size_of::<NsboSaga<f64, 4, 6, 6, 6>>(),
+        ),
+        ("StocBio<6>", size_of::<StocBio<f32, 6>>(), size_of::<StocBio<f64, 6>>()),
+        ("F2sa<6>", size_of::<F2sa<f32, 6>>(), size_of::<F2sa<f64, 6>>()),
+        (
+            "Pzobo<6> (full batch)",
+            size_of::<Pzobo<f32, 6>>(),
+            size_of::<Pzobo<f64, 6>>(),
+        ),
+        (
+            "Pzobo<6, Minibatches>",
+            size_of::<Pzobo<f32, 6, Mb>>(),
+            size_of::<Pzobo<f64, 6, Mb>>(),
+        ),
+        (
+            "Pzobo<22> (full batch)",
+            size_of::<Pzobo<f32, 22>>(),
+            size_of::<Pzobo<f64, 22>>(),
+        ),
+    ];
+    println!(
+        "{:<30} {:>10} {:>10}",
+        "type (DX, DY, NI, NO)", "f32 bytes", "f64 bytes"
+    );
+    for (name, a, b) in rows {
+        println!("{name:<30} {a:>10} {b:>10}");
+    }
+    // The sampler is a few integers and a 16-byte generator.
+    assert!(size_of::<Mb>() <= 64);
+    // State = iterates + configuration + two samplers (+ tables), nothing hidden.
+    let iterates = (2 * 6 + 4) * 4 + 4;
+    assert!(size_of::<Soba<f32, 4, 6>>() <= iterates + size_of::<SobaConfig<f32>>() + 2 * size_of::<Mb>() + 8);
+    let tables = (6 * (2 * 6 + 4) + 6 * (6 + 4) + 2 * 6 + 6 + 2 * 4) * 4;
+    assert!(
+        size_of::<Saba<f32, 4, 6, 6, 6>>()
+            <= iterates + tables + size_of::<SobaConfig<f32>>() + 2 * size_of::<Mb>() + 8
+    );
+    // PZOBO keeps y and a 16-byte direction generator: no direction is stored.
+    assert!(size_of::<Pzobo<f32, 6>>() <= 6 * 4 + 16 + size_of::<PzoboConfig<f32>>() + 8);
 }
