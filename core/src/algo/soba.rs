@@ -234,6 +234,27 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 /// Memory: the iterates (`2·DY + DX`) plus `NI·(2·DY + DX) + NO·(DY + DX)` table floats
 /// and five mean rows; an outer step works on a copy of the tables (committed only when
 /// the step succeeds), so the stack needs the tables once more.
+///
+/// ```
+/// use bilevel::algo::soba::{Saba, SobaConfig};
+/// use bilevel::problem::{Counted, Problem};
+/// use bilevel::problems::FiniteSum;
+/// use bilevel::run::{step, Outer};
+/// use bilevel::sample::{Minibatches, Order};
+/// // 12 samples in batches of 4: three table rows per level.
+/// let p = FiniteSum::<f64, 2, 3, 12>::random(1, 5.0, 0.2, 0.2).unwrap();
+/// let q = p.mean();
+/// let [lower, upper] = Minibatches::for_levels(p.samples(), 4, Order::Shuffled, 7).unwrap();
+/// let rho = 0.5 / q.lower_lipschitz();
+/// let mut saba = Saba::<f64, 2, 3, 3, 3>::new(SobaConfig::saba(rho), [0.0; 3], lower, upper).unwrap();
+/// let outer = Outer::constant(0.05 / q.hypergradient_lipschitz().unwrap());
+/// let (counted, mut x) = (Counted::new(&p), [0.0; 2]);
+/// for t in 0..20_000 {
+///     step(&mut saba, &counted, &mut x, &outer, t).unwrap();
+/// }
+/// // Variance reduction: the minibatch method converges to the exact solution.
+/// assert!(bilevel::linalg::dist(&x, &q.solution().unwrap()) < 1e-8);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Saba<T, const DX: usize, const DY: usize, const NI: usize, const NO: usize> {
     /// The configuration.
