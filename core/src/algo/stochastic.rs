@@ -418,6 +418,43 @@ mod tests {
     }
 
     #[test]
+    fn saga_estimates_average_to_the_full_batch_value_whatever_the_tables_hold() {
+        // Tables filled at other points; then at (x, y) each batch's SAGA estimate, weighted
+        // by its share of the samples, sums to the full-batch value (unbiased when batches
+        // are drawn with probability equal to their weight).
+        let p = FiniteSum::<f64, 2, 3, 10>::random(4, 5.0, 0.1, 0.2).unwrap();
+        let mut s = Minibatches::new(10, 4, Order::Shuffled, 2).unwrap();
+        let saga = Saga::new(&p, SagaTables::<f64, 2, 3, 3, 3>::new((3, 3)).unwrap());
+        let mut g = [0.0; 3];
+        let mut gx = [0.0; 2];
+        for k in 0..7 {
+            let (x, y) = ([0.1 * k as f64, -0.3], [1.0, k as f64, -1.0]);
+            let b = s.next_batch().unwrap();
+            saga.lower_grad(&x, &y, b, &mut g).unwrap();
+            saga.upper_grad(&x, &y, b, &mut gx, &mut g).unwrap();
+        }
+        let tables = saga.into_tables();
+        let (x, y) = ([0.7, 0.2], [-0.5, 0.5, 2.0]);
+        let (mut sum, mut sum_f) = ([0.0; 3], [0.0; 3]);
+        for (id, start, len) in [(0u32, 0u32, 4u32), (1, 4, 4), (2, 8, 2)] {
+            let b = Batch::Range { id, start, len };
+            let w = f64::from(len) / 10.0;
+            let one = Saga::new(&p, tables.clone());
+            one.lower_grad(&x, &y, b, &mut g).unwrap();
+            crate::linalg::axpy(w, &g, &mut sum);
+            one.upper_grad(&x, &y, b, &mut gx, &mut g).unwrap();
+            crate::linalg::axpy(w, &g, &mut sum_f);
+        }
+        let (mut full, mut full_f) = ([0.0; 3], [0.0; 3]);
+        p.lower_grad(&x, &y, Batch::Full, &mut full).unwrap();
+        p.upper_grad(&x, &y, Batch::Full, &mut gx, &mut full_f).unwrap();
+        assert!(crate::linalg::dist(&sum, &full) < 1e-13);
+        assert!(crate::linalg::dist(&sum_f, &full_f) < 1e-13);
+        // A single estimate is not the full value.
+        assert!(crate::linalg::dist(&g, &full_f) > 1e-3);
+    }
+
+    #[test]
     fn tables_too_small_are_capacity_errors() {
         assert!(matches!(
             SagaTables::<f32, 1, 1, 2, 2>::new((3, 1)),
