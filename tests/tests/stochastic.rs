@@ -570,6 +570,79 @@ fn pzobo_s_paths_share_minibatches_so_the_estimate_stays_accurate() {
     assert!(worst < 1.0, "{worst}");
 }
 
+/// One lower-gradient call: `x`, `y` and the batch.
+type Call = ([f64; DX], [f64; DY], Batch);
+
+/// Records every lower-gradient call.
+struct Recorder<'a> {
+    inner: &'a P,
+    calls: std::cell::RefCell<Vec<Call>>,
+}
+
+impl Problem<f64, DX, DY> for Recorder<'_> {
+    fn lower_grad(&self, x: &[f64; DX], y: &[f64; DY], b: Batch, out: &mut [f64; DY]) -> Result<(), Error> {
+        self.calls.borrow_mut().push((*x, *y, b));
+        self.inner.lower_grad(x, y, b, out)
+    }
+    fn upper_grad(
+        &self,
+        x: &[f64; DX],
+        y: &[f64; DY],
+        b: Batch,
+        gx: &mut [f64; DX],
+        gy: &mut [f64; DY],
+    ) -> Result<(), Error> {
+        self.inner.upper_grad(x, y, b, gx, gy)
+    }
+    fn samples(&self) -> (usize, usize) {
+        self.inner.samples()
+    }
+}
+
+#[test]
+fn pzobo_s_paths_start_together_and_replay_the_same_minibatches() {
+    let p = problem(16);
+    let rec = Recorder {
+        inner: &p,
+        calls: Default::default(),
+    };
+    let (n, q) = (7usize, 3usize);
+    let config = PzoboConfig {
+        lower_step: 0.05,
+        lower_steps: n as u32,
+        directions: q as u32,
+        radius: 1e-2,
+        law: Directions::Gaussian,
+    };
+    let [l, u] = samplers(&p, Order::Shuffled, 3);
+    let y0 = [0.25; DY];
+    let mut pz = Pzobo::new(config, y0, 4, l, u);
+    let x = [0.5, -0.5, 1.0, 0.0];
+    let mut h = [0.0; DX];
+    let mut start = y0;
+    for step in 0..2 {
+        rec.calls.borrow_mut().clear();
+        pz.hypergradient(&rec, &x, &mut h).unwrap();
+        let calls = rec.calls.borrow();
+        assert_eq!(calls.len(), (q + 1) * n);
+        let paths: Vec<_> = calls.chunks(n).collect();
+        for (j, path) in paths.iter().enumerate() {
+            // Same start point, same batches in the same order.
+            assert_eq!(path[0].1, paths[0][0].1, "step {step} path {j}");
+            let batches: Vec<Batch> = path.iter().map(|c| c.2).collect();
+            let first: Vec<Batch> = paths[0].iter().map(|c| c.2).collect();
+            assert_eq!(batches, first, "step {step} path {j}");
+            // The unperturbed path runs at x, the others at x + μu_j.
+            assert_eq!(path[0].0 == x, j == 0, "step {step} path {j}");
+            assert!(path.iter().all(|c| c.0 == path[0].0));
+        }
+        // Warm start: every path starts where the previous unperturbed path ended.
+        assert_eq!(paths[0][0].1, start, "step {step}");
+        start = *Solver::<f64, DX, DY>::lower(&pz);
+        assert!(paths[0].windows(2).any(|w| w[0].2 != w[1].2));
+    }
+}
+
 #[test]
 fn pzobo_outer_loops_approach_the_solution() {
     // Spec §8: N = 30, Q = 5, μ = 1e-3, 400 iterations: ≈ 0.1 (variance-limited).
