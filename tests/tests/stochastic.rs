@@ -11,7 +11,7 @@ use bilevel::algo::nsbo::{Nsbo, NsboConfig, NsboSaga};
 use bilevel::algo::pzobo::{Directions, Pzobo, PzoboConfig};
 use bilevel::algo::soba::{Saba, Soba, SobaConfig};
 use bilevel::algo::stocbio::{StocBio, StocBioConfig};
-use bilevel::algo::stochastic::MovingAverage;
+use bilevel::algo::stochastic::{AverageOrder, MovingAverage};
 use bilevel::linalg;
 use bilevel::problem::{Batch, Counted, Problem};
 use bilevel::problems::{FiniteSum, Quadratic};
@@ -1122,9 +1122,19 @@ fn soba_and_ma_soba_on_q1_follow_the_reference_behaviour() {
     let rho = 1.0 / q.lower_lipschitz();
     let soba = || Soba::new(SobaConfig::saba(rho), [0.0; DY], FullBatch, FullBatch);
     let ma = || Soba::new(SobaConfig::ma_soba(rho, 0.5), [0.0; DY], FullBatch, FullBatch);
+    // MA-SOBA stepping with the previous average (the paper's box) behaves the same.
+    let previous = SobaConfig {
+        average: Some(MovingAverage {
+            weight: Schedule::Constant(0.5),
+            order: AverageOrder::StepWithPrevious,
+        }),
+        ..SobaConfig::saba(rho)
+    };
+    let mut ma_previous = Soba::new(previous, [0.0; DY], FullBatch, FullBatch);
     let converged = [
         q1_outer(&mut soba(), &q, 0.05 / l_phi, 40_000),
         q1_outer(&mut ma(), &q, 0.05 / l_phi, 40_000),
+        q1_outer(&mut ma_previous, &q, 0.05 / l_phi, 40_000),
     ];
     let diverged = [
         q1_outer(&mut soba(), &q, 1.0 / l_phi, 3_000),
