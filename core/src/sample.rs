@@ -8,7 +8,10 @@
 //! visits the `m` ranges once, in an order given by a seeded bijection on `0..m` (a
 //! four-round Feistel network with cycle walking, keyed afresh every epoch), so no
 //! permutation table is stored. Variance-reduced methods weight batch `j` by `len_j / n`
-//! ([`Minibatches::weight`]), so a short last batch counts for what it holds.
+//! ([`Minibatches::weight`]), so a short last batch counts for what it holds. Plain
+//! minibatch estimates (SGD-type methods) visit every batch equally often, so with a short
+//! last batch its samples weigh more over an epoch, as in benchopt; choose `b` dividing `n`
+//! when that matters.
 
 use crate::error::{Error, ensure};
 use crate::problem::Batch;
