@@ -18,7 +18,7 @@ use bilevel::linalg;
 use bilevel::problem::{Counted, OracleCounts};
 use bilevel::problems::{Quadratic, Samples, penalty};
 use bilevel::rng::Rng128;
-use bilevel::run::{self, Budget, Outcome, Outer, RunReport, Solver};
+use bilevel::run::{self, Budget, Outcome, Outer, RunReport, Solver, StepReport};
 use bilevel::schedule::Schedule;
 use bilevel::{Batch, Error, Problem, Real};
 
@@ -449,25 +449,16 @@ pub fn stream_outer() -> Outer<f32> {
 
 /// Tunes ridge regression's `ln λ` on a stream: every outer step draws one fresh minibatch
 /// (train and validation halves) from `source`, takes one NBO-GD step on it (`y` and the
-/// adjoint carried across minibatches, as in stochastic NBO), and calls `on_step` (the
-/// firmware toggles a pin there). Then evaluates `x = 0` and the tuned `x` on fixed
-/// evaluation sets streamed from `eval_source`.
-pub fn tune_stream<W, S, E, F>(
-    out: &mut W,
-    source: &mut S,
-    eval_source: &mut E,
-    mut on_step: F,
-) -> Result<StreamResult, Failure>
+/// adjoint carried across minibatches, as in stochastic NBO), and calls `on_step` with the
+/// step's report and the new `ln λ` (the firmware toggles a pin there). Then evaluates
+/// `λ = 1` and the tuned `λ` on fixed evaluation sets streamed from `eval_source`, and
+/// checks that the tuned one is no worse. No text output: see [`tune_stream`].
+pub fn stream_run<S, E, F>(source: &mut S, eval_source: &mut E, mut on_step: F) -> Result<StreamResult, Failure>
 where
-    W: Write,
     S: SampleSource,
     E: SampleSource,
-    F: FnMut(u32, f32) -> Result<(), Failure>,
+    F: FnMut(&StepReport<f32>, f32) -> Result<(), Failure>,
 {
-    writeln!(
-        out,
-        "problem: streaming ridge f32 features={STREAM_FEATURES} batch={STREAM_BATCH}+{STREAM_BATCH} steps={STREAM_STEPS} seed={STREAM_SEED}"
-    )?;
     let outer = stream_outer();
     let mut nbo = Nbo::new(NboConfig::gradient_descent(0.05f32, 3), [0.0f32; STREAM_DY]);
     let mut x = [0.0f32; 1];
@@ -489,16 +480,7 @@ where
         calls.upper_grad += c.upper_grad;
         calls.lower_hvp += c.lower_hvp;
         calls.lower_cross += c.lower_cross;
-        on_step(t, x[0])?;
-        if t % 50 == 49 {
-            writeln!(
-                out,
-                "step {:>3}: ln lambda = {:e}, |h| = {:e}",
-                t + 1,
-                x[0],
-                r.hypergradient_norm
-            )?;
-        }
+        on_step(&r, x[0])?;
     }
     let eval_train = LeastSquaresStats::collect(eval_source, STREAM_EVAL_SAMPLES)?;
     let eval_val = LeastSquaresStats::collect(eval_source, STREAM_EVAL_SAMPLES)?;
@@ -511,6 +493,47 @@ where
         loss_end,
         oracle_calls: calls,
     };
+    // Written so that a NaN loss fails the check.
+    if loss_end <= loss_start {
+        Ok(result)
+    } else {
+        Err(Failure::Check {
+            what: "tuned lambda no worse than lambda = 1 on the evaluation sets",
+        })
+    }
+}
+
+/// [`stream_run`] with its report: progress every 50 steps, the tuned `λ`, `y`, oracle
+/// calls, the evaluation losses, and their bits.
+pub fn tune_stream<W, S, E, F>(
+    out: &mut W,
+    source: &mut S,
+    eval_source: &mut E,
+    mut on_step: F,
+) -> Result<StreamResult, Failure>
+where
+    W: Write,
+    S: SampleSource,
+    E: SampleSource,
+    F: FnMut(u32, f32) -> Result<(), Failure>,
+{
+    writeln!(
+        out,
+        "problem: streaming ridge f32 features={STREAM_FEATURES} batch={STREAM_BATCH}+{STREAM_BATCH} steps={STREAM_STEPS} seed={STREAM_SEED}"
+    )?;
+    let result = stream_run(source, eval_source, |r, x| {
+        on_step(r.iteration, x)?;
+        if r.iteration % 50 == 49 {
+            writeln!(
+                out,
+                "step {:>3}: ln lambda = {:e}, |h| = {:e}",
+                r.iteration + 1,
+                x,
+                r.hypergradient_norm
+            )?;
+        }
+        Ok(())
+    })?;
     writeln!(
         out,
         "stream: ln lambda = {:e}, lambda = {:e}",
@@ -519,12 +542,12 @@ where
     )?;
     writeln!(out, "stream: y = {:?}", result.y)?;
     write!(out, "stream: oracle calls ")?;
-    write_counts(out, &calls)?;
+    write_counts(out, &result.oracle_calls)?;
     writeln!(out)?;
     writeln!(
         out,
         "stream: evaluation loss {:e} at lambda = 1, {:e} tuned",
-        loss_start, loss_end
+        result.loss_start, result.loss_end
     )?;
     write!(out, "bits stream x y: ")?;
     write_bits(out, &[result.x])?;
@@ -534,17 +557,10 @@ where
     writeln!(
         out,
         "bits stream loss: {:08x} {:08x}",
-        loss_start.to_bits(),
-        loss_end.to_bits()
+        result.loss_start.to_bits(),
+        result.loss_end.to_bits()
     )?;
-    // Written so that a NaN loss fails the check.
-    if loss_end <= loss_start {
-        Ok(result)
-    } else {
-        Err(Failure::Check {
-            what: "tuned lambda no worse than lambda = 1 on the evaluation sets",
-        })
-    }
+    Ok(result)
 }
 
 /// Stream seeds: the tuning stream and the evaluation stream.

@@ -139,7 +139,8 @@ fn firmware_reports_equal_the_host_bit_for_bit() {
     let (quadratic, _) = host_quadratic_report();
     let (stream, _) = host_stream_report();
     let mut compared = 0;
-    let targets = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>());
+    let targets =
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect::<Vec<_>>());
     for target in targets.unwrap_or_default() {
         for (bin, host) in [("tune_quadratic", &quadratic), ("tune_stream", &stream)] {
             let path = target.join(format!("{bin}.out"));
