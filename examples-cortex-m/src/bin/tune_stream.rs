@@ -7,9 +7,11 @@
 #![no_main]
 
 use core::fmt::Write;
+use core::mem::size_of;
 
+use bilevel::algo::nbo::Nbo;
 use bilevel_cortex_m_examples::pin::{BoardLed, EdgeCounter};
-use bilevel_cortex_m_examples::scenario::{self, Failure, STREAM_STEPS};
+use bilevel_cortex_m_examples::scenario::{self, Failure, LeastSquaresStats, MinibatchRidge, STREAM_DY, STREAM_STEPS};
 use bilevel_cortex_m_examples::{HostOut, exit, stack, write_memory_report};
 use cortex_m_rt::entry;
 
@@ -25,6 +27,21 @@ fn report(out: &mut HostOut) -> Result<(), Failure> {
         Ok(())
     });
     let used = stack::high_water();
+    writeln!(
+        out,
+        "device: size_of Nbo<f32, 5> {} B",
+        size_of::<Nbo<f32, STREAM_DY>>()
+    )?;
+    writeln!(
+        out,
+        "device: size_of MinibatchRidge {} B",
+        size_of::<MinibatchRidge<'static>>()
+    )?;
+    writeln!(
+        out,
+        "device: size_of LeastSquaresStats {} B",
+        size_of::<LeastSquaresStats>()
+    )?;
     writeln!(
         out,
         "device: LED edges read back {} of {} steps",
