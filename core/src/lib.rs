@@ -52,6 +52,7 @@ pub mod problems;
 pub mod reference;
 pub mod rng;
 pub mod run;
+pub mod sample;
 pub mod scalar;
 pub mod schedule;
 

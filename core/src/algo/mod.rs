@@ -3,5 +3,11 @@
 
 pub mod aid;
 pub mod amigo;
+pub mod f2sa;
 pub mod itd;
 pub mod nbo;
+pub mod nsbo;
+pub mod pzobo;
+pub mod soba;
+pub mod stocbio;
+pub mod stochastic;

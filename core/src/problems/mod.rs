@@ -2,8 +2,10 @@
 //! a closed form exists, for tests.
 
 mod data;
+mod finite_sum;
 pub mod penalty;
 mod quadratic;
 
 pub use data::Samples;
+pub use finite_sum::FiniteSum;
 pub use quadratic::Quadratic;

@@ -1,0 +1,216 @@
+//! F2SA — fully first-order stochastic approximation (Kwon, Kwon, Wright, Nowak; ICML 2023;
+//! spec §3.12). No Hessian-vector or cross products: the penalty reformulation
+//! `L_λ(x, y, z) = f(x, y) + λ (g(x, y) − g(x, z))` with `z ≈ y*(x)`, `y ≈ argmin f + λg`
+//! and `λ → ∞`. One outer iteration `k`:
+//!
+//! ```text
+//! repeat T:                                             (fresh batches every step)
+//!     z ← z − γ_k ∇_y g(x, z; φ)
+//!     y ← y − α_k (∇_y f(x, y; ζ) + λ_k ∇_y g(x, y; φ'))    α_k = c_k / (L_f + λ_k L_g)
+//! h = ∇_x f(x, y; ζ') + λ_k (∇_x g(x, y; φ'') − ∇_x g(x, z; φ''))
+//! λ_{k+1} = min(λ_k + δ_k, λ_max)
+//! ```
+//!
+//! The `y` step is the inverse of the smoothness `L_f + λ L_g` of `f + λ g` (times a
+//! schedule), so it shrinks like `1/λ` as the penalty grows: the coupling spec §7.9 asks
+//! for. The two `∇_x g` of `h` share one batch, so their difference carries no sampling
+//! noise of its own when `y ≈ z`. For finite `λ` the estimate is biased by `O(1/λ)`.
+
+use crate::algo::stochastic::stochastic_gradient_descent;
+use crate::error::{Error, ensure};
+use crate::linalg;
+use crate::problem::{Batch, Checked, Problem};
+use crate::run::{Diagnostics, Solver};
+use crate::sample::{BatchSource, Minibatches};
+use crate::scalar::Real;
+use crate::schedule::Schedule;
+
+/// Configuration of F2SA.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct F2saConfig<T> {
+    /// Step `γ_k` of `z` on `g` (`≤ 1/L_g`).
+    pub lower_step: Schedule<T>,
+    /// `c_k` of the `y` step `α_k = c_k / (L_f + λ_k L_g)` (`c_k ≤ 1` is safe).
+    pub penalty_step: Schedule<T>,
+    /// `L_f`: Lipschitz constant of `∇_y f`.
+    pub upper_smoothness: T,
+    /// `L_g`: Lipschitz constant of `∇_y g`.
+    pub lower_smoothness: T,
+    /// Inner steps `T` on `y` and `z` per outer iteration (≥ 1).
+    pub inner_steps: u32,
+    /// Initial penalty `λ_0 > 0`.
+    pub penalty: T,
+    /// Penalty increments `δ_k` (`None`: `λ` stays at `λ_0`).
+    pub penalty_growth: Option<Schedule<T>>,
+    /// Upper bound `λ_max ≥ λ_0` of the penalty.
+    pub max_penalty: T,
+}
+
+impl<T: Real> Default for F2saConfig<T> {
+    /// benchopt's schedule shape (spec §3.12): `γ_k = 0.1/(k+1)^{4/7}`,
+    /// `c_k = 1/(k+1)^{5/7}`, `λ_0 = 1`, `δ_k = 0.1/(k+1)^{1/7}`, `T = 10`, unbounded `λ`,
+    /// `L_f = L_g = 1` (set them for the problem at hand).
+    fn default() -> Self {
+        F2saConfig {
+            lower_step: Schedule::Decay {
+                c: T::from_f64(0.1),
+                exponent: T::from_f64(4.0 / 7.0),
+            },
+            penalty_step: Schedule::Decay {
+                c: T::ONE,
+                exponent: T::from_f64(5.0 / 7.0),
+            },
+            upper_smoothness: T::ONE,
+            lower_smoothness: T::ONE,
+            inner_steps: 10,
+            penalty: T::ONE,
+            penalty_growth: Some(Schedule::Decay {
+                c: T::from_f64(0.1),
+                exponent: T::from_f64(1.0 / 7.0),
+            }),
+            max_penalty: T::MAX,
+        }
+    }
+}
+
+impl<T: Real> F2saConfig<T> {
+    /// Checks the schedules, constants and penalty range.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.lower_step.validate("F2SA lower step γ")?;
+        self.penalty_step.validate("F2SA penalty step c")?;
+        if let Some(g) = &self.penalty_growth {
+            g.validate("F2SA penalty growth δ")?;
+        }
+        let positive = |v: T| v.is_finite() && v > T::ZERO;
+        ensure(
+            self.upper_smoothness.is_finite() && self.upper_smoothness >= T::ZERO,
+            "F2SA upper smoothness L_f",
+            "finite and ≥ 0",
+        )?;
+        ensure(
+            positive(self.lower_smoothness),
+            "F2SA lower smoothness L_g",
+            "finite and > 0",
+        )?;
+        ensure(self.inner_steps >= 1, "F2SA inner steps T", "≥ 1")?;
+        ensure(positive(self.penalty), "F2SA penalty λ_0", "finite and > 0")?;
+        ensure(self.max_penalty >= self.penalty, "F2SA maximum penalty", "≥ λ_0")
+    }
+}
+
+/// F2SA (see the module docs) drawing batches from `S`.
+///
+/// Cost per outer iteration: `2T` lower gradients, `T + 1` upper gradients, 2 `∇_x g`; no
+/// second-order oracle. State: `y`, `z`, `λ` (`2·DY + 1` floats) and two samplers.
+/// [`Solver::lower`] is `z`, the estimate of `y*(x)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct F2sa<T, const DY: usize, S = Minibatches> {
+    /// The configuration.
+    pub config: F2saConfig<T>,
+    y: [T; DY],
+    z: [T; DY],
+    penalty: T,
+    k: u32,
+    lower_batches: S,
+    upper_batches: S,
+}
+
+impl<T: Real, const DY: usize, S: BatchSource + Clone> F2sa<T, DY, S> {
+    /// Starts with `y = z = y0` and `λ = λ_0`.
+    pub fn new(config: F2saConfig<T>, y0: [T; DY], lower: S, upper: S) -> Self {
+        F2sa {
+            penalty: config.penalty,
+            config,
+            y: y0,
+            z: y0,
+            k: 0,
+            lower_batches: lower,
+            upper_batches: upper,
+        }
+    }
+
+    /// The current penalty `λ_k`.
+    pub fn penalty(&self) -> T {
+        self.penalty
+    }
+
+    /// `y`, the minimizer estimate of `f + λ g`.
+    pub fn penalized(&self) -> &[T; DY] {
+        &self.y
+    }
+
+    /// `g(x, y) − g(x, z)` on the full batch: how far the penalized iterate is from the
+    /// lower-level optimum in value (≥ 0 up to the error of `z`; `O(1/λ²)` at convergence).
+    /// A monitoring quantity from two [`Problem::lower_value`] calls.
+    pub fn penalty_gap<P: Problem<T, DX, DY>, const DX: usize>(&self, problem: &P, x: &[T; DX]) -> Result<T, Error> {
+        let oracles = Checked::new(problem, "F2SA gap");
+        Ok(oracles.lower_value(x, &self.y, Batch::Full)? - oracles.lower_value(x, &self.z, Batch::Full)?)
+    }
+}
+
+impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T, DX, DY> for F2sa<T, DY, S> {
+    fn hypergradient<P: Problem<T, DX, DY>>(
+        &mut self,
+        problem: &P,
+        x: &[T; DX],
+        h: &mut [T; DX],
+    ) -> Result<Diagnostics, Error> {
+        let c = &self.config;
+        c.validate()?;
+        let oracles = Checked::new(problem, "F2SA");
+        let (mut lower, mut upper) = (self.lower_batches.clone(), self.upper_batches.clone());
+        let lambda = self.penalty;
+        let gamma = c.lower_step.at(self.k);
+        let alpha = c.penalty_step.at(self.k) / (c.upper_smoothness + lambda * c.lower_smoothness);
+        let (mut y, mut z) = (self.y, self.z);
+        let mut grad_x = [T::ZERO; DX];
+        let mut grad_f = [T::ZERO; DY];
+        let mut grad_g = [T::ZERO; DY];
+        for _ in 0..c.inner_steps {
+            stochastic_gradient_descent(oracles, x, &mut z, gamma, 1, &mut lower)?;
+            oracles.upper_grad(x, &y, upper.next_batch()?, &mut grad_x, &mut grad_f)?;
+            oracles.lower_grad(x, &y, lower.next_batch()?, &mut grad_g)?;
+            for i in 0..DY {
+                y[i] -= alpha * (grad_f[i] + lambda * grad_g[i]);
+            }
+        }
+        if !linalg::all_finite(&y) {
+            return Err(Error::NonFinite {
+                oracle: None,
+                stage: "F2SA penalized step",
+            });
+        }
+        oracles.upper_grad(x, &y, upper.next_batch()?, &mut grad_x, &mut grad_f)?;
+        let shared = lower.next_batch()?;
+        let mut gx_y = [T::ZERO; DX];
+        let mut gx_z = [T::ZERO; DX];
+        oracles.lower_grad_x(x, &y, shared, &mut gx_y)?;
+        oracles.lower_grad_x(x, &z, shared, &mut gx_z)?;
+        for j in 0..DX {
+            grad_x[j] += lambda * (gx_y[j] - gx_z[j]);
+        }
+        if !linalg::all_finite(&grad_x) {
+            return Err(Error::NonFinite {
+                oracle: None,
+                stage: "F2SA hypergradient",
+            });
+        }
+        let growth = c.penalty_growth.map_or(T::ZERO, |g| g.at(self.k));
+        self.penalty = (lambda + growth).min(c.max_penalty);
+        self.y = y;
+        self.z = z;
+        self.k = self.k.saturating_add(1);
+        self.lower_batches = lower;
+        self.upper_batches = upper;
+        *h = grad_x;
+        Ok(Diagnostics {
+            inner_steps: c.inner_steps,
+            ..Diagnostics::default()
+        })
+    }
+
+    fn lower(&self) -> &[T; DY] {
+        &self.z
+    }
+}

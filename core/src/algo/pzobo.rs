@@ -1,0 +1,189 @@
+//! PZOBO and PZOBO-S — partial zeroth-order-like bilevel optimization (Sow, Ji, Liang;
+//! NeurIPS 2022; spec §3.3). Only lower-level gradients and one upper gradient: the
+//! Jacobian of the `N`-step lower solver is estimated by differences of whole lower paths
+//! at randomly perturbed `x`. One outer iteration:
+//!
+//! ```text
+//! y_0 ← y (warm start);  y_N ← N steps y ← y − α ∇_y g(x, y; ξ_t) from y_0
+//! (a, b) ← (∇_x f, ∇_y f)(x, y_N; ζ);  h ← a
+//! for j = 1 … Q:
+//!     u_j ~ N(0, I)                               (drawn into one buffer, never stored)
+//!     y_N^j ← the same N steps at x + μ u_j from the same y_0, on the same ξ_1 … ξ_N
+//!     h ← h + (1/Q) ⟨(y_N^j − y_N)/μ, b⟩ u_j
+//! y ← y_N
+//! ```
+//!
+//! PZOBO runs on the full batch ([`FullBatch`]); PZOBO-S on minibatches. The perturbed and
+//! unperturbed paths share their start point and their minibatches (the sampler's state is
+//! copied before the first path and replayed for every path), otherwise `δ_j` would be
+//! dominated by sampling noise divided by `μ`. Directions are Gaussian, or uniform on the
+//! sphere of radius `√DX`; both have `E[u uᵀ] = I`, so the estimate is unbiased for the
+//! path's Jacobian (unit-norm directions without the `√DX` would shrink the implicit part
+//! by `1/DX`, spec §7.3). Extra memory: `y_0`, `y_N`, one perturbed path, `∇_y f` and one
+//! direction: `4·DY + DX` floats — the smallest working set of all methods here.
+
+use crate::algo::stochastic::stochastic_gradient_descent;
+use crate::error::{Error, ensure};
+use crate::linalg;
+use crate::problem::{Checked, Problem};
+use crate::rng::Rng128;
+use crate::run::{Diagnostics, Solver};
+use crate::sample::{BatchSource, FullBatch};
+use crate::scalar::Real;
+
+/// The law of PZOBO's random directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Directions {
+    /// `u ~ N(0, I_DX)` (benchopt).
+    Gaussian,
+    /// Uniform on the sphere of radius `√DX` (the authors' unit-norm directions, rescaled
+    /// so that `E[u uᵀ] = I`).
+    Sphere,
+}
+
+/// Configuration of PZOBO / PZOBO-S.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PzoboConfig<T> {
+    /// Lower-level step `α` (`≤ 1/L`).
+    pub lower_step: T,
+    /// Lower-level steps `N` per path (≥ 1).
+    pub lower_steps: u32,
+    /// Number of random directions `Q` (≥ 1).
+    pub directions: u32,
+    /// Smoothing radius `μ > 0` (in `f32` keep `μ‖u‖ ≫ ε‖x‖`: `μ ≈ 1e-2`).
+    pub radius: T,
+    /// Law of the directions.
+    pub law: Directions,
+}
+
+impl<T: Real> Default for PzoboConfig<T> {
+    /// benchopt's defaults: `α = 0.1`, `N = 10`, `Q = 10`, `μ = 0.1`, Gaussian directions.
+    fn default() -> Self {
+        PzoboConfig {
+            lower_step: T::from_f64(0.1),
+            lower_steps: 10,
+            directions: 10,
+            radius: T::from_f64(0.1),
+            law: Directions::Gaussian,
+        }
+    }
+}
+
+impl<T: Real> PzoboConfig<T> {
+    /// Checks the steps, counts and radius.
+    pub fn validate(&self) -> Result<(), Error> {
+        let positive = |v: T| v.is_finite() && v > T::ZERO;
+        ensure(positive(self.lower_step), "PZOBO lower step α", "finite and > 0")?;
+        ensure(self.lower_steps >= 1, "PZOBO lower steps N", "≥ 1")?;
+        ensure(self.directions >= 1, "PZOBO directions Q", "≥ 1")?;
+        ensure(positive(self.radius), "PZOBO radius μ", "finite and > 0")
+    }
+}
+
+/// PZOBO (with `S = FullBatch`) and PZOBO-S (with a minibatch sampler); see the module
+/// docs. State: `y`, the direction generator (16 bytes) and two samplers.
+///
+/// Cost per outer iteration: `(Q + 1)·N` lower gradients and 1 upper gradient; no
+/// second-order oracle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pzobo<T, const DY: usize, S = FullBatch> {
+    /// The configuration.
+    pub config: PzoboConfig<T>,
+    y: [T; DY],
+    directions: Rng128,
+    lower_batches: S,
+    upper_batches: S,
+}
+
+impl<T: Real, const DY: usize, S: BatchSource + Clone> Pzobo<T, DY, S> {
+    /// Starts at `y0`; directions from `seed`; batches from `lower` and `upper`.
+    pub fn new(config: PzoboConfig<T>, y0: [T; DY], seed: u64, lower: S, upper: S) -> Self {
+        Pzobo {
+            config,
+            y: y0,
+            directions: Rng128::new(seed),
+            lower_batches: lower,
+            upper_batches: upper,
+        }
+    }
+
+    fn direction<const DX: usize>(&self, rng: &mut Rng128, u: &mut [T; DX]) -> Result<(), Error> {
+        rng.fill_gaussian(u);
+        if self.config.law == Directions::Sphere {
+            let n = linalg::norm(u);
+            if !(n > T::ZERO) {
+                return Err(Error::NonFinite {
+                    oracle: None,
+                    stage: "PZOBO direction (zero Gaussian draw)",
+                });
+            }
+            linalg::scale(T::from_u32(DX as u32).sqrt() / n, u);
+        }
+        Ok(())
+    }
+}
+
+impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T, DX, DY> for Pzobo<T, DY, S> {
+    fn hypergradient<P: Problem<T, DX, DY>>(
+        &mut self,
+        problem: &P,
+        x: &[T; DX],
+        h: &mut [T; DX],
+    ) -> Result<Diagnostics, Error> {
+        let c = self.config;
+        c.validate()?;
+        let oracles = Checked::new(problem, "PZOBO");
+        let start = self.y;
+        // Every path replays the minibatches of the unperturbed one from this state.
+        let batches_at_start = self.lower_batches.clone();
+        let mut lower = batches_at_start.clone();
+        let mut upper = self.upper_batches.clone();
+        let mut y_n = start;
+        stochastic_gradient_descent(oracles, x, &mut y_n, c.lower_step, c.lower_steps, &mut lower)?;
+        let mut grad_x = [T::ZERO; DX];
+        let mut grad_y = [T::ZERO; DY];
+        oracles.upper_grad(x, &y_n, upper.next_batch()?, &mut grad_x, &mut grad_y)?;
+        let mut rng = self.directions.clone();
+        let weight = T::ONE / (c.radius * T::from_u32(c.directions));
+        let mut u = [T::ZERO; DX];
+        for _ in 0..c.directions {
+            self.direction(&mut rng, &mut u)?;
+            let mut x_perturbed = *x;
+            linalg::axpy(c.radius, &u, &mut x_perturbed);
+            let mut y_j = start;
+            let mut replay = batches_at_start.clone();
+            stochastic_gradient_descent(
+                oracles,
+                &x_perturbed,
+                &mut y_j,
+                c.lower_step,
+                c.lower_steps,
+                &mut replay,
+            )?;
+            let mut delta = [T::ZERO; DY];
+            linalg::sub(&y_j, &y_n, &mut delta);
+            linalg::axpy(weight * linalg::dot(&delta, &grad_y), &u, &mut grad_x);
+        }
+        if !linalg::all_finite(&grad_x) {
+            return Err(Error::NonFinite {
+                oracle: None,
+                stage: "PZOBO hypergradient",
+            });
+        }
+        self.y = y_n;
+        self.directions = rng;
+        self.lower_batches = lower;
+        self.upper_batches = upper;
+        *h = grad_x;
+        Ok(Diagnostics {
+            inner_steps: c.lower_steps.saturating_mul(c.directions.saturating_add(1)),
+            ..Diagnostics::default()
+        })
+    }
+
+    fn lower(&self) -> &[T; DY] {
+        &self.y
+    }
+}

@@ -1,0 +1,95 @@
+//! Shared firmware code for the `bilevel` examples under QEMU: report output over
+//! semihosting, stack painting with a high-water mark, static RAM figures, exit codes, and a
+//! timing pin behind `embedded_hal::digital::OutputPin`.
+//!
+//! The computations themselves live in [`scenario`], which uses only `bilevel` and `core`
+//! so the host can run the very same code and compare the bits.
+#![no_std]
+
+pub mod pin;
+pub mod scenario;
+pub mod stack;
+
+use core::fmt;
+
+use bilevel::Error;
+use scenario::Failure;
+use semihosting::io::Write as _;
+
+/// The host's standard output over semihosting, as a `core::fmt::Write`.
+pub struct HostOut(semihosting::io::Stdout);
+
+impl HostOut {
+    /// Opens the host's standard output; `None` when the debugger (or QEMU) does not
+    /// support semihosting.
+    pub fn open() -> Option<Self> {
+        semihosting::io::stdout().ok().map(HostOut)
+    }
+}
+
+impl fmt::Write for HostOut {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write_all(s.as_bytes()).map_err(|_| fmt::Error)
+    }
+}
+
+/// Process exit status for a [`Failure`]: 2 for a failed check, 3 for failed output, and
+/// `10 + k` for the library's error kinds, so a CI log tells them apart.
+pub fn exit_code(failure: &Failure) -> i32 {
+    match failure {
+        Failure::Check { .. } => 2,
+        Failure::Output => 3,
+        Failure::Library(e) => match e {
+            Error::NonFinite { .. } => 10,
+            Error::InvalidConfig { .. } => 11,
+            Error::Breakdown { .. } => 12,
+            Error::Budget => 13,
+            Error::Unsupported { .. } => 14,
+            Error::OracleFailed { .. } => 15,
+            Error::InvalidData { .. } => 16,
+            Error::Capacity { .. } => 17,
+        },
+    }
+}
+
+/// Ends the program under QEMU (semihosting `SYS_EXIT_EXTENDED`): status 0 on success,
+/// [`exit_code`] on failure.
+pub fn exit(result: Result<(), Failure>) -> ! {
+    match result {
+        Ok(()) => semihosting::process::exit(0),
+        Err(f) => semihosting::process::exit(exit_code(&f)),
+    }
+}
+
+/// Writes the device-only figures of a run: static RAM, the stack high-water mark and the
+/// stack's size. Every line starts with `device:`, so host comparisons can drop them.
+pub fn write_memory_report<W: fmt::Write>(out: &mut W, stack_used: usize) -> fmt::Result {
+    let ram = stack::static_ram();
+    writeln!(
+        out,
+        "device: static RAM {} B (.data {} B, .bss {} B)",
+        ram.data + ram.bss,
+        ram.data,
+        ram.bss
+    )?;
+    writeln!(
+        out,
+        "device: stack high-water mark {} B of {} B",
+        stack_used,
+        stack::stack_size()
+    )
+}
+
+/// Defines a `#[panic_handler]` that prints the panic message on the host's standard error
+/// and exits with status 101. A macro rather than an item of this library, so a bin
+/// (`panic_check`) can bring its own handler.
+#[macro_export]
+macro_rules! semihosting_panic_handler {
+    () => {
+        #[panic_handler]
+        fn panic(info: &core::panic::PanicInfo) -> ! {
+            semihosting::eprintln!("{}", info);
+            semihosting::process::exit(101)
+        }
+    };
+}

@@ -1,0 +1,569 @@
+//! The computations the firmware runs, written against `bilevel` and `core` only.
+//!
+//! The host runs this same file (`tests/tests/device_bits.rs` and the `device_report`
+//! example of `bilevel-tests` include it by path), so a firmware report and a host report
+//! can be compared line for line: the same code, the same `libm`, the same summation order
+//! give the same `f32` bits. Lines that only the device can print (RAM, stack, pin reads)
+//! start with `device:` and are left out of the comparison.
+//!
+//! Float math here goes through [`bilevel::Real`] called by path (never `x.exp()` on a bare
+//! `f32`, which is std's `expf` on the host).
+
+use core::fmt::{self, Write};
+use core::ops::ControlFlow;
+
+use bilevel::algo::aid::{Aid, AidConfig};
+use bilevel::algo::nbo::{Nbo, NboConfig};
+use bilevel::linalg;
+use bilevel::problem::{Counted, OracleCounts};
+use bilevel::problems::{Quadratic, Samples, penalty};
+use bilevel::rng::Rng128;
+use bilevel::run::{self, Budget, Outcome, Outer, RunReport, Solver, StepReport};
+use bilevel::schedule::Schedule;
+use bilevel::{Batch, Error, Problem, Real};
+
+/// Upper dimension of the quadratic the firmware tunes.
+pub const QUADRATIC_DX: usize = 4;
+/// Lower dimension of the quadratic the firmware tunes.
+pub const QUADRATIC_DY: usize = 6;
+/// Seed of the quadratic instance.
+pub const QUADRATIC_SEED: u64 = 2;
+/// Condition number of the quadratic's lower Hessian.
+pub const QUADRATIC_KAPPA: f64 = 18.0;
+/// Upper ridge weight of the quadratic.
+pub const QUADRATIC_RHO: f64 = 0.1;
+/// Outer iterations at most.
+pub const QUADRATIC_MAX_ITERATIONS: u32 = 4000;
+/// Stop when the hypergradient estimate's norm is at most this.
+pub const QUADRATIC_TOLERANCE: f32 = 1e-5;
+/// A tuned `x` must be this close to the closed-form `x*` (relative distance).
+pub const QUADRATIC_ACCEPT: f32 = 1e-3;
+
+/// The quadratic instance, in `f32`.
+pub type TunedQuadratic = Quadratic<f32, QUADRATIC_DX, QUADRATIC_DY>;
+/// The NBO state the firmware carries for the quadratic.
+pub type QuadraticNbo = Nbo<f32, QUADRATIC_DY>;
+/// The AID state the firmware carries for the quadratic.
+pub type QuadraticAid = Aid<f32, QUADRATIC_DY>;
+
+/// A failed computation: a library error, or a result that missed its acceptance test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Failure {
+    /// The library returned an error.
+    Library(Error),
+    /// A result missed its acceptance test (`what`).
+    Check {
+        /// Which test.
+        what: &'static str,
+    },
+    /// Writing the report failed.
+    Output,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Library(e)
+    }
+}
+
+impl From<fmt::Error> for Failure {
+    fn from(_: fmt::Error) -> Self {
+        Failure::Output
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Library(e) => write!(f, "error: {e}"),
+            Failure::Check { what } => write!(f, "check failed: {what}"),
+            Failure::Output => write!(f, "writing the report failed"),
+        }
+    }
+}
+
+/// What tuning the quadratic with one solver gave.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuadraticResult {
+    /// The tuned upper variable.
+    pub x: [f32; QUADRATIC_DX],
+    /// `F(x)` at the tuned `x` (closed form).
+    pub value: f32,
+    /// The run's summary.
+    pub report: RunReport<f32>,
+    /// Relative distance to the closed-form `x*`.
+    pub relative_error: f32,
+}
+
+/// Writes `v` as space-separated `to_bits` hex words.
+pub fn write_bits<W: Write>(out: &mut W, v: &[f32]) -> fmt::Result {
+    for (i, b) in v.iter().enumerate() {
+        if i > 0 {
+            out.write_char(' ')?;
+        }
+        write!(out, "{:08x}", b.to_bits())?;
+    }
+    Ok(())
+}
+
+fn write_counts<W: Write>(out: &mut W, c: &OracleCounts) -> fmt::Result {
+    write!(
+        out,
+        "{} (lower_grad {}, upper_grad {}, lower_hvp {}, lower_cross {})",
+        c.total(),
+        c.lower_grad,
+        c.upper_grad,
+        c.lower_hvp,
+        c.lower_cross
+    )
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Converged => "converged",
+        Outcome::IterationBudget => "iteration budget",
+        Outcome::OracleBudget => "oracle budget",
+        Outcome::Stopped => "stopped",
+    }
+}
+
+/// Tunes `x` of `q` with `solver` from `x = 0`, step `c / L_Φ`, and checks the result
+/// against the closed form.
+pub fn tune<S: Solver<f32, QUADRATIC_DX, QUADRATIC_DY>>(
+    q: &TunedQuadratic,
+    solver: &mut S,
+    c: f32,
+) -> Result<QuadraticResult, Failure> {
+    let l_phi = q.hypergradient_lipschitz()?;
+    let problem = Counted::new(q);
+    let mut x = [0.0f32; QUADRATIC_DX];
+    let report = run::run(
+        solver,
+        &problem,
+        &mut x,
+        &Outer::constant(c / l_phi),
+        Budget::iterations(QUADRATIC_MAX_ITERATIONS),
+        QUADRATIC_TOLERANCE,
+        |_, _| ControlFlow::Continue(()),
+    )?;
+    let x_star = q.solution()?;
+    let relative_error = linalg::dist(&x, &x_star) / linalg::norm(&x_star);
+    Ok(QuadraticResult {
+        x,
+        value: q.value(&x)?,
+        report,
+        relative_error,
+    })
+}
+
+/// Writes one solver's result: outcome, iterations, oracle calls, `x`, `F`, and their bits.
+pub fn write_quadratic_result<W: Write>(out: &mut W, name: &str, r: &QuadraticResult) -> fmt::Result {
+    writeln!(
+        out,
+        "{name}: {} after {} iterations, |h| = {:e}",
+        outcome_name(r.report.outcome),
+        r.report.iterations,
+        r.report.hypergradient_norm
+    )?;
+    write!(out, "{name}: oracle calls ")?;
+    write_counts(out, &r.report.oracle_calls)?;
+    writeln!(out)?;
+    writeln!(out, "{name}: x = {:?}", r.x)?;
+    writeln!(out, "{name}: F = {:e}, |x - x*|/|x*| = {:e}", r.value, r.relative_error)?;
+    write!(out, "bits {name} x: ")?;
+    write_bits(out, &r.x)?;
+    writeln!(out)?;
+    writeln!(out, "bits {name} F: {:08x}", r.value.to_bits())
+}
+
+/// The quadratic instance the firmware tunes.
+pub fn quadratic() -> TunedQuadratic {
+    TunedQuadratic::random(QUADRATIC_SEED, QUADRATIC_KAPPA, QUADRATIC_RHO)
+}
+
+/// NBO-GD (`T = 1`, `β = 1/L`, outer step `0.2/L_Φ`) on `q`.
+pub fn tune_nbo(q: &TunedQuadratic) -> Result<QuadraticResult, Failure> {
+    let beta = 1.0 / q.lower_lipschitz();
+    let mut nbo = QuadraticNbo::new(NboConfig::gradient_descent(beta, 1), [0.0; QUADRATIC_DY]);
+    tune(q, &mut nbo, 0.2)
+}
+
+/// AID-CG (5 lower steps with `1/L`, 5 warm-started CG steps, outer step `0.5/L_Φ`) on `q`.
+pub fn tune_aid(q: &TunedQuadratic) -> Result<QuadraticResult, Failure> {
+    let beta = 1.0 / q.lower_lipschitz();
+    let mut aid = QuadraticAid::new(AidConfig::conjugate_gradient(beta, 5, 5), [0.0; QUADRATIC_DY]);
+    tune(q, &mut aid, 0.5)
+}
+
+/// Fails unless `r` is within [`QUADRATIC_ACCEPT`] of the closed-form `x*`.
+pub fn check_quadratic(r: &QuadraticResult) -> Result<(), Failure> {
+    if r.relative_error <= QUADRATIC_ACCEPT {
+        Ok(())
+    } else {
+        Err(Failure::Check {
+            what: "tuned x within 1e-3 of the closed-form x*",
+        })
+    }
+}
+
+/// The firmware's main computation: tune the `f32` quadratic with NBO-GD and, for
+/// comparison, AID-CG, write the report, and check both against the closed-form `x*`.
+pub fn tune_quadratic<W: Write>(out: &mut W) -> Result<[QuadraticResult; 2], Failure> {
+    let q = quadratic();
+    writeln!(
+        out,
+        "problem: quadratic f32 DX={QUADRATIC_DX} DY={QUADRATIC_DY} seed={QUADRATIC_SEED} kappa={QUADRATIC_KAPPA} rho={QUADRATIC_RHO}"
+    )?;
+    let nbo = tune_nbo(&q)?;
+    write_quadratic_result(out, "nbo-gd", &nbo)?;
+    let aid = tune_aid(&q)?;
+    write_quadratic_result(out, "aid-cg", &aid)?;
+    check_quadratic(&nbo)?;
+    check_quadratic(&aid)?;
+    Ok([nbo, aid])
+}
+
+// ---------------------------------------------------------------------------------------
+// Streaming: ridge regression's L2 strength, tuned one minibatch at a time.
+// ---------------------------------------------------------------------------------------
+
+/// Features per sample in the stream (plus a constant-1 bias column).
+pub const STREAM_FEATURES: usize = 4;
+/// Lower dimension: the weights and the bias.
+pub const STREAM_DY: usize = STREAM_FEATURES + 1;
+/// Training and validation samples per minibatch (each).
+pub const STREAM_BATCH: usize = 8;
+/// Outer steps, one minibatch each.
+pub const STREAM_STEPS: u32 = 200;
+/// Seed of the sample stream.
+pub const STREAM_SEED: u64 = 11;
+/// Samples in the fixed evaluation sets (streamed once into their Gram matrices).
+pub const STREAM_EVAL_SAMPLES: usize = 256;
+
+/// The weights (and bias, last) that generate the stream's targets.
+pub const STREAM_TEACHER: [f32; STREAM_DY] = [1.0, -0.5, 0.25, 0.0, 0.3];
+/// Standard deviation of the target noise.
+pub const STREAM_NOISE: f32 = 1.5;
+
+/// A row of the stream: the features and a constant 1 for the bias.
+pub type Row = [f32; STREAM_DY];
+
+/// Where minibatches come from: a sensor, a serial line, a generator. One minibatch is in
+/// memory at a time.
+pub trait SampleSource {
+    /// Fills `rows` and `targets` with the next samples.
+    fn fill(&mut self, rows: &mut [Row], targets: &mut [f32]) -> Result<(), Failure>;
+}
+
+/// A synthetic linear-regression stream: Gaussian features, targets from
+/// [`STREAM_TEACHER`] plus Gaussian noise, drawn with the library's seeded generator (the
+/// same samples on every target).
+#[derive(Clone, Debug)]
+pub struct TeacherStream {
+    rng: Rng128,
+}
+
+impl TeacherStream {
+    /// The stream of `seed`.
+    pub fn new(seed: u64) -> Self {
+        TeacherStream { rng: Rng128::new(seed) }
+    }
+}
+
+impl SampleSource for TeacherStream {
+    fn fill(&mut self, rows: &mut [Row], targets: &mut [f32]) -> Result<(), Failure> {
+        for (row, t) in rows.iter_mut().zip(targets.iter_mut()) {
+            for v in row.iter_mut().take(STREAM_FEATURES) {
+                *v = self.rng.gaussian();
+            }
+            row[STREAM_FEATURES] = 1.0;
+            let noise: f32 = self.rng.gaussian();
+            *t = linalg::dot(row, &STREAM_TEACHER) + STREAM_NOISE * noise;
+        }
+        Ok(())
+    }
+}
+
+/// Ridge regression on one minibatch: `g = 1/(2m) Σ_train (aᵀy − b)² + ½ e^x ‖w‖²`,
+/// `f = 1/(2m) Σ_val (aᵀy − b)²`, with `x = ln λ` and the bias (last entry of `y`) not
+/// penalized.
+#[derive(Clone, Copy, Debug)]
+pub struct MinibatchRidge<'a> {
+    /// The training half of the minibatch (lower level).
+    pub train: Samples<'a, f32, STREAM_DY>,
+    /// The validation half (upper level).
+    pub validation: Samples<'a, f32, STREAM_DY>,
+}
+
+/// `out ← 1/m Σ (aᵀv − s·b) a` over `data`, with `s` = 1 for a gradient (`v = y`) and 0 for
+/// a Hessian-vector product.
+fn least_squares<const D: usize>(data: &Samples<'_, f32, D>, v: &[f32; D], with_targets: bool, out: &mut [f32; D]) {
+    let (rows, targets, inv) = data.batch(Batch::Full);
+    *out = [0.0; D];
+    for (a, b) in rows.iter().zip(targets) {
+        let mut r = linalg::dot(a, v);
+        if with_targets {
+            r -= *b;
+        }
+        linalg::axpy(r * inv, a, out);
+    }
+}
+
+impl Problem<f32, 1, STREAM_DY> for MinibatchRidge<'_> {
+    fn lower_grad(
+        &self,
+        x: &[f32; 1],
+        y: &[f32; STREAM_DY],
+        _: Batch,
+        out: &mut [f32; STREAM_DY],
+    ) -> Result<(), Error> {
+        least_squares(&self.train, y, true, out);
+        penalty::add_scaled(x, y, out);
+        Ok(())
+    }
+
+    fn upper_grad(
+        &self,
+        _: &[f32; 1],
+        y: &[f32; STREAM_DY],
+        _: Batch,
+        gx: &mut [f32; 1],
+        gy: &mut [f32; STREAM_DY],
+    ) -> Result<(), Error> {
+        gx[0] = 0.0;
+        least_squares(&self.validation, y, true, gy);
+        Ok(())
+    }
+
+    fn lower_hvp(
+        &self,
+        x: &[f32; 1],
+        _: &[f32; STREAM_DY],
+        v: &[f32; STREAM_DY],
+        _: Batch,
+        out: &mut [f32; STREAM_DY],
+    ) -> Result<(), Error> {
+        least_squares(&self.train, v, false, out);
+        penalty::add_scaled(x, v, out);
+        Ok(())
+    }
+
+    fn lower_cross(
+        &self,
+        x: &[f32; 1],
+        y: &[f32; STREAM_DY],
+        v: &[f32; STREAM_DY],
+        _: Batch,
+        out: &mut [f32; 1],
+    ) -> Result<(), Error> {
+        penalty::cross(x, y, v, out);
+        Ok(())
+    }
+}
+
+/// Sufficient statistics of a least-squares loss `1/(2n) Σ (aᵀy − b)²`: the Gram matrix,
+/// `Aᵀb` and `bᵀb`, all divided by `n`. Lets the firmware evaluate a large fixed set
+/// without storing its samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeastSquaresStats {
+    gram: [[f32; STREAM_DY]; STREAM_DY],
+    atb: [f32; STREAM_DY],
+    btb: f32,
+}
+
+impl LeastSquaresStats {
+    /// Streams `n` samples of `source` into the statistics, one minibatch at a time.
+    pub fn collect<S: SampleSource>(source: &mut S, n: usize) -> Result<Self, Failure> {
+        let mut s = LeastSquaresStats {
+            gram: [[0.0; STREAM_DY]; STREAM_DY],
+            atb: [0.0; STREAM_DY],
+            btb: 0.0,
+        };
+        let inv = 1.0 / n as f32;
+        let mut rows = [[0.0f32; STREAM_DY]; STREAM_BATCH];
+        let mut targets = [0.0f32; STREAM_BATCH];
+        let mut left = n;
+        while left > 0 {
+            let m = left.min(STREAM_BATCH);
+            source.fill(&mut rows[..m], &mut targets[..m])?;
+            for (a, b) in rows[..m].iter().zip(&targets[..m]) {
+                for (gram_row, ai) in s.gram.iter_mut().zip(a) {
+                    linalg::axpy(inv * *ai, a, gram_row);
+                }
+                linalg::axpy(inv * *b, a, &mut s.atb);
+                s.btb += inv * *b * *b;
+            }
+            left -= m;
+        }
+        Ok(s)
+    }
+
+    /// `½ (yᵀG y − 2 yᵀAᵀb + bᵀb)`.
+    pub fn loss(&self, y: &[f32; STREAM_DY]) -> f32 {
+        let mut gy = [0.0f32; STREAM_DY];
+        linalg::matvec(&self.gram, y, &mut gy);
+        0.5 * (linalg::dot(y, &gy) - 2.0 * linalg::dot(y, &self.atb) + self.btb)
+    }
+
+    /// The ridge solution `(G + λ D) y = Aᵀb` with `λ = e^x` and `D` penalizing the weights
+    /// only.
+    pub fn ridge_solution(&self, x: f32) -> Result<[f32; STREAM_DY], Failure> {
+        let mut m = self.gram;
+        let lambda = Real::exp(x);
+        for (j, row) in m.iter_mut().enumerate().take(STREAM_FEATURES) {
+            row[j] += lambda;
+        }
+        let mut y = self.atb;
+        if linalg::spd_solve(&m, &mut y) {
+            Ok(y)
+        } else {
+            Err(Failure::Check {
+                what: "evaluation Gram matrix positive definite",
+            })
+        }
+    }
+}
+
+/// What the streaming run gave.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StreamResult {
+    /// The tuned `x = ln λ`.
+    pub x: f32,
+    /// The lower iterate the solver tracked.
+    pub y: [f32; STREAM_DY],
+    /// Evaluation loss (validation set, ridge solution on the training set) at `x = 0`.
+    pub loss_start: f32,
+    /// The same at the tuned `x`.
+    pub loss_end: f32,
+    /// Oracle calls over all minibatches.
+    pub oracle_calls: OracleCounts,
+}
+
+/// The outer update of the stream: `α_t = 0.5/√(t+1)` on `x = ln λ ∈ [−8, 3]`.
+pub fn stream_outer() -> Outer<f32> {
+    Outer {
+        schedule: Schedule::Decay { c: 0.5, exponent: 0.5 },
+        bounds: Some((-8.0, 3.0)),
+    }
+}
+
+/// Tunes ridge regression's `ln λ` on a stream: every outer step draws one fresh minibatch
+/// (train and validation halves) from `source`, takes one NBO-GD step on it (`y` and the
+/// adjoint carried across minibatches, as in stochastic NBO), and calls `on_step` with the
+/// step's report and the new `ln λ` (the firmware toggles a pin there). Then evaluates
+/// `λ = 1` and the tuned `λ` on fixed evaluation sets streamed from `eval_source`, and
+/// checks that the tuned one is no worse. No text output: see [`tune_stream`].
+pub fn stream_run<S, E, F>(source: &mut S, eval_source: &mut E, mut on_step: F) -> Result<StreamResult, Failure>
+where
+    S: SampleSource,
+    E: SampleSource,
+    F: FnMut(&StepReport<f32>, f32) -> Result<(), Failure>,
+{
+    let outer = stream_outer();
+    let mut nbo = Nbo::new(NboConfig::gradient_descent(0.05f32, 3), [0.0f32; STREAM_DY]);
+    let mut x = [0.0f32; 1];
+    let mut calls = OracleCounts::default();
+    let mut train_rows = [[0.0f32; STREAM_DY]; STREAM_BATCH];
+    let mut train_targets = [0.0f32; STREAM_BATCH];
+    let mut val_rows = [[0.0f32; STREAM_DY]; STREAM_BATCH];
+    let mut val_targets = [0.0f32; STREAM_BATCH];
+    for t in 0..STREAM_STEPS {
+        source.fill(&mut train_rows, &mut train_targets)?;
+        source.fill(&mut val_rows, &mut val_targets)?;
+        let problem = Counted::new(MinibatchRidge {
+            train: Samples::new(&train_rows, &train_targets)?,
+            validation: Samples::new(&val_rows, &val_targets)?,
+        });
+        let r = run::step(&mut nbo, &problem, &mut x, &outer, t)?;
+        let c = problem.counts();
+        calls.lower_grad += c.lower_grad;
+        calls.upper_grad += c.upper_grad;
+        calls.lower_hvp += c.lower_hvp;
+        calls.lower_cross += c.lower_cross;
+        on_step(&r, x[0])?;
+    }
+    let eval_train = LeastSquaresStats::collect(eval_source, STREAM_EVAL_SAMPLES)?;
+    let eval_val = LeastSquaresStats::collect(eval_source, STREAM_EVAL_SAMPLES)?;
+    let loss_start = eval_val.loss(&eval_train.ridge_solution(0.0)?);
+    let loss_end = eval_val.loss(&eval_train.ridge_solution(x[0])?);
+    let result = StreamResult {
+        x: x[0],
+        y: *nbo.lower(),
+        loss_start,
+        loss_end,
+        oracle_calls: calls,
+    };
+    // Written so that a NaN loss fails the check.
+    if loss_end <= loss_start {
+        Ok(result)
+    } else {
+        Err(Failure::Check {
+            what: "tuned lambda no worse than lambda = 1 on the evaluation sets",
+        })
+    }
+}
+
+/// [`stream_run`] with its report: progress every 50 steps, the tuned `λ`, `y`, oracle
+/// calls, the evaluation losses, and their bits.
+pub fn tune_stream<W, S, E, F>(
+    out: &mut W,
+    source: &mut S,
+    eval_source: &mut E,
+    mut on_step: F,
+) -> Result<StreamResult, Failure>
+where
+    W: Write,
+    S: SampleSource,
+    E: SampleSource,
+    F: FnMut(u32, f32) -> Result<(), Failure>,
+{
+    writeln!(
+        out,
+        "problem: streaming ridge f32 features={STREAM_FEATURES} batch={STREAM_BATCH}+{STREAM_BATCH} steps={STREAM_STEPS} seed={STREAM_SEED}"
+    )?;
+    let result = stream_run(source, eval_source, |r, x| {
+        on_step(r.iteration, x)?;
+        if r.iteration % 50 == 49 {
+            writeln!(
+                out,
+                "step {:>3}: ln lambda = {:e}, |h| = {:e}",
+                r.iteration + 1,
+                x,
+                r.hypergradient_norm
+            )?;
+        }
+        Ok(())
+    })?;
+    writeln!(
+        out,
+        "stream: ln lambda = {:e}, lambda = {:e}",
+        result.x,
+        Real::exp(result.x)
+    )?;
+    writeln!(out, "stream: y = {:?}", result.y)?;
+    write!(out, "stream: oracle calls ")?;
+    write_counts(out, &result.oracle_calls)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "stream: evaluation loss {:e} at lambda = 1, {:e} tuned",
+        result.loss_start, result.loss_end
+    )?;
+    write!(out, "bits stream x y: ")?;
+    write_bits(out, &[result.x])?;
+    out.write_char(' ')?;
+    write_bits(out, &result.y)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "bits stream loss: {:08x} {:08x}",
+        result.loss_start.to_bits(),
+        result.loss_end.to_bits()
+    )?;
+    Ok(result)
+}
+
+/// Stream seeds: the tuning stream and the evaluation stream.
+pub fn stream_sources() -> (TeacherStream, TeacherStream) {
+    (TeacherStream::new(STREAM_SEED), TeacherStream::new(STREAM_SEED + 1))
+}
