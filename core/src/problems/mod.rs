@@ -3,9 +3,11 @@
 
 mod data;
 mod finite_sum;
+pub mod logistic;
 pub mod penalty;
 mod quadratic;
 
 pub use data::Samples;
 pub use finite_sum::FiniteSum;
+pub use logistic::Logistic;
 pub use quadratic::Quadratic;

@@ -1,0 +1,302 @@
+//! Binary logistic regression with a tuned L2 strength — the classic hyperparameter
+//! problem, and the one the device firmware tunes.
+//!
+//! ```text
+//! g(x, y) = (1/n) Σ_train ℓ(aᵢ·w + b, tᵢ) + ½ Σ_j e^{x_j} w_j²     (bias b not penalized)
+//! f(x, y) = (1/m) Σ_val   ℓ(aᵢ·w + b, tᵢ)
+//! ℓ(z, t) = ln(1 + e^z) − t z,   t ∈ {0, 1}
+//! ```
+//!
+//! `y = [w, b]` has `DY = D + 1` entries; `x` is one log-strength (`DX = 1`) or one per
+//! feature (`DX = D`). Both losses are means, so minibatch oracles are unbiased. The lower
+//! Hessian `(1/n) Σ σ'(zᵢ) âᵢâᵢᵀ + diag(λ, 0)` is positive definite once the data has a
+//! non-constant feature or both labels.
+
+use crate::error::Error;
+use crate::linalg;
+use crate::problem::{Batch, Problem};
+use crate::problems::data::Samples;
+use crate::problems::penalty;
+use crate::scalar::{Real, sigmoid, softplus};
+
+/// Logistic regression with exp-parametrized L2 on the weights (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Logistic<'a, T, const D: usize, const DX: usize, const DY: usize> {
+    /// Training samples: the lower level.
+    pub train: Samples<'a, T, D>,
+    /// Validation samples: the upper level.
+    pub validation: Samples<'a, T, D>,
+}
+
+/// `aᵢ·w + b` for `y = [w, b]`.
+#[inline]
+fn margin<T: Real, const D: usize, const DY: usize>(row: &[T; D], y: &[T; DY]) -> T {
+    let mut z = y[DY - 1];
+    for j in 0..D {
+        z += row[j] * y[j];
+    }
+    z
+}
+
+/// `âᵢ·v` with `âᵢ = [aᵢ, 1]`.
+#[inline]
+fn row_dot<T: Real, const D: usize, const DY: usize>(row: &[T; D], v: &[T; DY]) -> T {
+    margin(row, v)
+}
+
+/// `out += c·âᵢ`.
+#[inline]
+fn add_row<T: Real, const D: usize, const DY: usize>(c: T, row: &[T; D], out: &mut [T; DY]) {
+    for j in 0..D {
+        out[j] += c * row[j];
+    }
+    out[DY - 1] += c;
+}
+
+/// Mean logistic loss of `y` on `batch` of `data`; an empty batch is an error.
+fn mean_loss<T: Real, const D: usize, const DY: usize>(
+    data: &Samples<'_, T, D>,
+    y: &[T; DY],
+    batch: Batch,
+) -> Result<T, Error> {
+    let (rows, targets, inv) = nonempty(data, batch)?;
+    let mut s = T::ZERO;
+    for (row, &t) in rows.iter().zip(targets) {
+        let z = margin(row, y);
+        s += softplus(z) - t * z;
+    }
+    Ok(s * inv)
+}
+
+/// `out ← ∇_y` of the mean loss on `batch`.
+fn loss_grad<T: Real, const D: usize, const DY: usize>(
+    data: &Samples<'_, T, D>,
+    y: &[T; DY],
+    batch: Batch,
+    out: &mut [T; DY],
+) -> Result<(), Error> {
+    let (rows, targets, inv) = nonempty(data, batch)?;
+    *out = [T::ZERO; DY];
+    for (row, &t) in rows.iter().zip(targets) {
+        add_row(sigmoid(margin(row, y)) - t, row, out);
+    }
+    linalg::scale(inv, out);
+    Ok(())
+}
+
+fn nonempty<'a, T: Real, const D: usize>(
+    data: &Samples<'a, T, D>,
+    batch: Batch,
+) -> Result<(&'a [[T; D]], &'a [T], T), Error> {
+    let (rows, targets, inv) = data.batch(batch);
+    if rows.is_empty() {
+        return Err(Error::InvalidData {
+            reason: "empty minibatch",
+        });
+    }
+    Ok((rows, targets, inv))
+}
+
+impl<'a, T: Real, const D: usize, const DX: usize, const DY: usize> Logistic<'a, T, D, DX, DY> {
+    /// The problem on `train` (lower level) and `validation` (upper level). Targets must be
+    /// 0 or 1.
+    pub fn new(train: Samples<'a, T, D>, validation: Samples<'a, T, D>) -> Result<Self, Error> {
+        const {
+            assert!(DY == D + 1, "y holds the D weights and the bias: DY = D + 1");
+            penalty::check_sizes::<DX, DY>();
+        }
+        let binary = |s: &Samples<'a, T, D>| s.targets.iter().all(|&t| t == T::ZERO || t == T::ONE);
+        if !binary(&train) || !binary(&validation) {
+            return Err(Error::InvalidData {
+                reason: "logistic targets must be 0 or 1",
+            });
+        }
+        Ok(Logistic { train, validation })
+    }
+
+    /// An upper bound on the Lipschitz constant of `∇_y g` at `x`:
+    /// `¼·max ‖âᵢ‖² + max_j λ_j` (a safe lower-level step is its inverse).
+    pub fn lower_lipschitz(&self, x: &[T; DX]) -> T {
+        let mut rows = T::ZERO;
+        for row in self.train.features {
+            rows = rows.max(T::ONE + linalg::dot(row, row));
+        }
+        let mut lam = T::ZERO;
+        for j in 0..D {
+            lam = lam.max(penalty::strength(x, j));
+        }
+        T::from_f64(0.25) * rows + lam
+    }
+
+    /// Mean logistic loss of the model `y` on `data` (e.g. a test set).
+    pub fn loss(data: &Samples<'_, T, D>, y: &[T; DY]) -> Result<T, Error> {
+        mean_loss(data, y, Batch::Full)
+    }
+
+    /// Fraction of `data` whose label the model `y` predicts (`σ(z) ≥ ½` ⇔ label 1).
+    pub fn accuracy(data: &Samples<'_, T, D>, y: &[T; DY]) -> T {
+        let mut right = 0u32;
+        for (row, &t) in data.features.iter().zip(data.targets) {
+            let predicted = if margin(row, y) >= T::ZERO { T::ONE } else { T::ZERO };
+            if predicted == t {
+                right += 1;
+            }
+        }
+        T::from_u32(right) / T::from_f64(data.len().max(1) as f64)
+    }
+}
+
+impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, DY> for Logistic<'_, T, D, DX, DY> {
+    fn lower_grad(&self, x: &[T; DX], y: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        loss_grad(&self.train, y, batch, out)?;
+        penalty::add_scaled(x, y, out);
+        Ok(())
+    }
+
+    fn upper_grad(
+        &self,
+        _: &[T; DX],
+        y: &[T; DY],
+        batch: Batch,
+        gx: &mut [T; DX],
+        gy: &mut [T; DY],
+    ) -> Result<(), Error> {
+        *gx = [T::ZERO; DX];
+        loss_grad(&self.validation, y, batch, gy)
+    }
+
+    fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error> {
+        let (rows, _, inv) = nonempty(&self.train, batch)?;
+        *out = [T::ZERO; DY];
+        for row in rows {
+            let p = sigmoid(margin(row, y));
+            add_row(p * (T::ONE - p) * row_dot(row, v), row, out);
+        }
+        linalg::scale(inv, out);
+        penalty::add_scaled(x, v, out);
+        Ok(())
+    }
+
+    /// One pass over the batch for both products: the curvature weights `σ'(zᵢ)` are shared.
+    fn lower_hvp2(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v1: &[T; DY],
+        v2: &[T; DY],
+        batch: Batch,
+        out1: &mut [T; DY],
+        out2: &mut [T; DY],
+    ) -> Result<(), Error> {
+        let (rows, _, inv) = nonempty(&self.train, batch)?;
+        *out1 = [T::ZERO; DY];
+        *out2 = [T::ZERO; DY];
+        for row in rows {
+            let p = sigmoid(margin(row, y));
+            let w = p * (T::ONE - p);
+            add_row(w * row_dot(row, v1), row, out1);
+            add_row(w * row_dot(row, v2), row, out2);
+        }
+        linalg::scale(inv, out1);
+        linalg::scale(inv, out2);
+        penalty::add_scaled(x, v1, out1);
+        penalty::add_scaled(x, v2, out2);
+        Ok(())
+    }
+
+    /// Only the penalty couples x and y; the data term has no cross derivative.
+    fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], _: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        penalty::cross(x, y, v, out);
+        Ok(())
+    }
+
+    fn lower_grad_x(&self, x: &[T; DX], y: &[T; DY], _: Batch, out: &mut [T; DX]) -> Result<(), Error> {
+        penalty::grad_x(x, y, out);
+        Ok(())
+    }
+
+    fn lower_value(&self, x: &[T; DX], y: &[T; DY], batch: Batch) -> Result<T, Error> {
+        Ok(mean_loss(&self.train, y, batch)? + penalty::value(x, y))
+    }
+
+    fn upper_value(&self, _: &[T; DX], y: &[T; DY], batch: Batch) -> Result<T, Error> {
+        mean_loss(&self.validation, y, batch)
+    }
+
+    fn samples(&self) -> (usize, usize) {
+        (self.train.len(), self.validation.len())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const TRAIN: [[f64; 2]; 4] = [[1.0, 0.5], [-0.5, 1.0], [0.2, -1.0], [-1.0, -0.3]];
+    const LABELS: [f64; 4] = [1.0, 0.0, 1.0, 0.0];
+
+    fn problem() -> Logistic<'static, f64, 2, 1, 3> {
+        let s = Samples::new(&TRAIN, &LABELS).unwrap();
+        Logistic::new(s, s).unwrap()
+    }
+
+    #[test]
+    fn values_by_hand() {
+        // At y = 0 every loss is ln 2; the penalty is 0.
+        let p = problem();
+        let g = p.lower_value(&[0.0], &[0.0; 3], Batch::Full).unwrap();
+        assert!((g - core::f64::consts::LN_2).abs() < 1e-15);
+        // The gradient at y = 0 is mean (½ − t)·[a, 1].
+        let mut gy = [0.0; 3];
+        p.lower_grad(&[0.0], &[0.0; 3], Batch::Full, &mut gy).unwrap();
+        let want0 = (-0.5 * 1.0 + 0.5 * -0.5 - 0.5 * 0.2 + 0.5 * -1.0) / 4.0;
+        assert!((gy[0] - want0).abs() < 1e-15 && gy[2].abs() < 1e-15);
+    }
+
+    #[test]
+    fn the_bias_is_not_penalized() {
+        let p = problem();
+        let (mut a, mut b) = ([0.0; 3], [0.0; 3]);
+        let y = [0.3, -0.2, 0.7];
+        p.lower_grad(&[0.0], &y, Batch::Full, &mut a).unwrap();
+        p.lower_grad(&[5.0], &y, Batch::Full, &mut b).unwrap();
+        assert_eq!(a[2], b[2]);
+        assert!((b[0] - a[0] - (libm::exp(5.0) - 1.0) * 0.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn labels_other_than_0_and_1_are_rejected() {
+        let bad = [1.0, -1.0, 1.0, 0.0];
+        let s = Samples::new(&TRAIN, &LABELS).unwrap();
+        let b = Samples::new(&TRAIN, &bad).unwrap();
+        assert_eq!(
+            Logistic::<f64, 2, 1, 3>::new(s, b).unwrap_err(),
+            Error::InvalidData {
+                reason: "logistic targets must be 0 or 1"
+            }
+        );
+    }
+
+    #[test]
+    fn empty_minibatches_are_errors() {
+        let p = problem();
+        let mut g = [0.0; 3];
+        let e = p.lower_grad(
+            &[0.0],
+            &[0.0; 3],
+            Batch::Range {
+                id: 0,
+                start: 4,
+                len: 2,
+            },
+            &mut g,
+        );
+        assert_eq!(
+            e,
+            Err(Error::InvalidData {
+                reason: "empty minibatch"
+            })
+        );
+    }
+}
