@@ -84,10 +84,11 @@ fn loss_grad<T: Real, const D: usize, const DY: usize>(
     Ok(())
 }
 
-fn nonempty<'a, T: Real, const D: usize>(
-    data: &Samples<'a, T, D>,
-    batch: Batch,
-) -> Result<(&'a [[T; D]], &'a [T], T), Error> {
+/// The rows and targets of a batch, and `1/len`.
+type BatchRows<'a, T, const D: usize> = (&'a [[T; D]], &'a [T], T);
+
+/// The rows of `batch`; an empty batch is an error (its mean is undefined).
+fn nonempty<'a, T: Real, const D: usize>(data: &Samples<'a, T, D>, batch: Batch) -> Result<BatchRows<'a, T, D>, Error> {
     let (rows, targets, inv) = data.batch(batch);
     if rows.is_empty() {
         return Err(Error::InvalidData {
