@@ -251,7 +251,7 @@ mod tests {
         // The gradient at y = 0 is mean (½ − t)·[a, 1].
         let mut gy = [0.0; 3];
         p.lower_grad(&[0.0], &[0.0; 3], Batch::Full, &mut gy).unwrap();
-        let want0 = (-0.5 * 1.0 + 0.5 * -0.5 - 0.5 * 0.2 + 0.5 * -1.0) / 4.0;
+        let want0 = (-0.5 - 0.25 - 0.1 - 0.5) / 4.0; // (½ − t)·a₀ summed over the rows
         assert!((gy[0] - want0).abs() < 1e-15 && gy[2].abs() < 1e-15);
     }
 
