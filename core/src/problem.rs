@@ -23,6 +23,10 @@ use crate::scalar::Real;
 /// order, and variance-reduced ones key their tables on [`Batch::id`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum Batch {
     /// All samples: the deterministic oracle.
     #[default]

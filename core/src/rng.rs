@@ -8,7 +8,14 @@ use crate::scalar::Real;
 
 /// The library's random number generator: xoshiro128++, 16 bytes of state.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Rng128(Xoshiro128PlusPlus);
+
+/// Four `u32` state words, each a varint of at most 5 bytes.
+#[cfg(feature = "serde")]
+impl postcard::experimental::max_size::MaxSize for Rng128 {
+    const POSTCARD_MAX_SIZE: usize = 4 * 5;
+}
 
 impl Rng128 {
     /// A generator seeded from a 64-bit seed (through SplitMix64, as `rand_core` does).

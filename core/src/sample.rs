@@ -27,6 +27,10 @@ pub trait BatchSource {
 /// Always [`Batch::Full`]: runs a stochastic method deterministically (and the
 /// deterministic PZOBO).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct FullBatch;
 
 impl BatchSource for FullBatch {
@@ -39,6 +43,10 @@ impl BatchSource for FullBatch {
 /// How [`Minibatches`] orders its batches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum Order {
     /// Shuffled epochs without replacement (benchopt): every batch once per epoch, in a new
     /// random order each epoch. SAGA tables need this to be refreshed evenly.
@@ -66,6 +74,10 @@ pub enum Order {
 /// assert_eq!(s.weight::<f64>(Batch::Range { id: 2, start: 8, len: 2 }), 0.2);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct Minibatches {
     samples: u32,
     batch_size: u32,
@@ -240,7 +252,12 @@ fn feistel(v: u32, half_bits: u32, keys: &[u32; 4]) -> u32 {
 /// assert!(s.next_batch().is_err()); // empty
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct Stream<const C: usize> {
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     pending: [Batch; C],
     head: usize,
     len: usize,

@@ -6,6 +6,14 @@ use crate::scalar::Real;
 /// A step size as a function of the iteration counter `t = 0, 1, 2, …`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub enum Schedule<T> {
     /// The same step every iteration.
     Constant(T),

@@ -2,6 +2,7 @@
 //! checkers for oracles and hypergradients, in `f64`.
 
 pub mod faults;
+pub mod robustness;
 pub mod runs;
 
 use bilevel::problem::{Batch, Problem};

@@ -28,6 +28,14 @@ use crate::schedule::Schedule;
 /// Configuration of F2SA.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct F2saConfig<T> {
     /// Step `γ_k` of `z` on `g` (`≤ 1/L_g`).
     pub lower_step: Schedule<T>,
@@ -105,10 +113,23 @@ impl<T: Real> F2saConfig<T> {
 /// second-order oracle. State: `y`, `z`, `λ` (`2·DY + 1` floats) and two samplers.
 /// [`Solver::lower`] is `z`, the estimate of `y*(x)`.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, S: serde::Serialize",
+        deserialize = "T: Real + serde::Deserialize<'de>, S: serde::Deserialize<'de>"
+    ))
+)]
 pub struct F2sa<T, const DY: usize, S = Minibatches> {
     /// The configuration.
     pub config: F2saConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     z: [T; DY],
     penalty: T,
     k: u32,

@@ -68,7 +68,10 @@ impl<T: Real> ItdConfig<T> {
 /// not needed), 1 upper gradient.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(bound(deserialize = "T: Real + serde::Deserialize<'de>")))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct ItdReverse<T, const DY: usize, const S: usize> {
     /// The configuration.
     pub config: ItdConfig<T>,

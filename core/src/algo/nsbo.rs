@@ -32,6 +32,14 @@ use crate::schedule::Schedule;
 /// Configuration of NSBO-SGD / NSBO-SAGA.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct NsboConfig<T> {
     /// Step `β_k` of the inner gradient steps on both systems (`≤ 1/L`).
     pub step: Schedule<T>,
@@ -81,9 +89,20 @@ impl<T: Real> NsboConfig<T> {
 
 /// The iterates of NSBO.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 struct Iterates<T, const DX: usize, const DY: usize> {
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     u: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     average: [T; DX],
     k: u32,
 }
@@ -141,6 +160,17 @@ impl<T: Real, const DX: usize, const DY: usize> Iterates<T, DX, DY> {
 /// Hessian-vector call per inner step (the first a single product while `v = 0`), each on
 /// its own lower batch. State: `y`, `u`, `h` (`2·DY + DX` floats) and two samplers.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, S: serde::Serialize",
+        deserialize = "T: Real + serde::Deserialize<'de>, S: serde::Deserialize<'de>"
+    ))
+)]
 pub struct Nsbo<T, const DX: usize, const DY: usize, S = Minibatches> {
     /// The configuration.
     pub config: NsboConfig<T>,
@@ -204,6 +234,14 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 /// [`crate::algo::soba::Saba`]: the iterates plus `NI·(2·DY + DX) + NO·(DY + DX)` table
 /// floats, and a working copy of the tables on the stack during a step.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct NsboSaga<T, const DX: usize, const DY: usize, const NI: usize, const NO: usize> {
     /// The configuration.
     pub config: NsboConfig<T>,

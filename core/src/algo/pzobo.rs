@@ -34,6 +34,10 @@ use crate::scalar::Real;
 /// The law of PZOBO's random directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum Directions {
     /// `u ~ N(0, I_DX)` (benchopt).
     Gaussian,
@@ -45,6 +49,14 @@ pub enum Directions {
 /// Configuration of PZOBO / PZOBO-S.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct PzoboConfig<T> {
     /// Lower-level step `α` (`≤ 1/L`).
     pub lower_step: T,
@@ -88,9 +100,21 @@ impl<T: Real> PzoboConfig<T> {
 /// Cost per outer iteration: `(Q + 1)·N` lower gradients and 1 upper gradient; no
 /// second-order oracle.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, S: serde::Serialize",
+        deserialize = "T: Real + serde::Deserialize<'de>, S: serde::Deserialize<'de>"
+    ))
+)]
 pub struct Pzobo<T, const DY: usize, S = FullBatch> {
     /// The configuration.
     pub config: PzoboConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
     directions: Rng128,
     lower_batches: S,

@@ -32,6 +32,14 @@ use crate::schedule::Schedule;
 /// Configuration of SOBA, SABA and MA-SOBA.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct SobaConfig<T> {
     /// Step `ρ_t` of `y`.
     pub lower_step: Schedule<T>,
@@ -88,9 +96,20 @@ impl<T: Real> SobaConfig<T> {
 
 /// The iterates of a single-loop method.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 struct SingleLoop<T, const DX: usize, const DY: usize> {
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     v: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     average: [T; DX],
     t: u32,
 }
@@ -156,6 +175,17 @@ impl<T: Real, const DX: usize, const DY: usize> SingleLoop<T, DX, DY> {
 /// 1 upper gradient (one upper batch). State: `y`, `v`, `h` (`2·DY + DX` floats) and two
 /// samplers.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, S: serde::Serialize",
+        deserialize = "T: Real + serde::Deserialize<'de>, S: serde::Deserialize<'de>"
+    ))
+)]
 pub struct Soba<T, const DX: usize, const DY: usize, S = Minibatches> {
     /// The configuration.
     pub config: SobaConfig<T>,
@@ -256,6 +286,14 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 /// assert!(bilevel::linalg::dist(&x, &q.solution().unwrap()) < 1e-8);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct Saba<T, const DX: usize, const DY: usize, const NI: usize, const NO: usize> {
     /// The configuration.
     pub config: SobaConfig<T>,

@@ -26,6 +26,14 @@ use crate::schedule::Schedule;
 /// Configuration of stocBiO.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct StocBioConfig<T> {
     /// Lower-level SGD step `α_k` (`≤ 1/L`).
     pub lower_step: Schedule<T>,
@@ -69,9 +77,21 @@ impl<T: Real> StocBioConfig<T> {
 /// products, 1 cross product, each on its own batch. State: `y` and two samplers; the
 /// Neumann series needs `2·DY` floats of work space.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, S: serde::Serialize",
+        deserialize = "T: Real + serde::Deserialize<'de>, S: serde::Deserialize<'de>"
+    ))
+)]
 pub struct StocBio<T, const DY: usize, S = Minibatches> {
     /// The configuration.
     pub config: StocBioConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
     k: u32,
     lower_batches: S,

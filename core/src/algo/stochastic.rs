@@ -95,6 +95,10 @@ where
 /// When the moving average enters the outer step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum AverageOrder {
     /// `x_{t+1} = x_t − α h_t`, then `h_{t+1} = h_t + θ(D_x − h_t)` (the MA-SOBA paper's
     /// box, spec §3.10). The first step uses `h_0 = 0`.
@@ -108,6 +112,14 @@ pub enum AverageOrder {
 /// MA-SOBA, MA-NSBO-SAGA). `h` starts at 0.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct MovingAverage<T> {
     /// Weight `θ_t ∈ (0, 1]` of the new direction (1 disables the averaging).
     pub weight: Schedule<T>,
@@ -162,8 +174,18 @@ pub(crate) fn averaged<T: Real, const DX: usize>(
 /// One SAGA table: the last value seen for each of `R` minibatches and their weighted
 /// mean.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct SagaTable<T, const D: usize, const R: usize> {
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::matrix"))]
     rows: [[T; D]; R],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     mean: [T; D],
 }
 
@@ -211,6 +233,14 @@ impl<T: Real, const D: usize, const R: usize> SagaTable<T, D, R> {
 /// Zero-initialised (benchopt's `mode_init_memory = "zero"`). Memory:
 /// `NI·(2·DY + DX) + NO·(DY + DX)` floats plus one mean row per table.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct SagaTables<T, const DX: usize, const DY: usize, const NI: usize, const NO: usize> {
     lower_grad: SagaTable<T, DY, NI>,
     lower_hvp: SagaTable<T, DY, NI>,
