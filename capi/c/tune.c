@@ -1,0 +1,192 @@
+/* Tunes two problems through the bilevel C API and prints the results with their exact bits:
+ *   1. a quadratic bilevel problem written here as callbacks (NBO-GD);
+ *   2. the built-in logistic regression on a data set generated here (NBO-GD and NSBO-SGD).
+ * The same source runs on the host (gcc) and on a Cortex-M4F under QEMU (arm-none-eabi-gcc);
+ * both print the same bits as the Rust API (tests/examples/capi_reference.rs). */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bilevel.h"
+
+/* ---- 1. the quadratic: g = ½ yᵀA y − yᵀB x + cᵀy,  f = ½‖y − t‖² + (ρ/2)‖x‖² ---- */
+#define QDX 2
+#define QDY 3
+static const float A[QDY][QDY] = {{4.0f, 1.0f, 0.0f}, {1.0f, 3.0f, 0.5f}, {0.0f, 0.5f, 2.0f}};
+static const float B[QDY][QDX] = {{1.0f, 0.0f}, {0.5f, -1.0f}, {0.0f, 2.0f}};
+static const float C[QDY] = {0.1f, -0.2f, 0.3f};
+static const float TARGET[QDY] = {1.0f, -1.0f, 0.5f};
+static const float RHO = 0.1f;
+
+struct calls { unsigned long lower_grad; };
+
+static int32_t q_lower_grad(void *ctx, const float *x, const float *y, uint32_t start, uint32_t len, float *out) {
+    (void)start; (void)len;
+    ((struct calls *)ctx)->lower_grad++;
+    for (int i = 0; i < QDY; i++) {
+        float s = 0.0f;
+        for (int j = 0; j < QDY; j++) s += A[i][j] * y[j];
+        float bx = 0.0f;
+        for (int k = 0; k < QDX; k++) bx += B[i][k] * x[k];
+        out[i] = s - bx + C[i];
+    }
+    return 0;
+}
+
+static int32_t q_upper_grad(void *ctx, const float *x, const float *y, uint32_t start, uint32_t len, float *gx, float *gy) {
+    (void)ctx; (void)start; (void)len;
+    for (int k = 0; k < QDX; k++) gx[k] = RHO * x[k];
+    for (int i = 0; i < QDY; i++) gy[i] = y[i] - TARGET[i];
+    return 0;
+}
+
+static int32_t q_hvp(void *ctx, const float *x, const float *y, const float *v, uint32_t start, uint32_t len, float *out) {
+    (void)ctx; (void)x; (void)y; (void)start; (void)len;
+    for (int i = 0; i < QDY; i++) {
+        float s = 0.0f;
+        for (int j = 0; j < QDY; j++) s += A[i][j] * v[j];
+        out[i] = s;
+    }
+    return 0;
+}
+
+static int32_t q_cross(void *ctx, const float *x, const float *y, const float *v, uint32_t start, uint32_t len, float *out) {
+    (void)ctx; (void)x; (void)y; (void)start; (void)len;
+    for (int k = 0; k < QDX; k++) {
+        float s = 0.0f;
+        for (int i = 0; i < QDY; i++) s += B[i][k] * v[i];
+        out[k] = -s;
+    }
+    return 0;
+}
+
+/* A callback that fails once it has been called `fail_after` times. */
+static int32_t failing_lower_grad(void *ctx, const float *x, const float *y, uint32_t start, uint32_t len, float *out) {
+    struct calls *c = ctx;
+    if (c->lower_grad >= 3) return 42;
+    return q_lower_grad(ctx, x, y, start, len, out);
+}
+
+/* ---- 2. logistic regression on generated data ---- */
+#define NTRAIN 96
+#define NVAL 64
+#define NFEAT 4 /* used columns of BL_LOGREG_FEATURES; the rest stay 0 */
+static float train_x[NTRAIN][BL_LOGREG_FEATURES], train_t[NTRAIN];
+static float val_x[NVAL][BL_LOGREG_FEATURES], val_t[NVAL];
+
+/* Integer hash → features in [-2, 2] and labels from a noisy linear rule: exact in float on
+ * every target, so C and Rust build the same data. */
+static uint32_t hash(uint32_t v) {
+    v ^= v >> 16; v *= 0x7feb352dU; v ^= v >> 15; v *= 0x846ca68bU; v ^= v >> 16;
+    return v;
+}
+static void make_rows(float (*x)[BL_LOGREG_FEATURES], float *t, int n, uint32_t salt) {
+    static const int32_t w[NFEAT] = {3, -2, 1, 0};
+    for (int i = 0; i < n; i++) {
+        int32_t score = (int32_t)(hash(salt + 1000u * (uint32_t)i) % 8001u) - 4000; /* noise */
+        for (int j = 0; j < BL_LOGREG_FEATURES; j++) x[i][j] = 0.0f;
+        for (int j = 0; j < NFEAT; j++) {
+            int32_t q = (int32_t)(hash(salt + 1000u * (uint32_t)i + 1u + (uint32_t)j) % 2001u) - 1000;
+            x[i][j] = (float)q / 500.0f;
+            score += w[j] * q;
+        }
+        t[i] = score > 0 ? 1.0f : 0.0f;
+    }
+}
+
+static void print_bits(const char *name, const float *v, int n) {
+    printf("%s", name);
+    for (int i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &v[i], sizeof b);
+        printf(" %08lx", (unsigned long)b);
+    }
+    printf("\n");
+}
+
+/* Solver memory: bl_solver_size() bytes aligned to bl_solver_align() (checked below). */
+static _Alignas(16) uint8_t memory[4096];
+
+static int check(const char *what, uint32_t status) {
+    if (status != BL_OK) {
+        printf("%s: %s (%lu)\n", what, bl_status_str(status), (unsigned long)status);
+        return 1;
+    }
+    return 0;
+}
+
+int main(void) {
+    if (bl_solver_size() > sizeof memory || bl_solver_align() > 16) {
+        printf("solver memory too small: need %lu bytes\n", (unsigned long)bl_solver_size());
+        return 2;
+    }
+    printf("bilevel C API %lu, solver memory %lu bytes\n", (unsigned long)bl_version(),
+           (unsigned long)bl_solver_size());
+
+    /* 1. quadratic through callbacks, NBO-GD */
+    struct calls calls = {0};
+    BlProblem quad;
+    memset(&quad, 0, sizeof quad);
+    quad.kind = BL_PROBLEM_CALLBACKS;
+    quad.callbacks = (BlCallbacks){&calls, QDX, QDY, 0, 0, q_lower_grad, q_upper_grad, q_hvp, q_cross};
+    BlConfig cfg;
+    if (check("config", bl_default_config(BL_METHOD_NBO_GD, &cfg))) return 1;
+    cfg.inner_step = 0.2f;
+    cfg.outer_step = 0.3f;
+    const float x0[QDX] = {0.0f, 0.0f};
+    if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &quad, x0, QDX))) return 1;
+    BlReport report;
+    uint32_t status = bl_run(memory, &quad, 400, 1e-6f, &report);
+    if (status != BL_OK && status != BL_ERR_BUDGET) return check("run", status);
+    float x[QDX], y[QDY];
+    bl_solver_x(memory, x, QDX);
+    bl_solver_y(memory, y, QDY);
+    printf("quadratic nbo-gd: %lu iterations, |h| = %g, x = (%g, %g), %lu gradient callbacks\n",
+           (unsigned long)report.iterations, (double)report.hypergradient_norm, (double)x[0], (double)x[1],
+           calls.lower_grad);
+    print_bits("bits quadratic-nbo-gd x", x, QDX);
+    print_bits("bits quadratic-nbo-gd y", y, QDY);
+
+    /* a failing callback stops the step with its code and keeps the last good state */
+    BlProblem failing = quad;
+    struct calls fail_calls = {0};
+    failing.callbacks.ctx = &fail_calls;
+    failing.callbacks.lower_grad = failing_lower_grad;
+    if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &failing, x0, QDX))) return 1;
+    status = bl_run(memory, &failing, 10, -1.0f, &report);
+    bl_solver_x(memory, x, QDX);
+    printf("failing callback: %s after %lu good steps\n", bl_status_str(status), (unsigned long)report.iterations);
+    print_bits("bits failing x", x, QDX);
+    if (status != BL_ERR_CALLBACK) return 1;
+
+    /* 2. built-in logistic regression: NBO-GD, then NSBO-SGD in minibatches of 16 */
+    make_rows(train_x, train_t, NTRAIN, 1u);
+    make_rows(val_x, val_t, NVAL, 777777u);
+    BlProblem logreg;
+    memset(&logreg, 0, sizeof logreg);
+    logreg.kind = BL_PROBLEM_LOGISTIC;
+    logreg.logistic = (BlLogistic){&train_x[0][0], train_t, NTRAIN, &val_x[0][0], val_t, NVAL};
+    const uint32_t methods[2] = {BL_METHOD_NBO_GD, BL_METHOD_NSBO_SGD};
+    const char *names[2] = {"bits logistic-nbo-gd", "bits logistic-nsbo-sgd"};
+    for (int m = 0; m < 2; m++) {
+        if (check("config", bl_default_config(methods[m], &cfg))) return 1;
+        cfg.inner_step = 0.25f;
+        cfg.outer_step = 2.0f;
+        cfg.batch_size = 16;
+        cfg.use_bounds = 1;
+        const float lam0[1] = {-2.0f};
+        if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &logreg, lam0, 1))) return 1;
+        status = bl_run(memory, &logreg, 300, 1e-5f, &report);
+        if (status != BL_OK && status != BL_ERR_BUDGET) return check("run", status);
+        float lam[1], w[BL_MAX_DY];
+        bl_solver_x(memory, lam, 1);
+        bl_solver_y(memory, w, BL_MAX_DY);
+        printf("logistic %s: %lu iterations, ln lambda = %g, |h| = %g, %lu gradients, %lu Hessian products\n",
+               m == 0 ? "nbo-gd" : "nsbo-sgd", (unsigned long)report.iterations, (double)lam[0],
+               (double)report.hypergradient_norm, (unsigned long)report.lower_grad_calls,
+               (unsigned long)report.lower_hvp_calls);
+        print_bits(names[m], lam, 1);
+        print_bits(names[m], w, NFEAT);
+    }
+    return 0;
+}

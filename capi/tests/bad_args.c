@@ -1,0 +1,177 @@
+/* Feeds bad arguments to every entry point of the bilevel C API and checks the status codes,
+ * and that a failing step leaves the solver memory byte-for-byte unchanged. Exit 0 when every
+ * check holds; otherwise prints each failed check and exits 1. Built and run by .ci/capi on the
+ * host and under QEMU. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bilevel.h"
+
+static int failures;
+#define EXPECT(call, want)                                                                       \
+    do {                                                                                         \
+        uint32_t got_ = (call);                                                                  \
+        if (got_ != (want)) {                                                                    \
+            printf("FAIL line %d: %s gave %lu (%s), want %s\n", __LINE__, #call,                \
+                   (unsigned long)got_, bl_status_str(got_), #want);                              \
+            failures++;                                                                          \
+        }                                                                                        \
+    } while (0)
+
+static float bad_value; /* set to NaN or ±inf by the tests */
+static int32_t grad(void *ctx, const float *x, const float *y, uint32_t s, uint32_t l, float *out) {
+    (void)ctx; (void)s; (void)l;
+    out[0] = 2.0f * y[0] - x[0];
+    return 0;
+}
+static int32_t upper(void *ctx, const float *x, const float *y, uint32_t s, uint32_t l, float *gx, float *gy) {
+    (void)ctx; (void)x; (void)s; (void)l;
+    gx[0] = 0.0f;
+    gy[0] = y[0] - 1.0f;
+    return 0;
+}
+static int32_t bad_grad(void *ctx, const float *x, const float *y, uint32_t s, uint32_t l, float *out) {
+    (void)ctx; (void)x; (void)y; (void)s; (void)l;
+    out[0] = bad_value;
+    return 0;
+}
+static int32_t failing_grad(void *ctx, const float *x, const float *y, uint32_t s, uint32_t l, float *out) {
+    (void)ctx; (void)x; (void)y; (void)s; (void)l; (void)out;
+    return -5;
+}
+
+static _Alignas(16) uint8_t memory[4096];
+static _Alignas(16) uint8_t before[4096];
+
+int main(void) {
+    BlConfig cfg;
+    BlReport report;
+    float x0[1] = {0.0f}, out[BL_MAX_DY];
+
+    /* names */
+    if (bl_status_str(BL_OK) == NULL || bl_status_str(9999) == NULL) { printf("FAIL: null status string\n"); failures++; }
+    if (strcmp(bl_status_str(BL_ERR_NULL), "null pointer") != 0) { printf("FAIL: status name\n"); failures++; }
+
+    /* bl_default_config */
+    EXPECT(bl_default_config(BL_METHOD_NBO_GD, NULL), BL_ERR_NULL);
+    EXPECT(bl_default_config(99, &cfg), BL_ERR_KIND);
+    EXPECT(bl_default_config(BL_METHOD_NBO_GD, &cfg), BL_OK);
+
+    BlProblem p;
+    memset(&p, 0, sizeof p);
+    p.kind = BL_PROBLEM_CALLBACKS;
+    p.callbacks = (BlCallbacks){NULL, 1, 1, 0, 0, grad, upper, NULL, NULL};
+
+    /* bl_solver_init: pointers, sizes, alignment, dimensions, callbacks, kinds */
+    EXPECT(bl_solver_init(NULL, sizeof memory, &cfg, &p, x0, 1), BL_ERR_NULL);
+    EXPECT(bl_solver_init(memory, sizeof memory, NULL, &p, x0, 1), BL_ERR_NULL);
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, NULL, x0, 1), BL_ERR_NULL);
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, NULL, 1), BL_ERR_NULL);
+    EXPECT(bl_solver_init(memory, bl_solver_size() - 1, &cfg, &p, x0, 1), BL_ERR_SIZE);
+    EXPECT(bl_solver_init(memory + 1, sizeof memory - 1, &cfg, &p, x0, 1), BL_ERR_SIZE);
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, x0, 2), BL_ERR_SIZE);
+    BlProblem q = p;
+    q.callbacks.dx = 0;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 0), BL_ERR_SIZE);
+    q = p;
+    q.callbacks.dy = BL_MAX_DY + 1;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 1), BL_ERR_SIZE);
+    q = p;
+    q.callbacks.lower_grad = NULL;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 1), BL_ERR_NULL);
+    q = p;
+    q.kind = 77;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 1), BL_ERR_KIND);
+
+    /* configuration values: zero, negative, NaN and infinite steps; unknown method; NaN x0 */
+    const float bad_steps[4] = {0.0f, -0.1f, NAN, INFINITY};
+    for (int i = 0; i < 4; i++) {
+        BlConfig c = cfg;
+        c.outer_step = bad_steps[i];
+        EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
+        c = cfg;
+        c.inner_step = bad_steps[i];
+        EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
+    }
+    BlConfig c = cfg;
+    c.method = 99;
+    EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_KIND);
+    c = cfg;
+    c.use_bounds = 1;
+    c.lower_bound = 1.0f;
+    c.upper_bound = -1.0f;
+    EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
+    const float nan_x0[1] = {NAN};
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, nan_x0, 1), BL_ERR_CONFIG);
+
+    /* built-in logistic: null arrays, no rows, labels not 0/1, NaN features, bad batch size */
+    static float feats[4][BL_LOGREG_FEATURES], labels[4] = {0.0f, 1.0f, 0.0f, 1.0f};
+    BlProblem lr;
+    memset(&lr, 0, sizeof lr);
+    lr.kind = BL_PROBLEM_LOGISTIC;
+    lr.logistic = (BlLogistic){&feats[0][0], labels, 4, &feats[0][0], labels, 4};
+    for (int i = 0; i < 4; i++) feats[i][0] = (float)i - 1.5f;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lr, x0, 1), BL_OK);
+    BlProblem lrb = lr;
+    lrb.logistic.train_features = NULL;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lrb, x0, 1), BL_ERR_NULL);
+    lrb = lr;
+    lrb.logistic.n_val = 0;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lrb, x0, 1), BL_ERR_DATA);
+    labels[2] = 2.0f;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lr, x0, 1), BL_ERR_DATA);
+    labels[2] = 0.0f;
+    feats[1][3] = NAN;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lr, x0, 1), BL_ERR_DATA);
+    feats[1][3] = 0.0f;
+    lrb = lr;
+    lrb.kind = BL_PROBLEM_LOGISTIC_PER_FEATURE;
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lrb, x0, 1), BL_ERR_SIZE);
+    BlConfig sc;
+    EXPECT(bl_default_config(BL_METHOD_NSBO_SGD, &sc), BL_OK);
+    sc.batch_size = 0;
+    EXPECT(bl_solver_init(memory, sizeof memory, &sc, &lr, x0, 1), BL_ERR_CONFIG);
+
+    /* uninitialized memory, null arguments, mismatched problems */
+    memset(memory, 0, sizeof memory);
+    EXPECT(bl_step(memory, &p, &report), BL_ERR_STATE);
+    EXPECT(bl_solver_x(memory, out, 1), BL_ERR_STATE);
+    EXPECT(bl_step(NULL, &p, &report), BL_ERR_NULL);
+    EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, x0, 1), BL_OK);
+    EXPECT(bl_step(memory, NULL, &report), BL_ERR_NULL);
+    EXPECT(bl_run(memory, &p, 10, NAN, &report), BL_ERR_CONFIG);
+    EXPECT(bl_step(memory, &lr, &report), BL_ERR_SIZE);
+    EXPECT(bl_solver_x(memory, NULL, 1), BL_ERR_NULL);
+    EXPECT(bl_solver_x(memory, out, 2), BL_ERR_SIZE);
+    EXPECT(bl_solver_y(memory, NULL, 1), BL_ERR_NULL);
+    EXPECT(bl_solver_y(memory, out, 3), BL_ERR_SIZE);
+    EXPECT(bl_step(memory, &p, NULL), BL_OK); /* the report is optional */
+    EXPECT(bl_run(memory, &p, 3, -1.0f, &report), BL_OK);
+    if (report.iterations != 4) { printf("FAIL: %lu iterations, want 4\n", (unsigned long)report.iterations); failures++; }
+
+    /* non-finite callback output and callback failure: the error, and memory unchanged */
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    for (int i = 0; i < 3; i++) {
+        bad_value = bad[i];
+        BlProblem b = p;
+        b.callbacks.lower_grad = bad_grad;
+        memcpy(before, memory, sizeof memory);
+        BlReport untouched = report;
+        EXPECT(bl_step(memory, &b, &report), BL_ERR_NON_FINITE);
+        if (memcmp(before, memory, sizeof memory) != 0) { printf("FAIL: state changed by a non-finite output\n"); failures++; }
+        if (memcmp(&untouched, &report, sizeof report) != 0) { printf("FAIL: report written on error\n"); failures++; }
+    }
+    BlProblem f = p;
+    f.callbacks.lower_grad = failing_grad;
+    memcpy(before, memory, sizeof memory);
+    EXPECT(bl_step(memory, &f, &report), BL_ERR_CALLBACK);
+    if (memcmp(before, memory, sizeof memory) != 0) { printf("FAIL: state changed by a failing callback\n"); failures++; }
+    /* and the solver continues from there */
+    EXPECT(bl_step(memory, &p, &report), BL_OK);
+    if (report.iterations != 5) { printf("FAIL: %lu iterations, want 5\n", (unsigned long)report.iterations); failures++; }
+
+    if (failures == 0) printf("bad_args: all checks passed\n");
+    return failures == 0 ? 0 : 1;
+}

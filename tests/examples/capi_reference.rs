@@ -1,0 +1,189 @@
+//! The computations of the C example `capi/c/tune.c` through the Rust API, at their own
+//! sizes: prints the same `bits …` lines, which `.ci/capi` compares with the C program's
+//! output on the host and on the Cortex-M4F.
+//!
+//! ```text
+//! cargo run --release -p bilevel-tests --example capi_reference
+//! ```
+
+use bilevel::algo::nbo::{Nbo, NboConfig};
+use bilevel::algo::nsbo::{Nsbo, NsboConfig};
+use bilevel::problem::Counted;
+use bilevel::problems::{Logistic, Samples};
+use bilevel::run::{Outer, Solver, step};
+use bilevel::sample::{Minibatches, Order};
+use bilevel::schedule::Schedule;
+use bilevel::{Batch, Error, Oracle, Problem};
+
+const A: [[f32; 3]; 3] = [[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]];
+const B: [[f32; 2]; 3] = [[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]];
+const C: [f32; 3] = [0.1, -0.2, 0.3];
+const TARGET: [f32; 3] = [1.0, -1.0, 0.5];
+const RHO: f32 = 0.1;
+
+/// The C example's quadratic, each oracle in the C code's order of operations; `fail_after`
+/// lower gradients it fails with code 42, like the C example's failing callback.
+struct CQuadratic {
+    lower_grads: core::cell::Cell<u32>,
+    fail_after: u32,
+}
+
+impl Problem<f32, 2, 3> for CQuadratic {
+    fn lower_grad(&self, x: &[f32; 2], y: &[f32; 3], _: Batch, out: &mut [f32; 3]) -> Result<(), Error> {
+        if self.lower_grads.get() >= self.fail_after {
+            return Err(Error::OracleFailed {
+                oracle: Oracle::LowerGrad,
+                code: 42,
+            });
+        }
+        self.lower_grads.set(self.lower_grads.get() + 1);
+        for i in 0..3 {
+            let mut s = 0.0f32;
+            for j in 0..3 {
+                s += A[i][j] * y[j];
+            }
+            let mut bx = 0.0f32;
+            for k in 0..2 {
+                bx += B[i][k] * x[k];
+            }
+            out[i] = s - bx + C[i];
+        }
+        Ok(())
+    }
+    fn upper_grad(
+        &self,
+        x: &[f32; 2],
+        y: &[f32; 3],
+        _: Batch,
+        gx: &mut [f32; 2],
+        gy: &mut [f32; 3],
+    ) -> Result<(), Error> {
+        for k in 0..2 {
+            gx[k] = RHO * x[k];
+        }
+        for i in 0..3 {
+            gy[i] = y[i] - TARGET[i];
+        }
+        Ok(())
+    }
+    fn lower_hvp(&self, _: &[f32; 2], _: &[f32; 3], v: &[f32; 3], _: Batch, out: &mut [f32; 3]) -> Result<(), Error> {
+        for i in 0..3 {
+            let mut s = 0.0f32;
+            for j in 0..3 {
+                s += A[i][j] * v[j];
+            }
+            out[i] = s;
+        }
+        Ok(())
+    }
+    fn lower_cross(&self, _: &[f32; 2], _: &[f32; 3], v: &[f32; 3], _: Batch, out: &mut [f32; 2]) -> Result<(), Error> {
+        for k in 0..2 {
+            let mut s = 0.0f32;
+            for i in 0..3 {
+                s += B[i][k] * v[i];
+            }
+            out[k] = -s;
+        }
+        Ok(())
+    }
+}
+
+fn bits(name: &str, v: &[f32]) {
+    let hex: Vec<String> = v.iter().map(|f| format!("{:08x}", f.to_bits())).collect();
+    println!("{name} {}", hex.join(" "));
+}
+
+/// `bl_run`: steps until `‖h‖ ≤ tol`, the budget, or an error (steps before it are kept).
+fn run<P: Problem<f32, DX, DY>, S: Solver<f32, DX, DY>, const DX: usize, const DY: usize>(
+    solver: &mut S,
+    p: &P,
+    x: &mut [f32; DX],
+    outer: &Outer<f32>,
+    max: u32,
+    tol: f32,
+) -> Result<(), Error> {
+    let counted = Counted::new(p);
+    for t in 0..max {
+        let r = step(solver, &counted, x, outer, t)?;
+        if r.hypergradient_norm <= tol {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn hash(mut v: u32) -> u32 {
+    v ^= v >> 16;
+    v = v.wrapping_mul(0x7feb_352d);
+    v ^= v >> 15;
+    v = v.wrapping_mul(0x846c_a68b);
+    v ^= v >> 16;
+    v
+}
+
+/// The C example's generated rows (31 columns, 4 used) and labels.
+fn rows(n: u32, salt: u32) -> (Vec<[f32; 31]>, Vec<f32>) {
+    let w = [3i32, -2, 1, 0];
+    (0..n)
+        .map(|i| {
+            let mut score = (hash(salt.wrapping_add(1000 * i)) % 8001) as i32 - 4000;
+            let mut x = [0.0f32; 31];
+            for j in 0..4u32 {
+                let q = (hash(salt.wrapping_add(1000 * i).wrapping_add(1 + j)) % 2001) as i32 - 1000;
+                x[j as usize] = q as f32 / 500.0;
+                score += w[j as usize] * q;
+            }
+            (x, if score > 0 { 1.0 } else { 0.0 })
+        })
+        .unzip()
+}
+
+fn main() {
+    let quad = CQuadratic {
+        lower_grads: 0.into(),
+        fail_after: u32::MAX,
+    };
+    let mut nbo = Nbo::new(NboConfig::gradient_descent(0.2f32, 1), [0.0; 3]);
+    let mut x = [0.0f32; 2];
+    run(&mut nbo, &quad, &mut x, &Outer::constant(0.3), 400, 1e-6).unwrap();
+    bits("bits quadratic-nbo-gd x", &x);
+    bits("bits quadratic-nbo-gd y", Solver::<f32, 2, 3>::lower(&nbo));
+
+    let failing = CQuadratic {
+        lower_grads: 0.into(),
+        fail_after: 3,
+    };
+    let mut nbo = Nbo::new(NboConfig::gradient_descent(0.2f32, 1), [0.0; 3]);
+    let mut x = [0.0f32; 2];
+    let e = run(&mut nbo, &failing, &mut x, &Outer::constant(0.3), 10, -1.0).unwrap_err();
+    assert_eq!(
+        e,
+        Error::OracleFailed {
+            oracle: Oracle::LowerGrad,
+            code: 42
+        }
+    );
+    bits("bits failing x", &x);
+
+    let (tx, tt) = rows(96, 1);
+    let (vx, vt) = rows(64, 777_777);
+    let p: Logistic<'_, f32, 31, 1, 32> =
+        Logistic::new(Samples::new(&tx, &tt).unwrap(), Samples::new(&vx, &vt).unwrap()).unwrap();
+    let outer = Outer {
+        schedule: Schedule::Constant(2.0),
+        bounds: Some((-12.0, 12.0)),
+    };
+
+    let mut nbo = Nbo::new(NboConfig::gradient_descent(0.25f32, 1), [0.0; 32]);
+    let mut lam = [-2.0f32];
+    run(&mut nbo, &p, &mut lam, &outer, 300, 1e-5).unwrap();
+    bits("bits logistic-nbo-gd", &lam);
+    bits("bits logistic-nbo-gd", &Solver::<f32, 1, 32>::lower(&nbo)[..4]);
+
+    let [l, u] = Minibatches::for_levels(p.samples(), 16, Order::Shuffled, 1).unwrap();
+    let mut nsbo = Nsbo::new(NsboConfig::constant(0.25f32, 1), [0.0; 32], l, u);
+    let mut lam = [-2.0f32];
+    run(&mut nsbo, &p, &mut lam, &outer, 300, 1e-5).unwrap();
+    bits("bits logistic-nsbo-sgd", &lam);
+    bits("bits logistic-nsbo-sgd", &nsbo.lower()[..4]);
+}
