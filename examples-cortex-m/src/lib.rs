@@ -8,12 +8,18 @@
 
 pub mod pin;
 pub mod scenario;
+pub mod serial;
 pub mod stack;
 
 use core::fmt;
 
+use core::fmt::Write as _;
+use core::mem::size_of;
+
 use bilevel::Error;
-use scenario::Failure;
+use bilevel::algo::nbo::Nbo;
+use pin::{BoardLed, EdgeCounter};
+use scenario::{Failure, LeastSquaresStats, MinibatchRidge, STREAM_DY, STREAM_STEPS, SampleSource};
 use semihosting::io::Write as _;
 
 /// The host's standard output over semihosting, as a `core::fmt::Write`.
@@ -78,6 +84,53 @@ pub fn write_memory_report<W: fmt::Write>(out: &mut W, stack_used: usize) -> fmt
         stack_used,
         stack::stack_size()
     )
+}
+
+/// The streaming firmware's work: tune on minibatches from `source` (evaluation sets from
+/// the on-device generator), toggle the board LED once per outer step and count the edges
+/// read back, then print the device figures. Shared by `tune_stream` (samples generated on
+/// the device) and `tune_stream_uart` (samples from the serial line).
+pub fn stream_report<S: SampleSource>(out: &mut HostOut, source: &mut S) -> Result<(), Failure> {
+    let led = BoardLed::take().ok_or(Failure::Check { what: "LED taken once" })?;
+    let mut pin = EdgeCounter::new(led);
+    let (_, mut eval) = scenario::stream_sources();
+    stack::repaint();
+    let result = scenario::tune_stream(out, source, &mut eval, |_, _| {
+        pin.toggle();
+        Ok(())
+    });
+    let used = stack::high_water();
+    writeln!(
+        out,
+        "device: size_of Nbo<f32, 5> {} B",
+        size_of::<Nbo<f32, STREAM_DY>>()
+    )?;
+    writeln!(
+        out,
+        "device: size_of MinibatchRidge {} B",
+        size_of::<MinibatchRidge<'static>>()
+    )?;
+    writeln!(
+        out,
+        "device: size_of LeastSquaresStats {} B",
+        size_of::<LeastSquaresStats>()
+    )?;
+    writeln!(
+        out,
+        "device: LED edges read back {} of {} steps",
+        pin.edges, STREAM_STEPS
+    )?;
+    write_memory_report(out, used)?;
+    if let Err(e) = &result {
+        writeln!(out, "{e}")?;
+    }
+    result?;
+    if pin.edges != STREAM_STEPS {
+        return Err(Failure::Check {
+            what: "one LED edge per outer step",
+        });
+    }
+    Ok(())
 }
 
 /// Defines a `#[panic_handler]` that prints the panic message on the host's standard error
