@@ -127,8 +127,8 @@ fn outcome_name(o: Outcome) -> &'static str {
     }
 }
 
-/// Tunes `x` of `q` with `solver` from `x = 0`, step `c / L_Φ`, and checks the result
-/// against the closed form.
+/// Tunes `x` of `q` with `solver` from `x = 0` with outer step `c / L_Φ`, and measures the
+/// distance to the closed-form `x*` ([`check_quadratic`] judges it).
 pub fn tune<S: Solver<f32, QUADRATIC_DX, QUADRATIC_DY>>(
     q: &TunedQuadratic,
     solver: &mut S,
@@ -295,8 +295,8 @@ pub struct MinibatchRidge<'a> {
     pub validation: Samples<'a, f32, STREAM_DY>,
 }
 
-/// `out ← 1/m Σ (aᵀv − s·b) a` over `data`, with `s` = 1 for a gradient (`v = y`) and 0 for
-/// a Hessian-vector product.
+/// `out ← 1/m Σ (aᵀv − b) a` over `data` (the loss gradient at `v = y`), or without the
+/// targets `1/m Σ (aᵀv) a` (the Hessian times `v`) when `with_targets` is false.
 fn least_squares<const D: usize>(data: &Samples<'_, f32, D>, v: &[f32; D], with_targets: bool, out: &mut [f32; D]) {
     let (rows, targets, inv) = data.batch(Batch::Full);
     *out = [0.0; D];

@@ -19,6 +19,7 @@ use bilevel::reference::{ReferenceConfig, reference_hypergradient};
 use bilevel_cortex_m_examples::scenario::{
     self, Failure, LeastSquaresStats, QUADRATIC_DY, SampleSource, TunedQuadratic,
 };
+use bilevel_cortex_m_examples::serial::{CmsdkUart, UartSource};
 use bilevel_cortex_m_examples::{exit, exit_code};
 use cortex_m_rt::entry;
 
@@ -92,9 +93,29 @@ fn stream_entry_points() -> Result<(), Failure> {
     Ok(())
 }
 
+/// The serial sample source. Linked and checked, but only run when `black_box` says so
+/// (never): under QEMU without an input file it would wait for its timeout.
+fn serial_entry_points() -> Result<(), Failure> {
+    if !black_box(false) {
+        return Ok(());
+    }
+    let core = cortex_m::Peripherals::take().ok_or(Failure::Output)?;
+    let uart = CmsdkUart::take(core.SYST).ok_or(Failure::Output)?;
+    let mut source = UartSource::open(uart)?;
+    let (_, mut eval) = scenario::stream_sources();
+    black_box(scenario::stream_run(&mut source, &mut eval, |r, x| {
+        black_box((r, x));
+        Ok(())
+    })?);
+    black_box(source.remaining());
+    Ok(())
+}
+
 #[entry]
 fn main() -> ! {
-    let result = quadratic_entry_points().and_then(|()| stream_entry_points());
+    let result = quadratic_entry_points()
+        .and_then(|()| stream_entry_points())
+        .and_then(|()| serial_entry_points());
     black_box(result.map_err(|f| exit_code(&f)).err());
     exit(result)
 }
