@@ -6,8 +6,10 @@ mod finite_sum;
 pub mod logistic;
 pub mod penalty;
 mod quadratic;
+pub mod ridge;
 
 pub use data::Samples;
 pub use finite_sum::FiniteSum;
 pub use logistic::Logistic;
 pub use quadratic::Quadratic;
+pub use ridge::Ridge;

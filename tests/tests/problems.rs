@@ -1,0 +1,226 @@
+//! Ridge regression, multiclass hyper-cleaning and biased-regularization meta-learning:
+//! oracles against central differences, minibatch oracles as means over their rows, and
+//! hypergradients (closed form where there is one, the reference otherwise) against central
+//! differences of F.
+
+use bilevel::Batch;
+use bilevel::problem::Problem;
+use bilevel::problems::{Ridge, Samples};
+use bilevel::reference::{ReferenceConfig, reference_hypergradient};
+use bilevel::rng::Rng128;
+use bilevel_tests::{check_oracles, fd_hypergradient, rel_err, rel_norm_err};
+
+fn random<const N: usize>(rng: &mut Rng128) -> [f64; N] {
+    let mut v = [0.0; N];
+    rng.fill_gaussian(&mut v);
+    v
+}
+
+/// A tight reference: the lower level to 1e-13, the adjoint to the default eps^0.75.
+fn tight() -> ReferenceConfig<f64> {
+    ReferenceConfig {
+        lower_tol: 1e-13,
+        ..ReferenceConfig::default()
+    }
+}
+
+/// `start .. start + len` as batch `id`.
+fn range(id: u32, start: u32, len: u32) -> Batch {
+    Batch::Range { id, start, len }
+}
+
+/// Checks that the oracles of `first`, `second` (splitting `full`'s rows into `n1` and `n2`)
+/// average to the full-batch oracles, weighted by their row counts.
+fn check_minibatch_means<P: Problem<f64, DX, DY>, const DX: usize, const DY: usize>(
+    p: &P,
+    x: &[f64; DX],
+    y: &[f64; DY],
+    v: &[f64; DY],
+    (first, n1): (Batch, f64),
+    (second, n2): (Batch, f64),
+    upper: bool,
+) {
+    let mean_y =
+        |a: &[f64; DY], b: &[f64; DY]| -> [f64; DY] { core::array::from_fn(|i| (n1 * a[i] + n2 * b[i]) / (n1 + n2)) };
+    let mean_x =
+        |a: &[f64; DX], b: &[f64; DX]| -> [f64; DX] { core::array::from_fn(|i| (n1 * a[i] + n2 * b[i]) / (n1 + n2)) };
+    let mean = |a: f64, b: f64| (n1 * a + n2 * b) / (n1 + n2);
+    let (mut a, mut b, mut full) = ([0.0; DY], [0.0; DY], [0.0; DY]);
+    let (mut ax, mut bx, mut fullx) = ([0.0; DX], [0.0; DX], [0.0; DX]);
+    if upper {
+        p.upper_grad(x, y, first, &mut ax, &mut a).unwrap();
+        p.upper_grad(x, y, second, &mut bx, &mut b).unwrap();
+        p.upper_grad(x, y, Batch::Full, &mut fullx, &mut full).unwrap();
+        assert!(rel_err(&mean_y(&a, &b), &full) < 1e-13, "upper_grad y");
+        assert!(rel_err(&mean_x(&ax, &bx), &fullx) < 1e-13, "upper_grad x");
+        let (va, vb, vf) = (
+            p.upper_value(x, y, first).unwrap(),
+            p.upper_value(x, y, second).unwrap(),
+            p.upper_value(x, y, Batch::Full).unwrap(),
+        );
+        assert!((mean(va, vb) - vf).abs() < 1e-13 * (1.0 + vf.abs()), "upper_value");
+        return;
+    }
+    p.lower_grad(x, y, first, &mut a).unwrap();
+    p.lower_grad(x, y, second, &mut b).unwrap();
+    p.lower_grad(x, y, Batch::Full, &mut full).unwrap();
+    assert!(rel_err(&mean_y(&a, &b), &full) < 1e-13, "lower_grad");
+    p.lower_hvp(x, y, v, first, &mut a).unwrap();
+    p.lower_hvp(x, y, v, second, &mut b).unwrap();
+    p.lower_hvp(x, y, v, Batch::Full, &mut full).unwrap();
+    assert!(rel_err(&mean_y(&a, &b), &full) < 1e-13, "lower_hvp");
+    p.lower_cross(x, y, v, first, &mut ax).unwrap();
+    p.lower_cross(x, y, v, second, &mut bx).unwrap();
+    p.lower_cross(x, y, v, Batch::Full, &mut fullx).unwrap();
+    assert!(rel_err(&mean_x(&ax, &bx), &fullx) < 1e-13, "lower_cross");
+    p.lower_grad_x(x, y, first, &mut ax).unwrap();
+    p.lower_grad_x(x, y, second, &mut bx).unwrap();
+    p.lower_grad_x(x, y, Batch::Full, &mut fullx).unwrap();
+    assert!(rel_err(&mean_x(&ax, &bx), &fullx) < 1e-13, "lower_grad_x");
+    let (va, vb, vf) = (
+        p.lower_value(x, y, first).unwrap(),
+        p.lower_value(x, y, second).unwrap(),
+        p.lower_value(x, y, Batch::Full).unwrap(),
+    );
+    assert!((mean(va, vb) - vf).abs() < 1e-13 * (1.0 + vf.abs()), "lower_value");
+}
+
+mod ridge {
+    use super::*;
+
+    const D: usize = 4;
+
+    /// Gaussian features (one column scaled up, for an uneven spectrum) and targets from a
+    /// noisy linear model with bias.
+    fn data(seed: u64, n: usize) -> (Vec<[f64; D]>, Vec<f64>) {
+        let mut rng = Rng128::new(seed);
+        let w = [1.5, -2.0, 0.5, 0.0];
+        (0..n)
+            .map(|_| {
+                let mut a: [f64; D] = random(&mut rng);
+                a[1] *= 3.0;
+                let t = a.iter().zip(&w).map(|(a, w)| a * w).sum::<f64>() + 0.7 + 2.0 * rng.gaussian::<f64>();
+                (a, t)
+            })
+            .unzip()
+    }
+
+    struct Data {
+        train: (Vec<[f64; D]>, Vec<f64>),
+        val: (Vec<[f64; D]>, Vec<f64>),
+    }
+
+    impl Data {
+        fn new() -> Self {
+            Data {
+                train: data(11, 30),
+                val: data(12, 20),
+            }
+        }
+        fn problem<const DX: usize>(&self) -> Ridge<'_, f64, D, DX, 5> {
+            let train = Samples::new(&self.train.0, &self.train.1).unwrap();
+            let val = Samples::new(&self.val.0, &self.val.1).unwrap();
+            Ridge::new(train, val).unwrap()
+        }
+    }
+
+    #[test]
+    fn oracles_match_central_differences() {
+        let d = Data::new();
+        let mut rng = Rng128::new(13);
+        for _ in 0..4 {
+            for b in [Batch::Full, range(1, 7, 11)] {
+                check_oracles(
+                    &d.problem::<1>(),
+                    &random(&mut rng),
+                    &random(&mut rng),
+                    &random(&mut rng),
+                    b,
+                    1e-7,
+                );
+                check_oracles(
+                    &d.problem::<4>(),
+                    &random(&mut rng),
+                    &random(&mut rng),
+                    &random(&mut rng),
+                    b,
+                    1e-7,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn minibatch_oracles_are_means_over_their_rows() {
+        let d = Data::new();
+        let p = d.problem::<4>();
+        let mut rng = Rng128::new(14);
+        let (x, y, v) = (random::<4>(&mut rng), random::<5>(&mut rng), random::<5>(&mut rng));
+        // The data terms are means; the penalty enters every batch in full, so it
+        // survives the weighted mean unchanged.
+        check_minibatch_means(&p, &x, &y, &v, (range(0, 0, 12), 12.0), (range(1, 12, 50), 18.0), false);
+        // Validation has 20 rows: the second range is clamped to 8.
+        check_minibatch_means(&p, &x, &y, &v, (range(0, 0, 12), 12.0), (range(1, 12, 50), 8.0), true);
+        let mut g = [0.0; 5];
+        assert!(p.lower_grad(&x, &y, range(2, 30, 4), &mut g).is_err(), "empty batch");
+    }
+
+    #[test]
+    fn closed_form_hypergradient_matches_the_reference_and_differences_of_f() {
+        let d = Data::new();
+        for x in [[-3.0], [0.0], [2.0]] {
+            let p = d.problem::<1>();
+            let exact = p.hypergradient(&x).unwrap();
+            let r = reference_hypergradient(&p, &x, &[0.0; 5], &tight()).unwrap();
+            let ys = p.lower_solution(&x).unwrap();
+            assert!(rel_norm_err(&r.y, &ys) < 1e-12, "y* at {x:?}");
+            assert!(rel_norm_err(&r.u, &p.adjoint(&x).unwrap()) < 1e-10, "u* at {x:?}");
+            assert!(
+                rel_err(&r.hypergradient, &exact) < 1e-10,
+                "reference at {x:?}: {:?} vs {exact:?}",
+                r.hypergradient
+            );
+            let fd = fd_hypergradient(&p, &x, &[0.0; 5], 1e-4);
+            assert!(rel_err(&fd, &exact) < 1e-7, "differences at {x:?}: {fd:?} vs {exact:?}");
+            // Differences of the closed-form value too (no iterative solve involved).
+            let h = 1e-5;
+            let fd_closed = (p.value(&[x[0] + h]).unwrap() - p.value(&[x[0] - h]).unwrap()) / (2.0 * h);
+            assert!((fd_closed - exact[0]).abs() < 1e-8 * (1.0 + exact[0].abs()));
+        }
+        let p = d.problem::<4>();
+        let x = [-1.0, 0.5, -3.0, 1.0];
+        let exact = p.hypergradient(&x).unwrap();
+        let r = reference_hypergradient(&p, &x, &[0.0; 5], &tight()).unwrap();
+        assert!(rel_err(&r.hypergradient, &exact) < 1e-10, "per-feature reference");
+        let fd = fd_hypergradient(&p, &x, &[0.0; 5], 1e-4);
+        assert!(rel_err(&fd, &exact) < 1e-7, "per-feature: {fd:?} vs {exact:?}");
+        // The hypergradient is not trivially small: the test can fail.
+        assert!(bilevel::linalg::norm(&exact) > 1e-3, "{exact:?}");
+    }
+
+    #[test]
+    fn scalar_penalty_is_the_per_feature_penalty_with_equal_strengths() {
+        let d = Data::new();
+        let (p1, p4) = (d.problem::<1>(), d.problem::<4>());
+        let g1 = p1.hypergradient(&[0.4]).unwrap();
+        let g4 = p4.hypergradient(&[0.4; 4]).unwrap();
+        let sum: f64 = g4.iter().sum();
+        assert!((g1[0] - sum).abs() < 1e-12 * (1.0 + sum.abs()), "{g1:?} vs Σ {g4:?}");
+    }
+
+    #[test]
+    fn f32_closed_form_agrees_with_f64() {
+        let d = Data::new();
+        let conv = |v: &[[f64; D]]| v.iter().map(|r| r.map(|a| a as f32)).collect::<Vec<_>>();
+        let (tr, va) = (conv(&d.train.0), conv(&d.val.0));
+        let (tt, vt): (Vec<f32>, Vec<f32>) = (
+            d.train.1.iter().map(|&t| t as f32).collect(),
+            d.val.1.iter().map(|&t| t as f32).collect(),
+        );
+        let p32: Ridge<'_, f32, D, 1, 5> =
+            Ridge::new(Samples::new(&tr, &tt).unwrap(), Samples::new(&va, &vt).unwrap()).unwrap();
+        let g32 = p32.hypergradient(&[0.5]).unwrap();
+        let g64 = d.problem::<1>().hypergradient(&[0.5]).unwrap();
+        assert!(rel_err(&g32.map(f64::from), &g64) < 1e-4, "{g32:?} vs {g64:?}");
+    }
+}
