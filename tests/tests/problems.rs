@@ -5,7 +5,7 @@
 
 use bilevel::Batch;
 use bilevel::problem::Problem;
-use bilevel::problems::{Ridge, Samples};
+use bilevel::problems::{HyperCleaning, Ridge, Samples};
 use bilevel::reference::{ReferenceConfig, reference_hypergradient};
 use bilevel::rng::Rng128;
 use bilevel_tests::{check_oracles, fd_hypergradient, rel_err, rel_norm_err};
@@ -222,5 +222,136 @@ mod ridge {
         let g32 = p32.hypergradient(&[0.5]).unwrap();
         let g64 = d.problem::<1>().hypergradient(&[0.5]).unwrap();
         assert!(rel_err(&g32.map(f64::from), &g64) < 1e-4, "{g32:?} vs {g64:?}");
+    }
+}
+
+mod hyper_cleaning {
+    use super::*;
+
+    const D: usize = 3;
+    const C: usize = 3;
+    const N: usize = 24;
+    const DY: usize = (D + 1) * C;
+    type P<'a> = HyperCleaning<'a, f64, D, C, N, DY>;
+
+    /// `n` rows around one centre per class, with the labels of every third row (when
+    /// `corrupt`) moved to another class; returns the rows, labels and which were moved.
+    fn data(seed: u64, n: usize, corrupt: bool) -> (Vec<[f64; D]>, Vec<f64>, Vec<bool>) {
+        let centres = [[2.0, 0.0, 0.5], [-1.0, 1.7, 0.0], [-1.0, -1.7, -0.5]];
+        let mut rng = Rng128::new(seed);
+        let (mut rows, mut labels, mut moved) = (vec![], vec![], vec![]);
+        for i in 0..n {
+            let c = i % C;
+            let noise: [f64; D] = random(&mut rng);
+            rows.push(core::array::from_fn(|j| centres[c][j] + 0.8 * noise[j]));
+            let flip = corrupt && i % 3 == 1;
+            let label = if flip { (c + 1 + rng.below(2) as usize) % C } else { c };
+            labels.push(label as f64);
+            moved.push(flip);
+        }
+        (rows, labels, moved)
+    }
+
+    struct Data {
+        train: (Vec<[f64; D]>, Vec<f64>, Vec<bool>),
+        val: (Vec<[f64; D]>, Vec<f64>, Vec<bool>),
+    }
+
+    impl Data {
+        fn new() -> Self {
+            Data {
+                train: data(21, N, true),
+                val: data(22, 18, false),
+            }
+        }
+        fn problem(&self) -> P<'_> {
+            let train = Samples::new(&self.train.0, &self.train.1).unwrap();
+            let val = Samples::new(&self.val.0, &self.val.1).unwrap();
+            P::new(train, val).unwrap()
+        }
+    }
+
+    #[test]
+    fn oracles_match_central_differences() {
+        let d = Data::new();
+        let p = d.problem();
+        let mut rng = Rng128::new(23);
+        for _ in 0..4 {
+            for b in [Batch::Full, range(1, 5, 9)] {
+                check_oracles(&p, &random(&mut rng), &random(&mut rng), &random(&mut rng), b, 1e-7);
+            }
+        }
+    }
+
+    #[test]
+    fn minibatch_oracles_are_means_over_their_rows() {
+        let d = Data::new();
+        let p = d.problem();
+        let mut rng = Rng128::new(24);
+        let (x, y, v) = (random::<N>(&mut rng), random::<DY>(&mut rng), random::<DY>(&mut rng));
+        // The ∇_x oracles of a batch are zero outside it, so their weighted mean is the full
+        // oracle entry by entry.
+        check_minibatch_means(&p, &x, &y, &v, (range(0, 0, 10), 10.0), (range(1, 10, 14), 14.0), false);
+        check_minibatch_means(&p, &x, &y, &v, (range(0, 0, 10), 10.0), (range(1, 10, 20), 8.0), true);
+        // Single rows too: the full oracle is the mean of the N one-row oracles.
+        let (mut one, mut sum) = ([0.0; DY], [0.0; DY]);
+        for i in 0..N as u32 {
+            p.lower_grad(&x, &y, range(i, i, 1), &mut one).unwrap();
+            bilevel::linalg::axpy(1.0 / N as f64, &one, &mut sum);
+        }
+        let mut full = [0.0; DY];
+        p.lower_grad(&x, &y, Batch::Full, &mut full).unwrap();
+        assert!(rel_err(&sum, &full) < 1e-13);
+    }
+
+    #[test]
+    fn reference_hypergradient_matches_differences_of_f() {
+        let d = Data::new();
+        let p = d.problem();
+        let mut rng = Rng128::new(25);
+        for x in [[0.0; N], random::<N>(&mut rng)] {
+            let r = reference_hypergradient(&p, &x, &[0.0; DY], &tight()).unwrap();
+            let fd = fd_hypergradient(&p, &x, &[0.0; DY], 1e-4);
+            let e = rel_norm_err(&fd, &r.hypergradient);
+            assert!(e < 1e-6, "relative error {e:e}: {:?} vs {fd:?}", r.hypergradient);
+            assert!(bilevel::linalg::norm(&r.hypergradient) > 1e-4);
+        }
+    }
+
+    #[test]
+    fn the_hypergradient_pushes_corrupted_samples_down() {
+        let d = Data::new();
+        let p = d.problem();
+        let r = reference_hypergradient(&p, &[0.0; N], &[0.0; DY], &tight()).unwrap();
+        let moved = &d.train.2;
+        let mean = |flag: bool| {
+            let v: Vec<f64> = (0..N)
+                .filter(|&i| moved[i] == flag)
+                .map(|i| r.hypergradient[i])
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        let (bad, good) = (mean(true), mean(false));
+        // Raising a mislabelled sample's weight raises the validation loss (gradient > 0),
+        // raising a clean one's lowers it.
+        assert!(bad > 0.0 && good < 0.0, "corrupted {bad:e}, clean {good:e}");
+        // Most corrupted samples have the larger components: the 8 largest hold at least 6
+        // of the 8 corrupted ones.
+        let mut order: Vec<usize> = (0..N).collect();
+        order.sort_by(|&a, &b| r.hypergradient[b].total_cmp(&r.hypergradient[a]));
+        let caught = order[..8].iter().filter(|&&i| moved[i]).count();
+        assert_eq!(moved.iter().filter(|&&m| m).count(), 8);
+        assert!(
+            caught >= 6,
+            "{caught} of 8 corrupted samples among the 8 largest: {:?}",
+            r.hypergradient
+        );
+        // Trained on the clean half only (weights e^{−20} ≈ 0 on corrupted samples), the
+        // classifier is more accurate on the validation set.
+        let cleaned: [f64; N] = core::array::from_fn(|i| if moved[i] { -20.0 } else { 0.0 });
+        let r2 = reference_hypergradient(&p, &cleaned, &[0.0; DY], &tight()).unwrap();
+        let val = Samples::new(&d.val.0, &d.val.1).unwrap();
+        let (before, after) = (P::loss(&val, &r.y).unwrap(), P::loss(&val, &r2.y).unwrap());
+        assert!(after < before, "validation loss {before} → {after}");
     }
 }

@@ -3,6 +3,7 @@
 
 mod data;
 mod finite_sum;
+pub mod hyper_cleaning;
 pub mod logistic;
 pub mod penalty;
 mod quadratic;
@@ -10,6 +11,7 @@ pub mod ridge;
 
 pub use data::Samples;
 pub use finite_sum::FiniteSum;
+pub use hyper_cleaning::HyperCleaning;
 pub use logistic::Logistic;
 pub use quadratic::Quadratic;
 pub use ridge::Ridge;
