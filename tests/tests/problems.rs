@@ -5,7 +5,7 @@
 
 use bilevel::Batch;
 use bilevel::problem::Problem;
-use bilevel::problems::{HyperCleaning, Ridge, Samples};
+use bilevel::problems::{HyperCleaning, MetaLearning, Ridge, Samples, Task};
 use bilevel::reference::{ReferenceConfig, reference_hypergradient};
 use bilevel::rng::Rng128;
 use bilevel_tests::{check_oracles, fd_hypergradient, rel_err, rel_norm_err};
@@ -353,5 +353,125 @@ mod hyper_cleaning {
         let val = Samples::new(&d.val.0, &d.val.1).unwrap();
         let (before, after) = (P::loss(&val, &r.y).unwrap(), P::loss(&val, &r2.y).unwrap());
         assert!(after < before, "validation loss {before} → {after}");
+    }
+}
+
+mod meta_learning {
+    use super::*;
+
+    const D: usize = 3;
+    const TASKS: usize = 5;
+    const DX: usize = D + 1;
+    const DY: usize = TASKS * DX;
+    type P<'a> = MetaLearning<'a, f64, D, TASKS, DX, DY>;
+
+    /// The shared model every task perturbs.
+    const CENTRE: [f64; DX] = [1.0, -2.0, 0.5, 1.5];
+
+    type Rows = (Vec<[f64; D]>, Vec<f64>);
+
+    /// Per task: a model near [`CENTRE`], 4 noisy support rows and 10 query rows from it.
+    fn tasks(seed: u64) -> Vec<(Rows, Rows)> {
+        let mut rng = Rng128::new(seed);
+        (0..TASKS)
+            .map(|_| {
+                let shift: [f64; DX] = random(&mut rng);
+                let model: [f64; DX] = core::array::from_fn(|j| CENTRE[j] + 0.3 * shift[j]);
+                let mut rows = |n: usize| -> Rows {
+                    (0..n)
+                        .map(|_| {
+                            let a: [f64; D] = random(&mut rng);
+                            let t =
+                                (0..D).map(|j| a[j] * model[j]).sum::<f64>() + model[D] + 0.2 * rng.gaussian::<f64>();
+                            (a, t)
+                        })
+                        .unzip()
+                };
+                (rows(4), rows(10))
+            })
+            .collect()
+    }
+
+    fn problem(data: &[(Rows, Rows)], lambda: f64) -> P<'_> {
+        let tasks: [Task<'_, f64, D>; TASKS] = core::array::from_fn(|i| {
+            let ((sa, st), (qa, qt)) = &data[i];
+            Task {
+                support: Samples::new(sa, st).unwrap(),
+                query: Samples::new(qa, qt).unwrap(),
+            }
+        });
+        P::new(tasks, lambda).unwrap()
+    }
+
+    #[test]
+    fn oracles_match_central_differences() {
+        let data = tasks(31);
+        let p = problem(&data, 2.0);
+        let mut rng = Rng128::new(32);
+        for _ in 0..4 {
+            for b in [Batch::Full, range(1, 1, 3)] {
+                check_oracles(&p, &random(&mut rng), &random(&mut rng), &random(&mut rng), b, 1e-7);
+            }
+        }
+    }
+
+    #[test]
+    fn meta_batch_oracles_are_means_over_their_tasks() {
+        let data = tasks(33);
+        let p = problem(&data, 2.0);
+        let mut rng = Rng128::new(34);
+        let (x, y, v) = (random::<DX>(&mut rng), random::<DY>(&mut rng), random::<DY>(&mut rng));
+        for upper in [false, true] {
+            check_minibatch_means(&p, &x, &y, &v, (range(0, 0, 2), 2.0), (range(1, 2, 9), 3.0), upper);
+        }
+    }
+
+    #[test]
+    fn hypergradients_match_the_closed_form_and_differences_of_f() {
+        let data = tasks(35);
+        let mut rng = Rng128::new(36);
+        for lambda in [0.3, 2.0, 20.0] {
+            let p = problem(&data, lambda);
+            let x: [f64; DX] = random(&mut rng);
+            let exact = p.hypergradient(&x).unwrap();
+            let r = reference_hypergradient(&p, &x, &[0.0; DY], &tight()).unwrap();
+            assert!(rel_norm_err(&r.y, &p.lower_solution(&x).unwrap()) < 1e-12);
+            let e = rel_err(&r.hypergradient, &exact);
+            assert!(e < 1e-10, "λ = {lambda}: reference {:?} vs {exact:?}", r.hypergradient);
+            let fd = fd_hypergradient(&p, &x, &[0.0; DY], 1e-4);
+            let e = rel_err(&fd, &r.hypergradient);
+            assert!(e < 1e-7, "λ = {lambda}: differences {fd:?} vs {:?}", r.hypergradient);
+            assert!(bilevel::linalg::norm(&exact) > 1e-3);
+        }
+    }
+
+    #[test]
+    fn the_learned_prior_beats_no_prior_on_new_tasks() {
+        let data = tasks(37);
+        let p = problem(&data, 2.0);
+        // F is a convex quadratic in x: plain gradient descent on the closed form.
+        let mut x = [0.0; DX];
+        for _ in 0..2000 {
+            let g = p.hypergradient(&x).unwrap();
+            bilevel::linalg::axpy(-2.0, &g, &mut x);
+        }
+        let g = p.hypergradient(&x).unwrap();
+        assert!(
+            bilevel::linalg::norm(&g) < 1e-10,
+            "‖∇F‖ = {:e}",
+            bilevel::linalg::norm(&g)
+        );
+        let (f0, f1) = (p.value(&[0.0; DX]).unwrap(), p.value(&x).unwrap());
+        assert!(f1 < 0.5 * f0, "F: {f0} → {f1}");
+        // New tasks from the same family: adapting from the learned prior predicts their
+        // query sets better than adapting from zero.
+        let fresh = tasks(38);
+        let q = problem(&fresh, 2.0);
+        let (from_zero, from_prior) = (q.value(&[0.0; DX]).unwrap(), q.value(&x).unwrap());
+        assert!(from_prior < 0.5 * from_zero, "new tasks: {from_zero} → {from_prior}");
+        assert!(
+            bilevel::linalg::dist(&x, &CENTRE) < 0.5 * bilevel::linalg::norm(&CENTRE),
+            "{x:?}"
+        );
     }
 }

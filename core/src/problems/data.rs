@@ -97,3 +97,21 @@ pub(crate) fn add_affine_row<T: Real, const D: usize, const DY: usize>(c: T, row
     }
     out[DY - 1] += c;
 }
+
+/// `inv · Σ âᵢâᵢᵀ` over `rows` (`âᵢ = [aᵢ, 1]`, `DY = D + 1`), summed in row order: the
+/// Hessian of a mean squared loss of an affine model.
+pub(crate) fn affine_gram<T: Real, const D: usize, const DY: usize>(rows: &[[T; D]], inv: T) -> [[T; DY]; DY] {
+    let mut h = [[T::ZERO; DY]; DY];
+    for row in rows {
+        for (r, h_row) in h.iter_mut().enumerate() {
+            let ar = if r < D { row[r] } else { T::ONE };
+            add_affine_row(ar, row, h_row);
+        }
+    }
+    for h_row in h.iter_mut() {
+        for v in h_row.iter_mut() {
+            *v *= inv;
+        }
+    }
+    h
+}

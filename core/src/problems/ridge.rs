@@ -21,7 +21,7 @@
 use crate::error::Error;
 use crate::linalg;
 use crate::problem::{Batch, Problem};
-use crate::problems::data::{Samples, add_affine_row, affine};
+use crate::problems::data::{Samples, add_affine_row, affine, affine_gram};
 use crate::problems::penalty;
 use crate::scalar::Real;
 
@@ -35,7 +35,7 @@ pub struct Ridge<'a, T, const D: usize, const DX: usize, const DY: usize> {
 }
 
 /// Half the mean squared residual of `y` on `batch` of `data`; an empty batch is an error.
-fn half_mse<T: Real, const D: usize, const DY: usize>(
+pub(super) fn half_mse<T: Real, const D: usize, const DY: usize>(
     data: &Samples<'_, T, D>,
     y: &[T; DY],
     batch: Batch,
@@ -51,7 +51,7 @@ fn half_mse<T: Real, const D: usize, const DY: usize>(
 
 /// `out ← (1/|B|) Σ_B (âᵢ·v − s·tᵢ) âᵢ` over `batch` of `data`: the loss gradient at `v`
 /// (`with_targets`, s = 1) or the loss Hessian times `v` (s = 0).
-fn least_squares<T: Real, const D: usize, const DY: usize>(
+pub(super) fn least_squares<T: Real, const D: usize, const DY: usize>(
     data: &Samples<'_, T, D>,
     v: &[T; DY],
     with_targets: bool,
@@ -104,18 +104,9 @@ impl<'a, T: Real, const D: usize, const DX: usize, const DY: usize> Ridge<'a, T,
     /// The lower Hessian `G + diag(λ, 0)` at `x`, summed in row order.
     pub fn lower_hessian(&self, x: &[T; DX]) -> [[T; DY]; DY] {
         let (rows, _, inv) = self.train.batch(Batch::Full);
-        let mut h = [[T::ZERO; DY]; DY];
-        for row in rows {
-            for (r, h_row) in h.iter_mut().enumerate() {
-                let ar = if r < D { row[r] } else { T::ONE };
-                add_affine_row(ar, row, h_row);
-            }
-        }
-        for (r, h_row) in h.iter_mut().enumerate() {
-            linalg::scale(inv, h_row);
-            if r < D {
-                h_row[r] += penalty::strength(x, r);
-            }
+        let mut h = affine_gram::<T, D, DY>(rows, inv);
+        for (j, h_row) in h.iter_mut().enumerate().take(D) {
+            h_row[j] += penalty::strength(x, j);
         }
         h
     }
