@@ -319,6 +319,32 @@ mod hyper_cleaning {
     }
 
     #[test]
+    fn f32_oracles_agree_with_f64() {
+        let d = Data::new();
+        let rows: Vec<[f32; D]> = d.train.0.iter().map(|r| r.map(|a| a as f32)).collect();
+        let vrows: Vec<[f32; D]> = d.val.0.iter().map(|r| r.map(|a| a as f32)).collect();
+        let labels: Vec<f32> = d.train.1.iter().map(|&t| t as f32).collect();
+        let vlabels: Vec<f32> = d.val.1.iter().map(|&t| t as f32).collect();
+        let p32: HyperCleaning<'_, f32, D, C, N, DY> = HyperCleaning::new(
+            Samples::new(&rows, &labels).unwrap(),
+            Samples::new(&vrows, &vlabels).unwrap(),
+        )
+        .unwrap();
+        let p64 = d.problem();
+        let mut rng = Rng128::new(26);
+        let (x, y, v) = (random::<N>(&mut rng), random::<DY>(&mut rng), random::<DY>(&mut rng));
+        let (x32, y32, v32) = (x.map(|a| a as f32), y.map(|a| a as f32), v.map(|a| a as f32));
+        let (mut a32, mut a64) = ([0.0f32; DY], [0.0; DY]);
+        p32.lower_hvp(&x32, &y32, &v32, Batch::Full, &mut a32).unwrap();
+        p64.lower_hvp(&x, &y, &v, Batch::Full, &mut a64).unwrap();
+        assert!(rel_err(&a32.map(f64::from), &a64) < 1e-5);
+        let (mut c32, mut c64) = ([0.0f32; N], [0.0; N]);
+        p32.lower_cross(&x32, &y32, &v32, Batch::Full, &mut c32).unwrap();
+        p64.lower_cross(&x, &y, &v, Batch::Full, &mut c64).unwrap();
+        assert!(rel_err(&c32.map(f64::from), &c64) < 1e-5);
+    }
+
+    #[test]
     fn the_hypergradient_pushes_corrupted_samples_down() {
         let d = Data::new();
         let p = d.problem();

@@ -29,6 +29,21 @@ use crate::scalar::{Real, sigmoid};
 
 /// Softmax-regression data hyper-cleaning with `C` classes, `D` features and `N` training
 /// samples (see the module docs).
+///
+/// ```
+/// use bilevel::Batch;
+/// use bilevel::problem::Problem;
+/// use bilevel::problems::{HyperCleaning, Samples};
+/// let (rows, labels) = ([[1.0], [2.0], [-1.0], [-2.0]], [0.0, 0.0, 1.0, 0.0]); // the last is mislabelled
+/// let (val_rows, val_labels) = ([[1.5], [-1.5]], [0.0, 1.0]);
+/// let train = Samples::new(&rows, &labels).unwrap();
+/// let validation = Samples::new(&val_rows, &val_labels).unwrap();
+/// // One feature, two classes, four training samples: x ∈ R⁴, y = [w₀, w₁, b₀, b₁].
+/// let p: HyperCleaning<'_, f64, 1, 2, 4, 4> = HyperCleaning::new(train, validation).unwrap();
+/// let mut g = [0.0; 4];
+/// p.lower_grad(&[0.0; 4], &[0.0; 4], Batch::Full, &mut g).unwrap();
+/// assert!(bilevel::linalg::all_finite(&g));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HyperCleaning<'a, T, const D: usize, const C: usize, const N: usize, const DY: usize> {
     /// Training samples with possibly corrupted labels: the lower level (exactly `N` rows).

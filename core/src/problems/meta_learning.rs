@@ -41,6 +41,18 @@ pub struct Task<'a, T, const D: usize> {
 
 /// Biased-regularization meta-learning over `TASKS` linear regression tasks with `D`
 /// features (see the module docs).
+///
+/// ```
+/// use bilevel::problems::{MetaLearning, Samples, Task};
+/// let rows = [[1.0], [-1.0], [2.0]];
+/// let (t0, t1) = ([1.0, -1.0, 2.0], [3.0, 1.0, 4.0]); // t = a and t = a + 2
+/// let task = |t| Task { support: Samples::new(&rows, t).unwrap(), query: Samples::new(&rows, t).unwrap() };
+/// // One feature, two tasks: the prior x = [w, b], y = [w₀, b₀, w₁, b₁].
+/// let p: MetaLearning<'_, f64, 1, 2, 2, 4> = MetaLearning::new([task(&t0), task(&t1)], 0.5).unwrap();
+/// // The best prior sits between the two task models [1, 0] and [1, 2].
+/// let g = p.hypergradient(&[1.0, 1.0]).unwrap();
+/// assert!(g[0].abs() < 1e-12 && g[1].abs() < 1e-12);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MetaLearning<'a, T, const D: usize, const TASKS: usize, const DX: usize, const DY: usize> {
     /// The tasks, in the order minibatches of tasks index them.

@@ -26,6 +26,20 @@ use crate::problems::penalty;
 use crate::scalar::Real;
 
 /// Ridge regression with exp-parametrized L2 on the weights (see the module docs).
+///
+/// ```
+/// use bilevel::problems::{Ridge, Samples};
+/// use bilevel::reference::{ReferenceConfig, reference_hypergradient};
+/// let (rows, targets) = ([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]], [1.0, 2.0, 2.5, 0.0]);
+/// let (val_rows, val_targets) = ([[0.5, 0.5], [2.0, -1.0]], [1.5, 0.5]);
+/// let train = Samples::new(&rows, &targets).unwrap();
+/// let validation = Samples::new(&val_rows, &val_targets).unwrap();
+/// // Two features, one ln λ, y = [w₀, w₁, b].
+/// let p: Ridge<'_, f64, 2, 1, 3> = Ridge::new(train, validation).unwrap();
+/// let exact = p.hypergradient(&[0.0]).unwrap();
+/// let r = reference_hypergradient(&p, &[0.0], &[0.0; 3], &ReferenceConfig::default()).unwrap();
+/// assert!((r.hypergradient[0] - exact[0]).abs() < 1e-9);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ridge<'a, T, const D: usize, const DX: usize, const DY: usize> {
     /// Training samples: the lower level.
