@@ -61,3 +61,57 @@ impl<'a, T: Real, const D: usize> Samples<'a, T, D> {
         (f, t, inv)
     }
 }
+
+/// The rows and targets of a batch, and `1/len`.
+pub(crate) type BatchRows<'a, T, const D: usize> = (&'a [[T; D]], &'a [T], T);
+
+impl<'a, T: Real, const D: usize> Samples<'a, T, D> {
+    /// The rows of `batch`; an empty batch is an error (its mean is undefined).
+    pub(crate) fn nonempty(&self, batch: Batch) -> Result<BatchRows<'a, T, D>, Error> {
+        let (rows, targets, inv) = self.batch(batch);
+        if rows.is_empty() {
+            return Err(Error::InvalidData {
+                reason: "empty minibatch",
+            });
+        }
+        Ok((rows, targets, inv))
+    }
+}
+
+/// `aᵢ·w + b` for an affine model `y = [w, b]` (`DY = D + 1`, bias last): the prediction
+/// of the regression problems, and `âᵢ·v` with `âᵢ = [aᵢ, 1]` for any `v`.
+#[inline]
+pub(crate) fn affine<T: Real, const D: usize, const DY: usize>(row: &[T; D], y: &[T; DY]) -> T {
+    let mut z = y[DY - 1];
+    for j in 0..D {
+        z += row[j] * y[j];
+    }
+    z
+}
+
+/// `out += c·âᵢ` with `âᵢ = [aᵢ, 1]`.
+#[inline]
+pub(crate) fn add_affine_row<T: Real, const D: usize, const DY: usize>(c: T, row: &[T; D], out: &mut [T; DY]) {
+    for j in 0..D {
+        out[j] += c * row[j];
+    }
+    out[DY - 1] += c;
+}
+
+/// `inv · Σ âᵢâᵢᵀ` over `rows` (`âᵢ = [aᵢ, 1]`, `DY = D + 1`), summed in row order: the
+/// Hessian of a mean squared loss of an affine model.
+pub(crate) fn affine_gram<T: Real, const D: usize, const DY: usize>(rows: &[[T; D]], inv: T) -> [[T; DY]; DY] {
+    let mut h = [[T::ZERO; DY]; DY];
+    for row in rows {
+        for (r, h_row) in h.iter_mut().enumerate() {
+            let ar = if r < D { row[r] } else { T::ONE };
+            add_affine_row(ar, row, h_row);
+        }
+    }
+    for h_row in h.iter_mut() {
+        for v in h_row.iter_mut() {
+            *v *= inv;
+        }
+    }
+    h
+}

@@ -15,7 +15,7 @@
 use crate::error::Error;
 use crate::linalg;
 use crate::problem::{Batch, Problem};
-use crate::problems::data::Samples;
+use crate::problems::data::{Samples, add_affine_row as add_row, affine as margin};
 use crate::problems::penalty;
 use crate::scalar::{Real, sigmoid, softplus};
 
@@ -28,38 +28,13 @@ pub struct Logistic<'a, T, const D: usize, const DX: usize, const DY: usize> {
     pub validation: Samples<'a, T, D>,
 }
 
-/// `aᵢ·w + b` for `y = [w, b]`.
-#[inline]
-fn margin<T: Real, const D: usize, const DY: usize>(row: &[T; D], y: &[T; DY]) -> T {
-    let mut z = y[DY - 1];
-    for j in 0..D {
-        z += row[j] * y[j];
-    }
-    z
-}
-
-/// `âᵢ·v` with `âᵢ = [aᵢ, 1]`.
-#[inline]
-fn row_dot<T: Real, const D: usize, const DY: usize>(row: &[T; D], v: &[T; DY]) -> T {
-    margin(row, v)
-}
-
-/// `out += c·âᵢ`.
-#[inline]
-fn add_row<T: Real, const D: usize, const DY: usize>(c: T, row: &[T; D], out: &mut [T; DY]) {
-    for j in 0..D {
-        out[j] += c * row[j];
-    }
-    out[DY - 1] += c;
-}
-
 /// Mean logistic loss of `y` on `batch` of `data`; an empty batch is an error.
 fn mean_loss<T: Real, const D: usize, const DY: usize>(
     data: &Samples<'_, T, D>,
     y: &[T; DY],
     batch: Batch,
 ) -> Result<T, Error> {
-    let (rows, targets, inv) = nonempty(data, batch)?;
+    let (rows, targets, inv) = data.nonempty(batch)?;
     let mut s = T::ZERO;
     for (row, &t) in rows.iter().zip(targets) {
         let z = margin(row, y);
@@ -75,27 +50,13 @@ fn loss_grad<T: Real, const D: usize, const DY: usize>(
     batch: Batch,
     out: &mut [T; DY],
 ) -> Result<(), Error> {
-    let (rows, targets, inv) = nonempty(data, batch)?;
+    let (rows, targets, inv) = data.nonempty(batch)?;
     *out = [T::ZERO; DY];
     for (row, &t) in rows.iter().zip(targets) {
         add_row(sigmoid(margin(row, y)) - t, row, out);
     }
     linalg::scale(inv, out);
     Ok(())
-}
-
-/// The rows and targets of a batch, and `1/len`.
-type BatchRows<'a, T, const D: usize> = (&'a [[T; D]], &'a [T], T);
-
-/// The rows of `batch`; an empty batch is an error (its mean is undefined).
-fn nonempty<'a, T: Real, const D: usize>(data: &Samples<'a, T, D>, batch: Batch) -> Result<BatchRows<'a, T, D>, Error> {
-    let (rows, targets, inv) = data.batch(batch);
-    if rows.is_empty() {
-        return Err(Error::InvalidData {
-            reason: "empty minibatch",
-        });
-    }
-    Ok((rows, targets, inv))
 }
 
 impl<'a, T: Real, const D: usize, const DX: usize, const DY: usize> Logistic<'a, T, D, DX, DY> {
@@ -167,11 +128,11 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
     }
 
     fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error> {
-        let (rows, _, inv) = nonempty(&self.train, batch)?;
+        let (rows, _, inv) = self.train.nonempty(batch)?;
         *out = [T::ZERO; DY];
         for row in rows {
             let p = sigmoid(margin(row, y));
-            add_row(p * (T::ONE - p) * row_dot(row, v), row, out);
+            add_row(p * (T::ONE - p) * margin(row, v), row, out);
         }
         linalg::scale(inv, out);
         penalty::add_scaled(x, v, out);
@@ -189,14 +150,14 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
         out1: &mut [T; DY],
         out2: &mut [T; DY],
     ) -> Result<(), Error> {
-        let (rows, _, inv) = nonempty(&self.train, batch)?;
+        let (rows, _, inv) = self.train.nonempty(batch)?;
         *out1 = [T::ZERO; DY];
         *out2 = [T::ZERO; DY];
         for row in rows {
             let p = sigmoid(margin(row, y));
             let w = p * (T::ONE - p);
-            add_row(w * row_dot(row, v1), row, out1);
-            add_row(w * row_dot(row, v2), row, out2);
+            add_row(w * margin(row, v1), row, out1);
+            add_row(w * margin(row, v2), row, out2);
         }
         linalg::scale(inv, out1);
         linalg::scale(inv, out2);
