@@ -1,4 +1,10 @@
-//! Host side of `bilevel`: data files, splits and standardization, the `bilevel` command
-//! line. Re-exports the core so host code and firmware call the same functions.
+//! Host side of `bilevel`: data files, splits and standardization, the bundled data sets,
+//! export for firmware, and the `bilevel` command line. Re-exports the core so host code
+//! and firmware call the same functions.
 
 pub use bilevel;
+
+pub mod data;
+pub mod datasets;
+pub mod demo;
+pub mod export;

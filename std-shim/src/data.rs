@@ -1,0 +1,513 @@
+//! Data sets on the host: CSV and LIBSVM readers into fixed-size rows, seeded splits,
+//! standardization with training statistics, and label noise for hyper-cleaning. Every
+//! reading error names the file, line and column; nothing is skipped silently.
+
+use std::fmt;
+use std::path::Path;
+
+use bilevel::rng::Rng128;
+
+/// Rows of `D` features with one target each (a class index or a real value).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset<const D: usize> {
+    /// Feature rows.
+    pub rows: Vec<[f64; D]>,
+    /// One target per row.
+    pub targets: Vec<f64>,
+}
+
+/// What the last column holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Any finite real number (regression).
+    Real,
+    /// A class index `0..classes` (2 for binary 0/1 labels).
+    Classes(usize),
+}
+
+/// What went wrong, and where.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataError {
+    /// The file (or a name for in-memory text).
+    pub file: String,
+    /// 1-based line (0 when the error concerns the whole file).
+    pub line: usize,
+    /// 1-based character column of the offending field (0 for the whole line or file).
+    pub column: usize,
+    /// The problem.
+    pub kind: DataErrorKind,
+}
+
+/// The kinds of [`DataError`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataErrorKind {
+    /// The file could not be read.
+    Io(String),
+    /// The file has no header line.
+    Empty,
+    /// The file has a header but no data rows.
+    NoRows,
+    /// A row has the wrong number of fields.
+    ColumnCount {
+        /// Fields expected (features + target).
+        expected: usize,
+        /// Fields found.
+        found: usize,
+    },
+    /// A field is not a number.
+    NotANumber(String),
+    /// A field is NaN or infinite.
+    NonFinite(String),
+    /// A label is not a class index in range.
+    LabelOutOfRange {
+        /// The label read.
+        label: String,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// A LIBSVM feature index is 0, beyond the feature count, or not increasing.
+    BadIndex(String),
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if self.column > 0 {
+            write!(f, ":{}", self.column)?;
+        }
+        match &self.kind {
+            DataErrorKind::Io(e) => write!(f, ": cannot read: {e}"),
+            DataErrorKind::Empty => write!(f, ": empty file (expected a header line)"),
+            DataErrorKind::NoRows => write!(f, ": no data rows after the header"),
+            DataErrorKind::ColumnCount { expected, found } => {
+                write!(
+                    f,
+                    ": expected {expected} fields (features, then the target), found {found}"
+                )
+            }
+            DataErrorKind::NotANumber(s) => write!(f, ": not a number: {s:?}"),
+            DataErrorKind::NonFinite(s) => write!(f, ": not a finite number: {s:?}"),
+            DataErrorKind::LabelOutOfRange { label, classes } => {
+                write!(f, ": label {label:?} is not a class index in 0..{classes}")
+            }
+            DataErrorKind::BadIndex(s) => write!(f, ": bad feature index {s:?}"),
+        }
+    }
+}
+
+impl std::error::Error for DataError {}
+
+fn error(file: &str, line: usize, column: usize, kind: DataErrorKind) -> DataError {
+    DataError {
+        file: file.to_string(),
+        line,
+        column,
+        kind,
+    }
+}
+
+/// Parses one number; `column` locates it in errors.
+fn number(file: &str, line: usize, column: usize, field: &str) -> Result<f64, DataError> {
+    let text = field.trim();
+    let v: f64 = text
+        .parse()
+        .map_err(|_| error(file, line, column, DataErrorKind::NotANumber(text.to_string())))?;
+    if !v.is_finite() {
+        return Err(error(file, line, column, DataErrorKind::NonFinite(text.to_string())));
+    }
+    Ok(v)
+}
+
+/// Checks a target against `target`.
+fn check_target(file: &str, line: usize, column: usize, text: &str, v: f64, target: Target) -> Result<f64, DataError> {
+    match target {
+        Target::Real => Ok(v),
+        Target::Classes(k) if v >= 0.0 && v.fract() == 0.0 && (v as usize) < k => Ok(v),
+        Target::Classes(k) => Err(error(
+            file,
+            line,
+            column,
+            DataErrorKind::LabelOutOfRange {
+                label: text.trim().to_string(),
+                classes: k,
+            },
+        )),
+    }
+}
+
+/// Parses CSV text: one header line, then rows of `D` features and the target, comma
+/// separated. `file` names the source in errors.
+pub fn parse_csv<const D: usize>(file: &str, text: &str, target: Target) -> Result<Dataset<D>, DataError> {
+    let mut lines = text.lines().enumerate();
+    let header = lines.find(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = header else {
+        return Err(error(file, 0, 0, DataErrorKind::Empty));
+    };
+    let fields = header.split(',').count();
+    if fields != D + 1 {
+        return Err(error(
+            file,
+            1,
+            0,
+            DataErrorKind::ColumnCount {
+                expected: D + 1,
+                found: fields,
+            },
+        ));
+    }
+    let mut data = Dataset {
+        rows: Vec::new(),
+        targets: Vec::new(),
+    };
+    for (i, line) in lines {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut row = [0.0; D];
+        let mut column = 1;
+        let mut count = 0;
+        for (k, field) in line.split(',').enumerate() {
+            count += 1;
+            if k < D {
+                row[k] = number(file, n, column, field)?;
+            } else if k == D {
+                let v = number(file, n, column, field)?;
+                data.targets.push(check_target(file, n, column, field, v, target)?);
+            }
+            column += field.chars().count() + 1;
+        }
+        if count != D + 1 {
+            if count > D {
+                data.targets.pop();
+            }
+            return Err(error(
+                file,
+                n,
+                0,
+                DataErrorKind::ColumnCount {
+                    expected: D + 1,
+                    found: count,
+                },
+            ));
+        }
+        data.rows.push(row);
+    }
+    if data.rows.is_empty() {
+        return Err(error(file, 0, 0, DataErrorKind::NoRows));
+    }
+    Ok(data)
+}
+
+/// Reads a CSV file (see [`parse_csv`]).
+pub fn read_csv<const D: usize>(path: &Path, target: Target) -> Result<Dataset<D>, DataError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| error(&name, 0, 0, DataErrorKind::Io(e.to_string())))?;
+    parse_csv(&name, &text, target)
+}
+
+/// Parses LIBSVM / SVMlight text: `target index:value ...` per line, indices 1-based and
+/// increasing, absent features 0. A `#` starts a comment.
+pub fn parse_libsvm<const D: usize>(file: &str, text: &str, target: Target) -> Result<Dataset<D>, DataError> {
+    let mut data = Dataset {
+        rows: Vec::new(),
+        targets: Vec::new(),
+    };
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.split('#').next().unwrap_or("");
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut row = [0.0; D];
+        let mut last = 0usize;
+        let mut label = None;
+        let mut offset = 0usize;
+        for token in line.split_whitespace() {
+            let column = raw[offset..].find(token).map_or(0, |p| offset + p) + 1;
+            offset = column - 1 + token.len();
+            if label.is_none() {
+                let v = number(file, n, column, token)?;
+                label = Some(check_target(file, n, column, token, v, target)?);
+                continue;
+            }
+            let bad = || error(file, n, column, DataErrorKind::BadIndex(token.to_string()));
+            let (index, value) = token.split_once(':').ok_or_else(bad)?;
+            let index: usize = index.parse().map_err(|_| bad())?;
+            if index == 0 || index > D || index <= last {
+                return Err(bad());
+            }
+            last = index;
+            row[index - 1] = number(file, n, column + token.find(':').unwrap_or(0) + 1, value)?;
+        }
+        data.targets.push(label.unwrap_or(0.0));
+        data.rows.push(row);
+    }
+    if data.rows.is_empty() {
+        return Err(error(file, 0, 0, DataErrorKind::NoRows));
+    }
+    Ok(data)
+}
+
+impl<const D: usize> Dataset<D> {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// `true` without rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Dataset<D> {
+        Dataset {
+            rows: indices.iter().map(|&i| self.rows[i]).collect(),
+            targets: indices.iter().map(|&i| self.targets[i]).collect(),
+        }
+    }
+
+    /// Shuffles the rows with `seed` and cuts them into train, validation and test sets of
+    /// `train` and `validation` rows and the rest.
+    pub fn split(&self, train: usize, validation: usize, seed: u64) -> (Dataset<D>, Dataset<D>, Dataset<D>) {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        let mut rng = Rng128::new(seed);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u32 + 1) as usize);
+        }
+        let (a, rest) = order.split_at(train.min(order.len()));
+        let (b, c) = rest.split_at(validation.min(rest.len()));
+        (self.select(a), self.select(b), self.select(c))
+    }
+
+    /// The rows in `f32` (rounded), for the device.
+    pub fn rows_f32(&self) -> Vec<[f32; D]> {
+        self.rows.iter().map(|r| r.map(|v| v as f32)).collect()
+    }
+
+    /// The targets in `f32`.
+    pub fn targets_f32(&self) -> Vec<f32> {
+        self.targets.iter().map(|&t| t as f32).collect()
+    }
+
+    /// Replaces the labels of a `fraction` of the rows, chosen with `seed`, by a different
+    /// class drawn uniformly; returns the flipped row indices (sorted).
+    pub fn flip_labels(&mut self, fraction: f64, classes: usize, seed: u64) -> Vec<usize> {
+        let mut rng = Rng128::new(seed);
+        let count = ((self.len() as f64) * fraction).round() as usize;
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u32 + 1) as usize);
+        }
+        let mut flipped: Vec<usize> = order[..count.min(order.len())].to_vec();
+        flipped.sort_unstable();
+        for &i in &flipped {
+            let old = self.targets[i] as u32;
+            let shift = 1 + rng.below(classes as u32 - 1);
+            self.targets[i] = f64::from((old + shift) % classes as u32);
+        }
+        flipped
+    }
+}
+
+/// Per-feature affine map `(v − mean) / scale` fitted on training data, to apply unchanged
+/// to validation and test data and on the device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardizer<const D: usize> {
+    /// Training means.
+    pub mean: [f64; D],
+    /// Training standard deviations (1 for a constant feature).
+    pub scale: [f64; D],
+}
+
+impl<const D: usize> Standardizer<D> {
+    /// Fits means and standard deviations on `train`.
+    pub fn fit(train: &Dataset<D>) -> Self {
+        let n = train.len().max(1) as f64;
+        let mut mean = [0.0; D];
+        for r in &train.rows {
+            for j in 0..D {
+                mean[j] += r[j];
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = [0.0; D];
+        for r in &train.rows {
+            for j in 0..D {
+                var[j] += (r[j] - mean[j]) * (r[j] - mean[j]);
+            }
+        }
+        let scale = var.map(|v| {
+            let s = libm::sqrt(v / n);
+            if s > 0.0 { s } else { 1.0 }
+        });
+        Standardizer { mean, scale }
+    }
+
+    /// The standardized copy of `data`.
+    pub fn apply(&self, data: &Dataset<D>) -> Dataset<D> {
+        let rows = data
+            .rows
+            .iter()
+            .map(|r| core::array::from_fn(|j| (r[j] - self.mean[j]) / self.scale[j]))
+            .collect();
+        Dataset {
+            rows,
+            targets: data.targets.clone(),
+        }
+    }
+
+    /// Two CSV lines, `mean,…` and `scale,…` (shortest round-trip formatting), to save the
+    /// transform next to an exported data set.
+    pub fn to_csv(&self) -> String {
+        let line = |name: &str, v: &[f64; D]| {
+            let cells: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+            format!("{name},{}\n", cells.join(","))
+        };
+        line("mean", &self.mean) + &line("scale", &self.scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind<const D: usize>(text: &str, target: Target) -> (usize, usize, DataErrorKind) {
+        let e = parse_csv::<D>("t.csv", text, target).unwrap_err();
+        (e.line, e.column, e.kind)
+    }
+
+    #[test]
+    fn good_csv_reads_exactly() {
+        let values = [0.1, -2.5e-7, 123456.789, f64::MIN_POSITIVE, 1.0 / 3.0];
+        let text = format!(
+            "a,b,y\n{:?},{:?},1\n{:?},{:?},0\n",
+            values[0], values[1], values[2], values[4]
+        );
+        let d = parse_csv::<2>("t.csv", &text, Target::Classes(2)).unwrap();
+        assert_eq!(d.rows, vec![[values[0], values[1]], [values[2], values[4]]]);
+        assert_eq!(d.targets, vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn every_malformed_csv_names_its_position() {
+        assert_eq!(kind::<2>("", Target::Real).2, DataErrorKind::Empty);
+        assert_eq!(kind::<2>("a,b,y\n", Target::Real).2, DataErrorKind::NoRows);
+        assert_eq!(
+            kind::<2>("a,y\n1,2\n", Target::Real),
+            (1, 0, DataErrorKind::ColumnCount { expected: 3, found: 2 })
+        );
+        assert_eq!(
+            kind::<2>("a,b,y\n1,2,3\n1,2\n", Target::Real),
+            (3, 0, DataErrorKind::ColumnCount { expected: 3, found: 2 })
+        );
+        assert_eq!(
+            kind::<2>("a,b,y\n1,2,3,4\n", Target::Real),
+            (2, 0, DataErrorKind::ColumnCount { expected: 3, found: 4 })
+        );
+        assert_eq!(
+            kind::<2>("a,b,y\n1.5,x1,0\n", Target::Real),
+            (2, 5, DataErrorKind::NotANumber("x1".into()))
+        );
+        assert_eq!(
+            kind::<2>("a,b,y\n1,NaN,0\n", Target::Real),
+            (2, 3, DataErrorKind::NonFinite("NaN".into()))
+        );
+        assert_eq!(
+            kind::<2>("a,b,y\n1,inf,0\n", Target::Real),
+            (2, 3, DataErrorKind::NonFinite("inf".into()))
+        );
+        assert_eq!(
+            kind::<2>("a,b,y\n1,2,2\n", Target::Classes(2)),
+            (
+                2,
+                5,
+                DataErrorKind::LabelOutOfRange {
+                    label: "2".into(),
+                    classes: 2
+                }
+            )
+        );
+        assert_eq!(
+            kind::<2>("a,b,y\n1,2,0.5\n", Target::Classes(3)),
+            (
+                2,
+                5,
+                DataErrorKind::LabelOutOfRange {
+                    label: "0.5".into(),
+                    classes: 3
+                }
+            )
+        );
+        let e = parse_csv::<2>("data/x.csv", "a,b,y\n1,2,zz\n", Target::Real).unwrap_err();
+        assert_eq!(e.to_string(), "data/x.csv:2:5: not a number: \"zz\"");
+    }
+
+    #[test]
+    fn libsvm_reads_sparse_rows_and_rejects_bad_indices() {
+        let d = parse_libsvm::<3>("t.svm", "1 1:0.5 3:-2 # comment\n0 2:1e-3\n", Target::Classes(2)).unwrap();
+        assert_eq!(d.rows, vec![[0.5, 0.0, -2.0], [0.0, 1e-3, 0.0]]);
+        assert_eq!(d.targets, vec![1.0, 0.0]);
+        let e = parse_libsvm::<3>("t.svm", "1 2:1 2:3\n", Target::Real).unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.kind),
+            (1, 7, DataErrorKind::BadIndex("2:3".into()))
+        );
+        let e = parse_libsvm::<3>("t.svm", "1 4:1\n", Target::Real).unwrap_err();
+        assert_eq!(e.kind, DataErrorKind::BadIndex("4:1".into()));
+        let e = parse_libsvm::<3>("t.svm", "1 1:x\n", Target::Real).unwrap_err();
+        assert_eq!((e.column, e.kind), (5, DataErrorKind::NotANumber("x".into())));
+        let e = parse_libsvm::<3>("t.svm", "\n\n", Target::Real).unwrap_err();
+        assert_eq!(e.kind, DataErrorKind::NoRows);
+    }
+
+    #[test]
+    fn splits_partition_the_rows_and_depend_on_the_seed() {
+        let d = Dataset {
+            rows: (0..10).map(|i| [i as f64]).collect(),
+            targets: vec![0.0; 10],
+        };
+        let (a, b, c) = d.split(5, 3, 1);
+        let mut all: Vec<f64> = a.rows.iter().chain(&b.rows).chain(&c.rows).map(|r| r[0]).collect();
+        assert_eq!((a.len(), b.len(), c.len()), (5, 3, 2));
+        all.sort_by(f64::total_cmp);
+        assert_eq!(all, (0..10).map(f64::from).collect::<Vec<_>>());
+        assert_ne!(d.split(5, 3, 2).0, a);
+        assert_eq!(d.split(5, 3, 1).0, a);
+    }
+
+    #[test]
+    fn standardization_uses_training_statistics() {
+        let train = Dataset {
+            rows: vec![[1.0, 5.0], [3.0, 5.0]],
+            targets: vec![0.0, 1.0],
+        };
+        let s = Standardizer::fit(&train);
+        assert_eq!((s.mean, s.scale), ([2.0, 5.0], [1.0, 1.0]));
+        let test = Dataset {
+            rows: vec![[4.0, 7.0]],
+            targets: vec![1.0],
+        };
+        assert_eq!(s.apply(&test).rows, vec![[2.0, 2.0]]);
+        assert_eq!(s.to_csv(), "mean,2.0,5.0\nscale,1.0,1.0\n");
+    }
+
+    #[test]
+    fn label_noise_changes_exactly_the_recorded_rows() {
+        let clean = Dataset {
+            rows: vec![[0.0]; 20],
+            targets: (0..20).map(|i| f64::from(i % 10)).collect(),
+        };
+        let mut noisy = clean.clone();
+        let flipped = noisy.flip_labels(0.5, 10, 3);
+        assert_eq!(flipped.len(), 10);
+        for i in 0..20 {
+            assert_eq!(noisy.targets[i] != clean.targets[i], flipped.contains(&i), "row {i}");
+            assert!(noisy.targets[i] < 10.0);
+        }
+    }
+}

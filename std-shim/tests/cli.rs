@@ -1,0 +1,95 @@
+//! The `bilevel` command line end to end, and the demo's optimality against a fine grid.
+
+use std::process::Command;
+
+use bilevel_std::demo;
+
+fn bilevel(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bilevel")).args(args).output().unwrap()
+}
+
+#[test]
+fn demo_finds_the_grid_optimum_of_the_validation_loss() {
+    let split = demo::breast_cancer_split(demo::SEED).unwrap();
+    let tuned = demo::tune(&split).unwrap();
+    // ln λ from −12 to 4 in steps of 0.01.
+    let (mut best, mut best_at) = (f64::INFINITY, 0.0);
+    for i in 0..=1600 {
+        let x = -12.0 + 0.01 * f64::from(i);
+        let f = demo::validation_loss(&split, x).unwrap();
+        if f < best {
+            (best, best_at) = (f, x);
+        }
+    }
+    assert!(
+        tuned.validation_loss <= best + 1e-6,
+        "tuned ln λ = {} gives {}, grid best {best} at {best_at}",
+        tuned.ln_lambda,
+        tuned.validation_loss
+    );
+    assert!(
+        (tuned.ln_lambda - best_at).abs() < 0.05,
+        "tuned {} vs grid {best_at}",
+        tuned.ln_lambda
+    );
+    assert!(tuned.test_accuracy > 0.9, "test accuracy {}", tuned.test_accuracy);
+}
+
+#[test]
+fn demo_runs_as_a_process() {
+    let out = bilevel(&["demo"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in ["λ =", "validation loss =", "test accuracy =", "oracle calls"] {
+        assert!(text.contains(key), "missing {key:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn export_writes_rust_and_c_sources() {
+    let dir = std::env::temp_dir().join(format!("bilevel-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rs = dir.join("data.rs");
+    let out = bilevel(&["export", "--format", "rust", "--out", rs.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&rs).unwrap();
+    assert!(text.contains("pub const TRAIN_ROWS: usize = 341;"));
+    let h = dir.join("data.h");
+    let out = bilevel(&[
+        "export",
+        "--format",
+        "c",
+        "--columns",
+        "31",
+        "--out",
+        h.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        std::fs::read_to_string(&h)
+            .unwrap()
+            .contains("#define BL_DATA_COLUMNS 31")
+    );
+    let out = bilevel(&[
+        "export",
+        "--format",
+        "c",
+        "--columns",
+        "3",
+        "--out",
+        h.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--columns 3"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unknown_commands_and_flags_fail_naming_them() {
+    let out = bilevel(&["tune-everything"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tune-everything"));
+    let out = bilevel(&["demo", "--fast"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fast"));
+}
