@@ -110,17 +110,26 @@ mod tests {
     #[test]
     fn exported_values_read_back_bit_for_bit() {
         let d = Dataset {
-            rows: vec![[0.1, -3.7e-9], [1.0e154, 1.0 / 3.0]],
+            rows: vec![[0.1, -3.7e-9], [123_456_789.123, 1.0 / 3.0]],
             targets: vec![1.0, 0.0],
         };
         let parts = [Part {
             name: "train",
             data: &d,
         }];
-        let want: Vec<u32> = [0.1f32, -3.7e-9, 0.0, 1.0e154 as f32, 1.0 / 3.0, 0.0, 1.0, 0.0]
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
+        let want: Vec<u32> = [
+            0.1f32,
+            -3.7e-9,
+            0.0,
+            123_456_789.123_f64 as f32,
+            1.0 / 3.0,
+            0.0,
+            1.0,
+            0.0,
+        ]
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
         let rust = rust_module("test", &parts, 3);
         assert_eq!(bit_patterns(&rust), want);
         assert!(rust.contains("pub static TRAIN_FEATURES: [[f32; COLUMNS]; TRAIN_ROWS]"));
