@@ -1000,8 +1000,10 @@ mod tests {
 
     #[test]
     fn powell_damping_keeps_bfgs_positive_definite() {
-        let mut sg = Safeguards::<f64>::default();
-        sg.powell_damping = true;
+        let sg = Safeguards::<f64> {
+            powell_damping: true,
+            ..Safeguards::default()
+        };
         let mut h = DenseBfgs::<f64, N>::new(sg);
         let s = [1.0, 0.0, 0.0, 0.0, 0.0];
         let r = [-0.5, 1.0, 0.0, 0.0, 0.0];
