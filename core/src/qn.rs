@@ -24,6 +24,7 @@
 
 use crate::error::{Error, ensure};
 use crate::linalg;
+use crate::run::Diagnostics;
 use crate::scalar::Real;
 
 /// Why a secant pair was not used.
@@ -112,6 +113,18 @@ impl QnCounts {
             skipped_non_finite: self.skipped_non_finite.saturating_add(o.skipped_non_finite),
             skipped_full: self.skipped_full.saturating_add(o.skipped_full),
             resets: self.resets.saturating_add(o.resets),
+        }
+    }
+
+    /// `base` with its pair and reset fields set from these counts (skips of all reasons
+    /// together), for a solver's [`Diagnostics`].
+    pub fn diagnostics(&self, base: Diagnostics) -> Diagnostics {
+        Diagnostics {
+            pairs_accepted: self.accepted,
+            pairs_skipped: self.skipped(),
+            pairs_damped: self.damped,
+            resets: self.resets,
+            ..base
         }
     }
 
@@ -260,6 +273,12 @@ pub trait InverseHessian<T: Real, const N: usize>: Clone {
     /// Forgets every pair (`H = h0·I` with the initial `h0`); the counts are kept.
     fn clear(&mut self);
 
+    /// Forgets every pair and starts from `H0 = h0·I` with this `h0` (e.g. the scaling
+    /// learned by an earlier memory at the same point), which automatic scaling then keeps
+    /// until the next [`InverseHessian::clear`] (L-BFGS still rescales to its newest pair).
+    /// A non-finite or non-positive `h0` is ignored (plain clear).
+    fn restart(&mut self, h0: T);
+
     /// Pairs currently held (for the dense variants: pairs applied since the last clear).
     fn len(&self) -> usize;
 
@@ -330,6 +349,7 @@ pub trait InverseHessian<T: Real, const N: usize>: Clone {
 pub struct DenseBfgs<T, const N: usize> {
     h: [[T; N]; N],
     h0: T,
+    scaled: bool,
     pairs: usize,
     safeguards: Safeguards<T>,
     counts: QnCounts,
@@ -348,6 +368,7 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseBfgs<T, N> {
         DenseBfgs {
             h: linalg::scaled_identity(h0),
             h0,
+            scaled: false,
             pairs: 0,
             safeguards,
             counts: QnCounts::default(),
@@ -362,7 +383,16 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseBfgs<T, N> {
     fn clear(&mut self) {
         self.h0 = self.safeguards.initial_h0();
         self.h = linalg::scaled_identity(self.h0);
+        self.scaled = false;
         self.pairs = 0;
+    }
+    fn restart(&mut self, h0: T) {
+        self.clear();
+        if h0.is_finite() && h0 > T::ZERO {
+            self.h0 = h0;
+            self.h = linalg::scaled_identity(h0);
+            self.scaled = true;
+        }
     }
     fn len(&self) -> usize {
         self.pairs
@@ -378,7 +408,8 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseBfgs<T, N> {
     }
     fn insert(&mut self, s: &[T; N], r: &[T; N]) -> Outcome {
         let (mut h, mut h0) = (self.h, self.h0);
-        if self.pairs == 0
+        if !self.scaled
+            && self.pairs == 0
             && let Some(a) = self.safeguards.auto_h0(s, r)
         {
             h0 = a;
@@ -414,6 +445,7 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseBfgs<T, N> {
         }
         self.h = h;
         self.h0 = h0;
+        self.scaled = true;
         self.pairs = self.pairs.saturating_add(1);
         if damped { Outcome::Damped } else { Outcome::Accepted }
     }
@@ -461,6 +493,14 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseSr1<T, N> {
         self.h = linalg::scaled_identity(self.h0);
         self.scaled = false;
         self.pairs = 0;
+    }
+    fn restart(&mut self, h0: T) {
+        self.clear();
+        if h0.is_finite() && h0 > T::ZERO {
+            self.h0 = h0;
+            self.h = linalg::scaled_identity(h0);
+            self.scaled = true;
+        }
     }
     fn len(&self) -> usize {
         self.pairs
@@ -582,6 +622,12 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LBfgs<T, 
         self.len = 0;
         self.h0 = self.safeguards.initial_h0();
     }
+    fn restart(&mut self, h0: T) {
+        self.clear();
+        if h0.is_finite() && h0 > T::ZERO {
+            self.h0 = h0;
+        }
+    }
     fn len(&self) -> usize {
         self.len
     }
@@ -656,6 +702,13 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LSr1<T, N
         self.len = 0;
         self.h0 = self.safeguards.initial_h0();
         self.scaled = false;
+    }
+    fn restart(&mut self, h0: T) {
+        self.clear();
+        if h0.is_finite() && h0 > T::ZERO {
+            self.h0 = h0;
+            self.scaled = true;
+        }
     }
     fn len(&self) -> usize {
         self.len
@@ -1053,7 +1106,10 @@ mod tests {
     fn full_sr1_memory_skips() {
         let mut h = LSr1::<f64, 2, 1>::new(fixed(1.0));
         assert_eq!(h.update(&[1.0, 0.0], &[2.0, 0.0], 0.0), Outcome::Accepted);
-        assert_eq!(h.update(&[0.0, 1.0], &[0.0, 3.0], 0.0), Outcome::Skipped(SkipReason::Full));
+        assert_eq!(
+            h.update(&[0.0, 1.0], &[0.0, 3.0], 0.0),
+            Outcome::Skipped(SkipReason::Full)
+        );
         assert_eq!(h.counts().skipped_full, 1);
     }
 

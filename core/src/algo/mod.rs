@@ -5,3 +5,4 @@ pub mod aid;
 pub mod amigo;
 pub mod itd;
 pub mod nbo;
+pub mod qnbo;
