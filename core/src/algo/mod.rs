@@ -6,3 +6,4 @@ pub mod amigo;
 pub mod itd;
 pub mod nbo;
 pub mod qnbo;
+pub mod shine;
