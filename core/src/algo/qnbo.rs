@@ -349,3 +349,40 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
         &self.y
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_steps_schedule() {
+        let g = ExtraSteps::Growing { cap: 3 };
+        assert_eq!([0, 1, 2, 3, 10].map(|k| g.at(k)), [1, 2, 3, 3, 3]);
+        assert_eq!(ExtraSteps::Constant(5).at(100), 5);
+        assert_eq!(ExtraSteps::Growing { cap: u32::MAX }.at(u32::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        assert!(QnboConfig::<f32>::default().validate().is_ok());
+        let bad = QnboConfig {
+            warmup_step: 0.0f64,
+            ..QnboConfig::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(Error::InvalidConfig {
+                field: "qNBO warm-up step β",
+                expected: "finite and > 0"
+            })
+        );
+        let bad = QnboConfig::<f64> {
+            adjoint: AdjointSource::SubroutineB {
+                step: StepRule::Fixed(1.0),
+                steps: ExtraSteps::Growing { cap: 0 },
+            },
+            ..QnboConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

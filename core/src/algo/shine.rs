@@ -288,3 +288,22 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
         &self.y
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_schedule_decays_to_its_floor() {
+        let c = ShineConfig::<f64>::default();
+        assert_eq!(c.tolerance_at(0), 1e-3);
+        assert!((c.tolerance_at(2) - 1e-3 * 0.78 * 0.78).abs() < 1e-18);
+        assert_eq!(c.tolerance_at(1000), 1e-12);
+        assert!(ShineConfig::<f32>::default().tolerance_floor > 1e-6);
+        let bad = ShineConfig {
+            opa_every: Some(0),
+            ..c
+        };
+        assert!(bad.validate().is_err());
+    }
+}
