@@ -2,8 +2,10 @@
 //! a closed form exists, for tests.
 
 mod data;
+pub mod linear;
 pub mod penalty;
 mod quadratic;
 
 pub use data::Samples;
+pub use linear::{LinearModel, Logistic, LogisticLoss, Loss, Ridge, SquaredLoss};
 pub use quadratic::Quadratic;
