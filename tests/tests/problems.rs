@@ -3,7 +3,7 @@
 //! closed forms against the reference.
 
 use bilevel::problem::{Batch, Problem};
-use bilevel::problems::{Logistic, Ridge, Samples};
+use bilevel::problems::{HYPER_CLEANING_DEFAULT_L2, HyperCleaning, Logistic, Ridge, Samples};
 use bilevel::reference::{ReferenceConfig, reference_hypergradient};
 use bilevel::rng::Rng128;
 use bilevel_tests::{check_oracles, fd_hypergradient, rel_err, rel_norm_err};
@@ -245,5 +245,107 @@ fn ridge_closed_form_matches_reference_and_differences_of_f() {
         );
         let fd = fd_hypergradient(&per_feature, &x, &y0, 1e-5);
         assert!(rel_err(&fd, &exact) < 1e-7, "{fd:?} vs {exact:?}");
+    }
+}
+
+const CLASSES: usize = 3;
+const DY_CLEAN: usize = (D + 1) * CLASSES;
+
+/// Rows with `C` classes from a random linear scorer plus noise; a fraction `flip` of the
+/// labels replaced by a uniformly drawn class.
+fn class_data<const N: usize>(seed: u64, flip: f64) -> ([[f64; D]; N], [f64; N]) {
+    let mut r = Rng128::new(seed);
+    let mut w = [[0.0; D]; CLASSES];
+    for row in w.iter_mut() {
+        r.fill_gaussian(row);
+    }
+    let mut rows = [[0.0; D]; N];
+    let mut t = [0.0; N];
+    for i in 0..N {
+        r.fill_gaussian(&mut rows[i]);
+        let mut best = (f64::NEG_INFINITY, 0);
+        for (c, wc) in w.iter().enumerate() {
+            let z = bilevel::linalg::dot(wc, &rows[i]) + 0.5 * r.gaussian::<f64>();
+            if z > best.0 {
+                best = (z, c);
+            }
+        }
+        let mut k = best.1 as u32;
+        if r.uniform::<f64>() < flip {
+            k = r.below(CLASSES as u32);
+        }
+        t[i] = f64::from(k);
+    }
+    (rows, t)
+}
+
+#[test]
+fn hyper_cleaning_oracles_match_central_differences() {
+    let (tr, tt) = class_data::<N_TRAIN>(20, 0.5);
+    let (va, vt) = class_data::<N_VAL>(21, 0.0);
+    let train = Samples::new(&tr, &tt).unwrap();
+    let val = Samples::new(&va, &vt).unwrap();
+    let p = HyperCleaning::<f64, N_TRAIN, D, CLASSES, DY_CLEAN>::new(train, val, HYPER_CLEANING_DEFAULT_L2).unwrap();
+    assert_eq!(p.samples(), (N_TRAIN, N_VAL));
+    let mut r = Rng128::new(22);
+    for _ in 0..3 {
+        let x = gaussian::<N_TRAIN>(&mut r);
+        let y = gaussian::<DY_CLEAN>(&mut r);
+        let v = gaussian::<DY_CLEAN>(&mut r);
+        for batch in [
+            Batch::Full,
+            Batch::Range {
+                id: 2,
+                start: 8,
+                len: 5,
+            },
+        ] {
+            check_oracles(&p, &x, &y, &v, batch, 1e-7);
+        }
+        check_minibatch_means(&p, &x, &y, &v, 4, 10);
+    }
+    // A minibatch touches only its own sample weights.
+    let (x, y, v) = (
+        gaussian::<N_TRAIN>(&mut r),
+        gaussian::<DY_CLEAN>(&mut r),
+        gaussian::<DY_CLEAN>(&mut r),
+    );
+    let mut cross = [0.0; N_TRAIN];
+    p.lower_cross(
+        &x,
+        &y,
+        &v,
+        Batch::Range {
+            id: 0,
+            start: 6,
+            len: 4,
+        },
+        &mut cross,
+    )
+    .unwrap();
+    for (i, c) in cross.iter().enumerate() {
+        assert_eq!(*c != 0.0, (6..10).contains(&i), "entry {i}: {c}");
+    }
+}
+
+#[test]
+fn hyper_cleaning_reference_hypergradient_matches_differences_of_f() {
+    let (tr, tt) = class_data::<N_TRAIN>(23, 0.5);
+    let (va, vt) = class_data::<N_VAL>(24, 0.0);
+    let train = Samples::new(&tr, &tt).unwrap();
+    let val = Samples::new(&va, &vt).unwrap();
+    let p = HyperCleaning::<f64, N_TRAIN, D, CLASSES, DY_CLEAN>::new(train, val, HYPER_CLEANING_DEFAULT_L2).unwrap();
+    let mut rng = Rng128::new(25);
+    let y0 = [0.0; DY_CLEAN];
+    for _ in 0..2 {
+        let x = gaussian::<N_TRAIN>(&mut rng);
+        let r = reference_hypergradient(&p, &x, &y0, &ReferenceConfig::default()).unwrap();
+        let fd = fd_hypergradient(&p, &x, &y0, 1e-5);
+        let e = rel_err(&r.hypergradient, &fd);
+        assert!(e < 1e-7, "{:?} vs {fd:?} ({e:e})", r.hypergradient);
+        assert!(
+            bilevel::linalg::norm(&fd) > 1e-3,
+            "a vanishing hypergradient tests nothing"
+        );
     }
 }
