@@ -19,12 +19,16 @@ type Bfgs = DenseBfgs<f64, 6>;
 type Lbfgs = LBfgs<f64, 6, 8>;
 type Sr1 = LSr1<f64, 6, 32>;
 
+/// P = 2, T = 3, with the direction cap 10·h0 of spec §2.5 ("safeguarded SR1"; it does
+/// not bind for BFGS here).
 fn config(q: &Q, adjoint: AdjointSource<f64>) -> QnboConfig<f64> {
-    QnboConfig {
+    let mut c = QnboConfig {
         warmup_step: 1.0 / q.lower_lipschitz(),
         adjoint,
         ..QnboConfig::default()
-    }
+    };
+    c.safeguards.direction_cap = Some(10.0);
+    c
 }
 
 fn b_steps(steps: ExtraSteps) -> AdjointSource<f64> {
