@@ -104,7 +104,9 @@ pub struct QuasiNewtonRun<T> {
     pub last_step_norm: T,
     /// The loop stopped because `‖∇_y g‖ ≤ tol`.
     pub converged: bool,
-    /// The loop stopped because Armijo backtracking found no decrease.
+    /// The loop stopped because Armijo backtracking found no decrease or, where the
+    /// predicted decrease `t·dᵀ∇g` is below the resolution `4ε·|g|` of the values (so the
+    /// initial step is judged by `‖∇g‖` instead), the gradient norm did not decrease.
     pub line_search_failed: bool,
 }
 
@@ -112,7 +114,8 @@ pub struct QuasiNewtonRun<T> {
 /// secant pair in `memory` (its safeguards decide; directions are descent-checked by
 /// [`InverseHessian::direction`]). `grad` must hold `∇_y g(x, y)` on entry and holds the
 /// gradient at the returned `y` on exit, so consecutive calls share gradients. Stops early
-/// when `‖∇_y g‖ ≤ tol` or a line search fails. `y`, `grad` and `memory` are updated only
+/// when `‖∇_y g‖ ≤ tol` or a line search fails. Near the solution, where values no longer
+/// resolve the decrease, Armijo steps are accepted while `‖∇_y g‖` decreases. `y`, `grad` and `memory` are updated only
 /// when the whole call succeeded.
 #[allow(clippy::too_many_arguments)]
 pub fn quasi_newton<P, T, H, const DX: usize, const DY: usize>(
@@ -151,6 +154,7 @@ where
         }
         mem.direction(&gk, &mut d);
         let mut y_next = yk;
+        let mut judge_by_gradient = false;
         match *rule {
             StepRule::Fixed(t) => linalg::axpy(-t, &d, &mut y_next),
             StepRule::Armijo {
@@ -164,27 +168,36 @@ where
                     None => oracles.lower_value(x, &yk, batch)?,
                 };
                 let slope = linalg::dot(&d, &gk);
-                let mut t = initial;
-                let mut accepted = None;
-                for _ in 0..max_trials {
-                    let mut trial = yk;
-                    linalg::axpy(-t, &d, &mut trial);
-                    let f = oracles.lower_value(x, &trial, batch)?;
-                    if f <= f0 - c1 * t * slope {
-                        accepted = Some((trial, f));
-                        break;
+                // Below the resolution of g's values no trial can show a decrease: take the
+                // initial step and judge it by the gradient norm instead (below).
+                let resolution = T::from_f64(4.0) * T::EPSILON * f0.abs();
+                if !(initial * slope > resolution) {
+                    linalg::axpy(-initial, &d, &mut y_next);
+                    judge_by_gradient = true;
+                    value = None;
+                } else {
+                    let mut t = initial;
+                    let mut accepted = None;
+                    for _ in 0..max_trials {
+                        let mut trial = yk;
+                        linalg::axpy(-t, &d, &mut trial);
+                        let f = oracles.lower_value(x, &trial, batch)?;
+                        if f <= f0 - c1 * t * slope {
+                            accepted = Some((trial, f));
+                            break;
+                        }
+                        t *= shrink;
                     }
-                    t *= shrink;
-                }
-                match accepted {
-                    // A step below the resolution of `y` is no progress (roundoff in g).
-                    Some((trial, f)) if trial != yk => {
-                        y_next = trial;
-                        value = Some(f);
-                    }
-                    _ => {
-                        report.line_search_failed = true;
-                        break;
+                    match accepted {
+                        // A step below the resolution of `y` is no progress (roundoff in g).
+                        Some((trial, f)) if trial != yk => {
+                            y_next = trial;
+                            value = Some(f);
+                        }
+                        _ => {
+                            report.line_search_failed = true;
+                            break;
+                        }
                     }
                 }
             }
@@ -197,6 +210,10 @@ where
         }
         let mut g_next = [T::ZERO; DY];
         oracles.lower_grad(x, &y_next, batch, &mut g_next)?;
+        if judge_by_gradient && !(linalg::norm(&g_next) < report.gradient_norm) {
+            report.line_search_failed = true;
+            break;
+        }
         let (mut s, mut r) = ([T::ZERO; DY], [T::ZERO; DY]);
         linalg::sub(&y_next, &yk, &mut s);
         linalg::sub(&g_next, &gk, &mut r);
