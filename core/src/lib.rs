@@ -49,6 +49,7 @@ pub mod linalg;
 pub mod linsolve;
 pub mod problem;
 pub mod problems;
+pub mod qn;
 pub mod reference;
 pub mod rng;
 pub mod run;

@@ -8,6 +8,8 @@ pub mod itd;
 pub mod nbo;
 pub mod nsbo;
 pub mod pzobo;
+pub mod qnbo;
+pub mod shine;
 pub mod soba;
 pub mod stocbio;
 pub mod stochastic;
