@@ -604,13 +604,15 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LBfgs<T, 
     fn apply(&self, d: &[T; N], out: &mut [T; N]) {
         let mut q = *d;
         let mut a = [T::ZERO; M];
-        for i in 0..self.len {
+        // `len ≤ M` always; the `min` lets the compiler see it (no bounds check on `a`).
+        let len = self.len.min(M);
+        for i in 0..len {
             let k = self.slot(i);
             a[i] = self.rho[k] * linalg::dot(&self.s[k], &q);
             linalg::axpy(-a[i], &self.r[k], &mut q);
         }
         linalg::scale(self.h0, &mut q);
-        for i in (0..self.len).rev() {
+        for i in (0..len).rev() {
             let k = self.slot(i);
             let b = self.rho[k] * linalg::dot(&self.r[k], &q);
             linalg::axpy(a[i] - b, &self.s[k], &mut q);

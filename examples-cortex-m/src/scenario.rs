@@ -14,9 +14,10 @@ use core::ops::ControlFlow;
 
 use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
+use bilevel::algo::qnbo::{QnboConfig, QnboLbfgs};
 use bilevel::linalg;
 use bilevel::problem::{Counted, OracleCounts};
-use bilevel::problems::{Quadratic, Samples, penalty};
+use bilevel::problems::{Logistic, Quadratic, Samples, penalty};
 use bilevel::rng::Rng128;
 use bilevel::run::{self, Budget, Outcome, Outer, RunReport, Solver, StepReport};
 use bilevel::schedule::Schedule;
@@ -566,4 +567,136 @@ where
 /// Stream seeds: the tuning stream and the evaluation stream.
 pub fn stream_sources() -> (TeacherStream, TeacherStream) {
     (TeacherStream::new(STREAM_SEED), TeacherStream::new(STREAM_SEED + 1))
+}
+
+/// The breast-cancer data set split and standardized on the host, written by
+/// `bilevel export --format rust` (regenerated and compared by `.ci/firmware`).
+#[rustfmt::skip]
+#[allow(clippy::unreadable_literal, clippy::excessive_precision)]
+pub mod breast_cancer {
+    include!("breast_cancer.rs");
+}
+
+/// Features of the breast-cancer data.
+pub const LOGREG_FEATURES: usize = 30;
+/// Weights and bias.
+pub const LOGREG_DY: usize = LOGREG_FEATURES + 1;
+/// Starting `ln λ`.
+pub const LOGREG_X0: f32 = 0.0;
+/// Outer step on `ln λ`.
+pub const LOGREG_STEP: f32 = 50.0;
+/// Outer iterations at most.
+pub const LOGREG_MAX_ITERATIONS: u32 = 400;
+/// Stop when `|h|` is at most this.
+pub const LOGREG_TOLERANCE: f32 = 1e-7;
+
+/// The logistic-regression problem the firmware tunes (one L2 strength).
+pub type TunedLogistic<'a> = Logistic<'a, f32, LOGREG_FEATURES, 1, LOGREG_DY>;
+/// Secant pairs kept by the BFGS two-loop recursion (the paper's Algorithm 4 on a ring of
+/// this many pairs): 2·4·31 floats instead of a dense 31×31 inverse Hessian.
+pub const LOGREG_PAIRS: usize = 4;
+/// The qNBO-BFGS state the firmware carries.
+pub type LogregQnbo = QnboLbfgs<f32, LOGREG_DY, LOGREG_PAIRS>;
+
+/// What tuning the L2 strength gave.
+#[derive(Clone, Copy, Debug)]
+pub struct LogregResult {
+    /// `ln λ`.
+    pub ln_lambda: f32,
+    /// The trained model `[w, b]`.
+    pub model: [f32; LOGREG_DY],
+    /// Validation loss at the final model.
+    pub validation_loss: f32,
+    /// Test accuracy of the final model.
+    pub test_accuracy: f32,
+    /// The run.
+    pub report: RunReport<f32>,
+}
+
+/// Tunes `ln λ` of logistic regression on the breast-cancer data with qNBO-BFGS (no output:
+/// the panic check runs exactly this).
+pub fn logreg_run() -> Result<LogregResult, Failure> {
+    use breast_cancer as data;
+    let train = Samples::new(&data::TRAIN_FEATURES[..], &data::TRAIN_LABELS[..])?;
+    let validation = Samples::new(&data::VALIDATION_FEATURES[..], &data::VALIDATION_LABELS[..])?;
+    let test = Samples::new(&data::TEST_FEATURES[..], &data::TEST_LABELS[..])?;
+    let problem = TunedLogistic::new(train, validation)?;
+    let mut x = [LOGREG_X0];
+    // Warm-up steps at 1/L of the lower level; quasi-Newton steps of 1 (the defaults).
+    let config = QnboConfig {
+        warmup_step: 1.0 / problem.lower_lipschitz(&x),
+        ..QnboConfig::default()
+    };
+    let mut solver = LogregQnbo::new(config, [0.0; LOGREG_DY]);
+    let counted = Counted::new(&problem);
+    let outer = Outer {
+        schedule: Schedule::Constant(LOGREG_STEP),
+        bounds: Some((-12.0, 12.0)),
+    };
+    let report = run::run(
+        &mut solver,
+        &counted,
+        &mut x,
+        &outer,
+        Budget::iterations(LOGREG_MAX_ITERATIONS),
+        LOGREG_TOLERANCE,
+        |_, _| ControlFlow::Continue(()),
+    )?;
+    let y = *Solver::<f32, 1, LOGREG_DY>::lower(&solver);
+    let validation_loss = problem.upper_value(&x, &y, Batch::Full)?;
+    let test_accuracy = TunedLogistic::accuracy(&test, &y);
+    Ok(LogregResult {
+        ln_lambda: x[0],
+        model: y,
+        validation_loss,
+        test_accuracy,
+        report,
+    })
+}
+
+/// [`logreg_run`] with its report printed; fails unless the test accuracy exceeds 0.9.
+pub fn tune_logreg<W: Write>(out: &mut W) -> Result<LogregResult, Failure> {
+    use breast_cancer as data;
+    writeln!(
+        out,
+        "problem: logistic regression f32, breast cancer {}/{}/{} rows, {} features, qnbo-bfgs",
+        data::TRAIN_ROWS,
+        data::VALIDATION_ROWS,
+        data::TEST_ROWS,
+        LOGREG_FEATURES
+    )?;
+    let r = logreg_run()?;
+    let report = r.report;
+    writeln!(
+        out,
+        "qnbo-bfgs: {} after {} iterations, |h| = {:e}",
+        outcome_name(report.outcome),
+        report.iterations,
+        report.hypergradient_norm
+    )?;
+    write!(out, "qnbo-bfgs: oracle calls ")?;
+    write_counts(out, &report.oracle_calls)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "qnbo-bfgs: ln lambda = {:e}, lambda = {:e}",
+        r.ln_lambda,
+        bilevel::Real::exp(r.ln_lambda)
+    )?;
+    writeln!(
+        out,
+        "qnbo-bfgs: validation loss = {:e}, test accuracy = {:e}",
+        r.validation_loss, r.test_accuracy
+    )?;
+    write!(out, "bits qnbo-bfgs x loss accuracy: ")?;
+    write_bits(out, &[r.ln_lambda, r.validation_loss, r.test_accuracy])?;
+    write!(out, "\nbits qnbo-bfgs y: ")?;
+    write_bits(out, &r.model)?;
+    writeln!(out)?;
+    if r.test_accuracy.is_nan() || r.test_accuracy <= 0.9 {
+        return Err(Failure::Check {
+            what: "test accuracy above 0.9",
+        });
+    }
+    Ok(r)
 }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p bilevel-tests --example device_report -- quadratic
+//! cargo run --release -p bilevel-tests --example device_report -- logreg
 //! cargo run --release -p bilevel-tests --example device_report -- stream
 //! cargo run --release -p bilevel-tests --example device_report -- stream-samples > samples.bin
 //! ```
@@ -57,12 +58,13 @@ fn main() -> ExitCode {
     let mut out = String::new();
     let result = match which.as_str() {
         "quadratic" => scenario::tune_quadratic(&mut out).map(|_| ()),
+        "logreg" => scenario::tune_logreg(&mut out).map(|_| ()),
         "stream" => {
             let (mut source, mut eval) = scenario::stream_sources();
             scenario::tune_stream(&mut out, &mut source, &mut eval, |_, _| Ok(())).map(|_| ())
         }
         _ => {
-            eprintln!("usage: device_report quadratic|stream|stream-samples");
+            eprintln!("usage: device_report quadratic|logreg|stream|stream-samples");
             return ExitCode::from(2);
         }
     };

@@ -137,11 +137,17 @@ fn firmware_reports_equal_the_host_bit_for_bit() {
     let required = true;
     let (quadratic, _) = host_quadratic_report();
     let (stream, _) = host_stream_report();
+    let mut logreg = String::new();
+    scenario::tune_logreg(&mut logreg).unwrap();
     let mut compared = 0;
     let targets =
         std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect::<Vec<_>>());
     for target in targets.unwrap_or_default() {
-        for (bin, host) in [("tune_quadratic", &quadratic), ("tune_stream", &stream)] {
+        for (bin, host) in [
+            ("tune_quadratic", &quadratic),
+            ("tune_stream", &stream),
+            ("tune_logreg", &logreg),
+        ] {
             let path = target.join(format!("{bin}.out"));
             let Ok(device) = std::fs::read_to_string(&path) else {
                 assert!(!required, "missing firmware report {}", path.display());

@@ -93,6 +93,16 @@ fn stream_entry_points() -> Result<(), Failure> {
     Ok(())
 }
 
+/// qNBO-BFGS on the breast-cancer data. Linked and checked here; `tune_logreg` runs it
+/// (400 outer steps), so here it runs only when `black_box` says so (never).
+fn logreg_entry_points() -> Result<(), Failure> {
+    if !black_box(false) {
+        return Ok(());
+    }
+    black_box(scenario::logreg_run()?);
+    Ok(())
+}
+
 /// The serial sample source. Linked and checked, but only run when `black_box` says so
 /// (never): under QEMU without an input file it would wait for its timeout.
 fn serial_entry_points() -> Result<(), Failure> {
@@ -115,6 +125,7 @@ fn serial_entry_points() -> Result<(), Failure> {
 fn main() -> ! {
     let result = quadratic_entry_points()
         .and_then(|()| stream_entry_points())
+        .and_then(|()| logreg_entry_points())
         .and_then(|()| serial_entry_points());
     black_box(result.map_err(|f| exit_code(&f)).err());
     exit(result)
