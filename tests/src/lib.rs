@@ -1,6 +1,7 @@
 //! Shared checks for the host integration tests in `tests/tests/`: central-difference
 //! checkers for oracles and hypergradients, in `f64`.
 
+pub mod cleaning;
 pub mod faults;
 pub mod robustness;
 pub mod runs;
