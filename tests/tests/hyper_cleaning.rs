@@ -4,7 +4,7 @@
 
 #[test]
 fn nsbo_sgd_cleans_flipped_digit_labels() {
-    let r = bilevel_tests::cleaning::run(1000, 7);
+    let r = bilevel_tests::cleaning::run(3000, 7);
     assert_eq!(r.flipped, 150);
     assert!(r.uniform_accuracy < 0.75, "uniform weights: {}", r.uniform_accuracy);
     assert!(
@@ -14,7 +14,7 @@ fn nsbo_sgd_cleans_flipped_digit_labels() {
         r.uniform_accuracy
     );
     assert!(
-        r.tuned_accuracy > r.clean_only_accuracy - 0.05,
+        r.tuned_accuracy > r.clean_only_accuracy - 0.03,
         "tuned {} vs clean {}",
         r.tuned_accuracy,
         r.clean_only_accuracy
