@@ -8,3 +8,4 @@ pub mod data;
 pub mod datasets;
 pub mod demo;
 pub mod export;
+pub mod tune;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use bilevel_std::demo;
 use bilevel_std::export::{self, Part};
+use bilevel_std::tune;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -22,6 +23,43 @@ struct Cli {
 enum Command {
     /// Tune the L2 strength of logistic regression on the bundled breast-cancer data.
     Demo,
+    /// Tune hyperparameters of a problem read from CSV files with any method.
+    Tune {
+        /// The problem.
+        #[arg(long, value_enum)]
+        problem: ProblemArg,
+        /// Training CSV (header; features, then the 0/1 label).
+        #[arg(long)]
+        train: PathBuf,
+        /// Validation CSV.
+        #[arg(long)]
+        val: PathBuf,
+        /// Test CSV (optional).
+        #[arg(long)]
+        test: Option<PathBuf>,
+        /// Method: reference, qnbo-bfgs, qnbo-sr1, qnbo-lbfgs, shine, nbo-gd, nbo-cg,
+        /// nsbo-sgd, aid-cg, aid-neumann, itd, amigo-gd, amigo-cg, soba, stocbio.
+        #[arg(long, default_value = "qnbo-bfgs")]
+        method: String,
+        /// Outer iterations at most.
+        #[arg(long, default_value_t = 200)]
+        iters: u32,
+        /// Seed of stochastic methods.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Outer step on ln λ.
+        #[arg(long, default_value_t = 10.0)]
+        step: f64,
+        /// Starting ln λ.
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        x0: f64,
+        /// Write a JSON summary here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write one CSV row per outer step here.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
     /// Write a split, standardized data set as Rust or C source for firmware.
     Export {
         /// The bundled data set.
@@ -40,6 +78,12 @@ enum Command {
         #[arg(long, default_value_t = demo::SEED)]
         seed: u64,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProblemArg {
+    Logreg,
+    LogregPerFeature,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,10 +168,73 @@ fn run_export(
     Ok(())
 }
 
+fn run_tune(
+    req: &tune::TuneRequest,
+    json: Option<&PathBuf>,
+    trace: Option<&PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let s = tune::tune(req)?;
+    let c = s.oracle_calls;
+    println!(
+        "{} with {}: {} after {} iterations ({} features, compiled width {})",
+        s.problem, s.method, s.status, s.iterations, s.features.0, s.features.1
+    );
+    let shown: Vec<String> = s.x.iter().take(8).map(|v| format!("{v:.4}")).collect();
+    let more = if s.x.len() > 8 { ", …" } else { "" };
+    println!("ln λ = [{}{more}]", shown.join(", "));
+    println!(
+        "validation loss = {:.9}, |h| = {:.3e}",
+        s.upper_value, s.hypergradient_norm
+    );
+    if let Some((loss, accuracy)) = s.test {
+        println!("test loss = {loss:.6}, test accuracy = {:.2} %", 100.0 * accuracy);
+    }
+    println!(
+        "oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} g; {:.3} s",
+        c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross, c.lower_value, s.wall_time_s
+    );
+    if let Some(path) = json {
+        std::fs::write(path, s.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = trace {
+        std::fs::write(path, s.trace_csv()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Demo => run_demo(),
+        Command::Tune {
+            problem,
+            train,
+            val,
+            test,
+            method,
+            iters,
+            seed,
+            step,
+            x0,
+            json,
+            trace,
+        } => {
+            let req = tune::TuneRequest {
+                problem: match problem {
+                    ProblemArg::Logreg => tune::ProblemKind::Logreg,
+                    ProblemArg::LogregPerFeature => tune::ProblemKind::LogregPerFeature,
+                },
+                train: train.clone(),
+                validation: val.clone(),
+                test: test.clone(),
+                method: method.clone(),
+                iterations: *iters,
+                seed: *seed,
+                step: *step,
+                x0: *x0,
+            };
+            run_tune(&req, json.as_ref(), trace.as_ref())
+        }
         Command::Export {
             dataset: Bundled::BreastCancer,
             format,

@@ -14,6 +14,7 @@
 use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::itd::{ItdConfig, ItdReverse};
 use bilevel::algo::nbo::{Nbo, NboConfig};
+use bilevel::algo::qnbo::{QnboBfgs, QnboConfig, QnboSr1};
 use bilevel::linalg;
 use bilevel::problem::Problem;
 use bilevel::problems::Quadratic;
@@ -155,6 +156,66 @@ fn compare<P: Problem<f64, DX, DY>, const DX: usize, const DY: usize>(case: &Cas
     measure(case, "AmIGO-GD (T=Q=10)", || {
         Aid::new(AidConfig::amigo_gd(step, 10, 10), y0)
     });
+    let qnbo = QnboConfig {
+        warmup_step: step,
+        ..QnboConfig::default()
+    };
+    measure(case, "qNBO-BFGS (P=2, T=3, Q_k≤30)", || QnboBfgs::new(qnbo, y0));
+    measure(case, "qNBO-SR1 (P=2, T=3, Q_k≤30)", || {
+        QnboSr1::<f64, DY, 34>::new(qnbo, y0)
+    });
+}
+
+/// `‖∇F(x + εv) − ∇F(x − εv)‖ / 2ε‖v‖` maximized by a few power steps: an estimate of `L_Φ`
+/// where no closed form exists.
+fn estimate_lipschitz<const DX: usize>(grad: &dyn Fn(&[f64; DX]) -> [f64; DX], x: &[f64; DX]) -> f64 {
+    let mut v = [1.0 / libm::sqrt(DX as f64); DX];
+    let mut l = 0.0;
+    for _ in 0..8 {
+        let eps = 1e-4;
+        let (mut xp, mut xm) = (*x, *x);
+        linalg::axpy(eps, &v, &mut xp);
+        linalg::axpy(-eps, &v, &mut xm);
+        let mut hv = [0.0; DX];
+        linalg::sub(&grad(&xp), &grad(&xm), &mut hv);
+        linalg::scale(0.5 / eps, &mut hv);
+        l = linalg::norm(&hv);
+        if l == 0.0 {
+            break;
+        }
+        v = hv;
+        linalg::scale(1.0 / l, &mut v);
+    }
+    l
+}
+
+/// Per-feature L2 logistic regression on the bundled breast-cancer data (the demo's split):
+/// ∇F and F from the reference solver, solved to tolerance at every point.
+fn logistic_case() {
+    use bilevel::problems::{Logistic, Samples};
+    use bilevel::reference::{ReferenceConfig, reference_hypergradient, reference_value};
+    const D: usize = 30;
+    let split = bilevel_std::demo::breast_cancer_split(bilevel_std::demo::SEED).unwrap();
+    let train = Samples::new(&split.train.rows, &split.train.targets).unwrap();
+    let val = Samples::new(&split.validation.rows, &split.validation.targets).unwrap();
+    let p: Logistic<'_, f64, D, D, { D + 1 }> = Logistic::new(train, val).unwrap();
+    let cfg = ReferenceConfig::default();
+    let grad =
+        |x: &[f64; D]| reference_hypergradient(&p, x, &[0.0; D + 1], &cfg).map_or([f64::NAN; D], |r| r.hypergradient);
+    let value = |x: &[f64; D]| reference_value(&p, x, &[0.0; D + 1], &cfg).map_or(f64::NAN, |v| v.0);
+    let x0 = [-4.0; D];
+    compare(&Case {
+        name: "Logistic regression, per-feature L2 (breast cancer, dx = 30, dy = 31, x₀ = −4)",
+        problem: &p,
+        x0,
+        y0: [0.0; D + 1],
+        lower_lipschitz: p.lower_lipschitz(&x0),
+        hypergradient_lipschitz: estimate_lipschitz(&grad, &x0),
+        hypergradient: &grad,
+        value: &value,
+        target: 1e-2,
+        max_iterations: 3000,
+    });
 }
 
 fn main() {
@@ -195,4 +256,5 @@ fn main() {
         max_iterations: 400_000,
     });
     println!("\nF(x*) = {:.10e}", value(&x_star));
+    logistic_case();
 }
