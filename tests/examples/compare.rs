@@ -3,7 +3,7 @@
 //! hypergradient norm falls to `1e-6` of its start, and the final upper value.
 //!
 //! ```text
-//! cargo run --release -p bilevel-tests --example compare
+//! cargo run --release -p bilevel-tests --example compare [logistic]
 //! ```
 //!
 //! Every method gets its outer step from a grid `c/L_Φ` (the one reaching the target with
@@ -214,11 +214,16 @@ fn logistic_case() {
         hypergradient: &grad,
         value: &value,
         target: 1e-2,
-        max_iterations: 3000,
+        max_iterations: 400,
     });
 }
 
 fn main() {
+    // `compare logistic` runs only the logistic-regression case.
+    if std::env::args().nth(1).as_deref() == Some("logistic") {
+        logistic_case();
+        return;
+    }
     const DX: usize = 5;
     const DY: usize = 20;
     let q = Quadratic::<f64, DX, DY>::random(0, 1000.0, 1.0);
