@@ -43,6 +43,14 @@ where
 /// The step length of a lower-level quasi-Newton step `y ← y − t·H∇_y g`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub enum StepRule<T> {
     /// A fixed step `t = γ` (qNBO's rule; no function values needed).
     Fixed(T),

@@ -30,6 +30,10 @@ use crate::scalar::Real;
 /// Why a secant pair was not used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum SkipReason {
     /// BFGS curvature test failed: `sᵀr ≤ ε_c·‖s‖·‖r‖` (after damping, if enabled).
     Curvature,
@@ -47,6 +51,10 @@ pub enum SkipReason {
 /// What [`InverseHessian::update`] did with a pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum Outcome {
     /// The pair was used as given.
     Accepted,
@@ -59,6 +67,10 @@ pub enum Outcome {
 /// Counts of what a quasi-Newton memory did with its pairs and directions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct QnCounts {
     /// Pairs used as given.
     pub accepted: u32,
@@ -146,6 +158,14 @@ impl QnCounts {
 /// The initial inverse-Hessian approximation `H0 = h0·I`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub enum Scaling<T> {
     /// `h0` fixed.
     Fixed(T),
@@ -164,6 +184,14 @@ pub enum Scaling<T> {
 /// `√ε` is about `1.5e-8` in `f64` and `3.5e-4` in `f32`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct Safeguards<T> {
     /// `ε_c` of the BFGS curvature test `sᵀr > ε_c·‖s‖·‖r‖`. Default `√ε`.
     pub curvature: T,
@@ -346,7 +374,16 @@ pub trait InverseHessian<T: Real, const N: usize>: Clone {
 /// Dense inverse BFGS: `H⁺ = (I − ρsrᵀ)H(I − ρrsᵀ) + ρssᵀ`, `ρ = 1/sᵀr`. `N²` floats; each
 /// update and product is `O(N²)`. Optional Powell damping ([`Safeguards::powell_damping`]).
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct DenseBfgs<T, const N: usize> {
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::matrix"))]
     h: [[T; N]; N],
     h0: T,
     scaled: bool,
@@ -454,7 +491,16 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseBfgs<T, N> {
 /// Dense inverse SR1: `H⁺ = H + ppᵀ/(pᵀr)`, `p = s − Hr`. Not positive definite in general
 /// (directions are descent-checked by [`InverseHessian::direction`]).
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct DenseSr1<T, const N: usize> {
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::matrix"))]
     h: [[T; N]; N],
     h0: T,
     scaled: bool,
@@ -549,9 +595,20 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseSr1<T, N> {
 /// scaling `h0 = sᵀr/rᵀr` of the newest pair. With `M ≥` the number of pairs it equals
 /// [`DenseBfgs`] started from the same `h0`.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct LBfgs<T, const N: usize, const M: usize> {
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::matrix"))]
     s: [[T; N]; M],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::matrix"))]
     r: [[T; N]; M],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     rho: [T; M],
     /// Slot of the next pair.
     head: usize,
@@ -666,8 +723,18 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LBfgs<T, 
 /// `M·N + M` floats. When full, further pairs are skipped ([`SkipReason::Full`]) until
 /// [`InverseHessian::clear`]. With `N` independent pairs of a quadratic it recovers `A⁻¹`.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct LSr1<T, const N: usize, const M: usize> {
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::matrix"))]
     p: [[T; N]; M],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     c: [T; M],
     len: usize,
     h0: T,

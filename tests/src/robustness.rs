@@ -13,6 +13,8 @@ use bilevel::algo::itd::{ItdConfig, ItdForward, ItdReverse};
 use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::algo::nsbo::{Nsbo, NsboConfig, NsboSaga};
 use bilevel::algo::pzobo::{Pzobo, PzoboConfig};
+use bilevel::algo::qnbo::{QnboBfgs, QnboConfig, QnboLbfgs, QnboSr1};
+use bilevel::algo::shine::{Shine, ShineConfig};
 use bilevel::algo::soba::{Saba, Soba, SobaConfig};
 use bilevel::algo::stocbio::{StocBio, StocBioConfig};
 use bilevel::problem::{Counted, Problem};
@@ -160,6 +162,15 @@ pub fn table() -> String {
         "reference",
         ReferenceSolver::new(ReferenceConfig::default(), [0.0; 4]),
     );
+
+    let qnbo = QnboConfig {
+        warmup_step: 0.05,
+        ..QnboConfig::default()
+    };
+    rows(o, "qNBO-BFGS", QnboBfgs::<f64, 4>::new(qnbo, [0.0; 4]));
+    rows(o, "qNBO-SR1", QnboSr1::<f64, 4, 34>::new(qnbo, [0.0; 4]));
+    rows(o, "qNBO-L-BFGS", QnboLbfgs::<f64, 4, 4>::new(qnbo, [0.0; 4]));
+    rows(o, "SHINE", Shine::<f64, 4, 4>::new(ShineConfig::default(), [0.0; 4]));
 
     // The stochastic methods on a finite sum of 8 quadratics, minibatches of 3.
     let p = FiniteSum::<f64, 2, 4, 8>::random(4, 10.0, 0.2, 0.3).unwrap();

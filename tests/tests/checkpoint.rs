@@ -10,6 +10,8 @@ use bilevel::algo::itd::{ItdConfig, ItdForward, ItdReverse};
 use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::algo::nsbo::{Nsbo, NsboConfig, NsboSaga};
 use bilevel::algo::pzobo::{Pzobo, PzoboConfig};
+use bilevel::algo::qnbo::{QnboBfgs, QnboConfig, QnboLbfgs, QnboSr1};
+use bilevel::algo::shine::{Shine, ShineConfig};
 use bilevel::algo::soba::{Saba, Soba, SobaConfig};
 use bilevel::algo::stocbio::{StocBio, StocBioConfig};
 use bilevel::checkpoint::{Checkpoint, MaxSize, decode, encode};
@@ -154,6 +156,18 @@ fn itd_and_reference_resume_bit_for_bit() {
     resume_equals_uninterrupted(ItdReverse::<f32, 6, 8>::new(cfg, [0.0; 6]));
     resume_equals_uninterrupted(ItdForward::new(cfg, [0.0; 6]));
     resume_equals_uninterrupted(ReferenceSolver::new(ReferenceConfig::default(), [0.0; 6]));
+}
+
+#[test]
+fn quasi_newton_solvers_resume_bit_for_bit() {
+    let cfg = QnboConfig {
+        warmup_step: 0.02,
+        ..QnboConfig::default()
+    };
+    resume_equals_uninterrupted(QnboBfgs::<f32, 6>::new(cfg, [0.0; 6]));
+    resume_equals_uninterrupted(QnboSr1::<f32, 6, 34>::new(cfg, [0.0; 6]));
+    resume_equals_uninterrupted(QnboLbfgs::<f32, 6, 4>::new(cfg, [0.0; 6]));
+    resume_equals_uninterrupted(Shine::<f32, 6, 4>::new(ShineConfig::default(), [0.0; 6]));
 }
 
 #[test]

@@ -36,6 +36,10 @@ use crate::scalar::Real;
 /// The number `Q_k` of Subroutine B's quasi-Newton steps at outer iteration `k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub enum ExtraSteps {
     /// `Q_k = Q` at every iteration.
     Constant(u32),
@@ -59,6 +63,14 @@ impl ExtraSteps {
 /// Where qNBO's adjoint `u = H·∇_y f` takes its quasi-Newton matrix from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub enum AdjointSource<T> {
     /// Subroutine A's pairs (no extra gradient; a biased `u` when `T` is small).
     ReuseA,
@@ -74,6 +86,14 @@ pub enum AdjointSource<T> {
 /// Configuration of qNBO.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct QnboConfig<T> {
     /// `β`, the step of the gradient warm-up (tune to `≤ 1/L`). Default 0.1.
     pub warmup_step: T,
@@ -147,6 +167,10 @@ impl<T: Real> QnboConfig<T> {
 /// What the last qNBO step did (beyond [`Diagnostics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct QnboStep {
     /// `Q_k` used (0 for A-reuse).
     pub extra_steps: u32,
@@ -184,10 +208,23 @@ pub struct QnboStep {
 /// assert_eq!(p.counts().lower_hvp, 0);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize, H: serde::Serialize",
+        deserialize = "T: Real + serde::Deserialize<'de>, H: serde::Deserialize<'de>"
+    ))
+)]
 pub struct Qnbo<T, H, const DY: usize> {
     /// The configuration.
     pub config: QnboConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     u: [T; DY],
     k: u32,
     memory_a: H,

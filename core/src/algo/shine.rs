@@ -29,6 +29,14 @@ use crate::scalar::Real;
 /// Configuration of SHINE.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct ShineConfig<T> {
     /// Step rule of the L-BFGS steps. Default Armijo backtracking ([`StepRule::armijo`]),
     /// which needs [`Problem::lower_value`].
@@ -102,6 +110,10 @@ impl<T: Real> ShineConfig<T> {
 /// What the last SHINE step did (beyond [`Diagnostics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
 pub struct ShineStep {
     /// Pairs and resets of this step (OPA pairs included).
     pub counts: QnCounts,
@@ -118,10 +130,20 @@ pub struct ShineStep {
 /// `g` values for Armijo), per OPA insertion one upper and one lower gradient, then one
 /// upper gradient, one cross product, and `refine_steps` (+1) Hessian-vector products.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "T: serde::Serialize", deserialize = "T: Real + serde::Deserialize<'de>"))
+)]
 pub struct Shine<T, const DY: usize, const M: usize> {
     /// The configuration.
     pub config: ShineConfig<T>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     u: [T; DY],
     k: u32,
     memory: LBfgs<T, DY, M>,
