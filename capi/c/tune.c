@@ -105,7 +105,7 @@ static void print_bits(const char *name, const float *v, int n) {
 }
 
 /* Solver memory: bl_solver_size() bytes aligned to bl_solver_align() (checked below). */
-static _Alignas(16) uint8_t memory[4096];
+static _Alignas(16) uint8_t memory[8192];
 
 static int check(const char *what, uint32_t status) {
     if (status != BL_OK) {
@@ -166,9 +166,11 @@ int main(void) {
     memset(&logreg, 0, sizeof logreg);
     logreg.kind = BL_PROBLEM_LOGISTIC;
     logreg.logistic = (BlLogistic){&train_x[0][0], train_t, NTRAIN, &val_x[0][0], val_t, NVAL};
-    const uint32_t methods[2] = {BL_METHOD_NBO_GD, BL_METHOD_NSBO_SGD};
-    const char *names[2] = {"bits logistic-nbo-gd", "bits logistic-nsbo-sgd"};
-    for (int m = 0; m < 2; m++) {
+    const uint32_t methods[4] = {BL_METHOD_NBO_GD, BL_METHOD_NSBO_SGD, BL_METHOD_QNBO_BFGS, BL_METHOD_QNBO_SR1};
+    const char *labels[4] = {"nbo-gd", "nsbo-sgd", "qnbo-bfgs", "qnbo-sr1"};
+    const char *names[4] = {"bits logistic-nbo-gd", "bits logistic-nsbo-sgd", "bits logistic-qnbo-bfgs",
+                            "bits logistic-qnbo-sr1"};
+    for (int m = 0; m < 4; m++) {
         if (check("config", bl_default_config(methods[m], &cfg))) return 1;
         cfg.inner_step = 0.25f;
         cfg.outer_step = 2.0f;
@@ -182,7 +184,7 @@ int main(void) {
         bl_solver_x(memory, lam, 1);
         bl_solver_y(memory, w, BL_MAX_DY);
         printf("logistic %s: %lu iterations, ln lambda = %g, |h| = %g, %lu gradients, %lu Hessian products\n",
-               m == 0 ? "nbo-gd" : "nsbo-sgd", (unsigned long)report.iterations, (double)lam[0],
+               labels[m], (unsigned long)report.iterations, (double)lam[0],
                (double)report.hypergradient_norm, (unsigned long)report.lower_grad_calls,
                (unsigned long)report.lower_hvp_calls);
         print_bits(names[m], lam, 1);

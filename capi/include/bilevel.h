@@ -34,6 +34,14 @@
 // Method: NSBO-SGD (NBO-GD on minibatches, shuffled epochs; the stochastic outer loop).
 #define BL_METHOD_NSBO_SGD 2
 
+// Method: qNBO-BFGS (the BFGS two-loop recursion on the newest 8 secant pairs; no
+// Hessian-vector products). `inner_step` is the warm-up step, `inner_steps` the quasi-Newton
+// steps per outer step.
+#define BL_METHOD_QNBO_BFGS 3
+
+// Method: qNBO-SR1 (matrix-free inverse SR1 on up to 16 pairs).
+#define BL_METHOD_QNBO_SR1 4
+
 // Success.
 #define BL_OK 0
 
@@ -83,7 +91,8 @@ typedef struct BlConfig {
   uint32_t method;
   // Inner step `β` of the Newton/adjoint solves (`≤ 1/L` of `∇_y g`). Default 0.1.
   float inner_step;
-  // Inner steps `T` per outer step (NBO-GD takes `T + 1`). Default 1.
+  // Inner steps `T` per outer step: NBO-GD takes `T + 1` (default 1), qNBO `T`
+  // quasi-Newton steps (default 3).
   uint32_t inner_steps;
   // Outer step `α` on `x`. Default 0.1.
   float outer_step;

@@ -20,7 +20,7 @@ pub use problem::{
     BL_LOGREG_FEATURES, BL_MAX_DX, BL_MAX_DY, BL_PROBLEM_CALLBACKS, BL_PROBLEM_LOGISTIC,
     BL_PROBLEM_LOGISTIC_PER_FEATURE, BlCallbacks, BlLogistic, BlLowerGrad, BlProblem, BlProduct, BlUpperGrad,
 };
-pub use solver::{BL_METHOD_NBO_GD, BL_METHOD_NSBO_SGD, BlConfig, BlReport};
+pub use solver::{BL_METHOD_NBO_GD, BL_METHOD_NSBO_SGD, BL_METHOD_QNBO_BFGS, BL_METHOD_QNBO_SR1, BlConfig, BlReport};
 pub use status::*;
 
 use problem::{CallbackProblem, logistic};
@@ -59,7 +59,7 @@ pub unsafe extern "C" fn bl_default_config(method: u32, config: *mut BlConfig) -
     if config.is_null() {
         return BL_ERR_NULL;
     }
-    if method != BL_METHOD_NBO_GD && method != BL_METHOD_NSBO_SGD {
+    if !(BL_METHOD_NBO_GD..=BL_METHOD_QNBO_SR1).contains(&method) {
         return BL_ERR_KIND;
     }
     // SAFETY: non-null, and the caller promised a writable `BlConfig`.

@@ -3,6 +3,7 @@
 
 use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::algo::nsbo::{Nsbo, NsboConfig};
+use bilevel::algo::qnbo::{QnboConfig, QnboLbfgs, QnboSr1};
 use bilevel::problem::{Counted, OracleCounts};
 use bilevel::run::{Diagnostics, Outer, Solver, StepReport, step};
 use bilevel::sample::{Minibatches, Order};
@@ -15,6 +16,17 @@ use crate::status::{BL_ERR_CONFIG, BL_ERR_KIND};
 pub const BL_METHOD_NBO_GD: u32 = 1;
 /// Method: NSBO-SGD (NBO-GD on minibatches, shuffled epochs; the stochastic outer loop).
 pub const BL_METHOD_NSBO_SGD: u32 = 2;
+/// Method: qNBO-BFGS (the BFGS two-loop recursion on the newest 8 secant pairs; no
+/// Hessian-vector products). `inner_step` is the warm-up step, `inner_steps` the quasi-Newton
+/// steps per outer step.
+pub const BL_METHOD_QNBO_BFGS: u32 = 3;
+/// Method: qNBO-SR1 (matrix-free inverse SR1 on up to 16 pairs).
+pub const BL_METHOD_QNBO_SR1: u32 = 4;
+
+/// Secant pairs of qNBO-BFGS in the C library.
+const BFGS_PAIRS: usize = 8;
+/// Secant pairs of qNBO-SR1 in the C library.
+const SR1_PAIRS: usize = 16;
 
 /// Solver configuration. `bl_default_config` fills one.
 #[repr(C)]
@@ -24,7 +36,8 @@ pub struct BlConfig {
     pub method: u32,
     /// Inner step `β` of the Newton/adjoint solves (`≤ 1/L` of `∇_y g`). Default 0.1.
     pub inner_step: f32,
-    /// Inner steps `T` per outer step (NBO-GD takes `T + 1`). Default 1.
+    /// Inner steps `T` per outer step: NBO-GD takes `T + 1` (default 1), qNBO `T`
+    /// quasi-Newton steps (default 3).
     pub inner_steps: u32,
     /// Outer step `α` on `x`. Default 0.1.
     pub outer_step: f32,
@@ -42,10 +55,11 @@ pub struct BlConfig {
 
 impl BlConfig {
     pub(crate) fn default_for(method: u32) -> Self {
+        let qnbo = method == BL_METHOD_QNBO_BFGS || method == BL_METHOD_QNBO_SR1;
         BlConfig {
             method,
             inner_step: 0.1,
-            inner_steps: 1,
+            inner_steps: if qnbo { 3 } else { 1 },
             outer_step: 0.1,
             batch_size: 32,
             seed: 1,
@@ -85,6 +99,8 @@ pub struct BlReport {
 enum Method {
     NboGd(Nbo<f32, DY>),
     NsboSgd(Nsbo<f32, DX, DY, Minibatches>),
+    QnboBfgs(QnboLbfgs<f32, DY, BFGS_PAIRS>),
+    QnboSr1(QnboSr1<f32, DY, SR1_PAIRS>),
 }
 
 impl Solver<f32, DX, DY> for Method {
@@ -97,12 +113,16 @@ impl Solver<f32, DX, DY> for Method {
         match self {
             Method::NboGd(s) => s.hypergradient(p, x, h),
             Method::NsboSgd(s) => s.hypergradient(p, x, h),
+            Method::QnboBfgs(s) => s.hypergradient(p, x, h),
+            Method::QnboSr1(s) => s.hypergradient(p, x, h),
         }
     }
     fn lower(&self) -> &[f32; DY] {
         match self {
             Method::NboGd(s) => Solver::<f32, DX, DY>::lower(s),
             Method::NsboSgd(s) => s.lower(),
+            Method::QnboBfgs(s) => Solver::<f32, DX, DY>::lower(s),
+            Method::QnboSr1(s) => Solver::<f32, DX, DY>::lower(s),
         }
     }
 }
@@ -150,6 +170,20 @@ impl Slot {
                     Minibatches::for_levels(samples, cfg.batch_size as usize, Order::Shuffled, cfg.seed)
                         .map_err(code)?;
                 Method::NsboSgd(Nsbo::new(c, [0.0; DY], lower, upper))
+            }
+            BL_METHOD_QNBO_BFGS | BL_METHOD_QNBO_SR1 => {
+                let steps = cfg.inner_steps.max(1);
+                let c = QnboConfig {
+                    warmup_step: cfg.inner_step,
+                    qn_steps: steps,
+                    ..QnboConfig::default()
+                };
+                c.validate().map_err(code)?;
+                if cfg.method == BL_METHOD_QNBO_BFGS {
+                    Method::QnboBfgs(QnboLbfgs::new(c, [0.0; DY]))
+                } else {
+                    Method::QnboSr1(QnboSr1::new(c, [0.0; DY]))
+                }
             }
             _ => return Err(BL_ERR_KIND),
         };

@@ -42,8 +42,8 @@ static int32_t failing_grad(void *ctx, const float *x, const float *y, uint32_t 
     return -5;
 }
 
-static _Alignas(16) uint8_t memory[4096];
-static _Alignas(16) uint8_t before[4096];
+static _Alignas(16) uint8_t memory[8192];
+static _Alignas(16) uint8_t before[8192];
 
 int main(void) {
     BlConfig cfg;

@@ -761,9 +761,9 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LSr1<T, N
     fn apply(&self, d: &[T; N], out: &mut [T; N]) {
         let mut z = *d;
         linalg::scale(self.h0, &mut z);
-        for i in 0..self.len {
-            let w = linalg::dot(&self.p[i], d) / self.c[i];
-            linalg::axpy(w, &self.p[i], &mut z);
+        for (p, &c) in self.p.iter().zip(&self.c).take(self.len) {
+            let w = linalg::dot(p, d) / c;
+            linalg::axpy(w, p, &mut z);
         }
         *out = z;
     }
@@ -808,8 +808,11 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LSr1<T, N
             Ok(pc) => pc,
             Err(reason) => return Outcome::Skipped(reason),
         };
-        self.p[self.len] = p;
-        self.c[self.len] = c;
+        let (Some(p_slot), Some(c_slot)) = (self.p.get_mut(self.len), self.c.get_mut(self.len)) else {
+            return Outcome::Skipped(SkipReason::Full);
+        };
+        *p_slot = p;
+        *c_slot = c;
         self.len += 1;
         Outcome::Accepted
     }

@@ -8,6 +8,7 @@
 
 use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::algo::nsbo::{Nsbo, NsboConfig};
+use bilevel::algo::qnbo::{QnboConfig, QnboLbfgs, QnboSr1};
 use bilevel::problem::Counted;
 use bilevel::problems::{Logistic, Samples};
 use bilevel::run::{Outer, Solver, step};
@@ -186,4 +187,20 @@ fn main() {
     run(&mut nsbo, &p, &mut lam, &outer, 300, 1e-5).unwrap();
     bits("bits logistic-nsbo-sgd", &lam);
     bits("bits logistic-nsbo-sgd", &nsbo.lower()[..4]);
+
+    let qnbo = QnboConfig {
+        warmup_step: 0.25f32,
+        qn_steps: 3,
+        ..QnboConfig::default()
+    };
+    let mut bfgs = QnboLbfgs::<f32, 32, 8>::new(qnbo, [0.0; 32]);
+    let mut lam = [-2.0f32];
+    run(&mut bfgs, &p, &mut lam, &outer, 300, 1e-5).unwrap();
+    bits("bits logistic-qnbo-bfgs", &lam);
+    bits("bits logistic-qnbo-bfgs", &Solver::<f32, 1, 32>::lower(&bfgs)[..4]);
+    let mut sr1 = QnboSr1::<f32, 32, 16>::new(qnbo, [0.0; 32]);
+    let mut lam = [-2.0f32];
+    run(&mut sr1, &p, &mut lam, &outer, 300, 1e-5).unwrap();
+    bits("bits logistic-qnbo-sr1", &lam);
+    bits("bits logistic-qnbo-sr1", &Solver::<f32, 1, 32>::lower(&sr1)[..4]);
 }
