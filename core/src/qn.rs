@@ -259,6 +259,11 @@ impl<T: Real> Safeguards<T> {
     }
 }
 
+/// Finite and at most `√MAX` in magnitude.
+fn bounded<T: Real>(v: T) -> bool {
+    v.is_finite() && v.abs() <= T::MAX.sqrt()
+}
+
 /// The BFGS curvature test `sᵀr > ε_c·‖s‖·‖r‖` (NaN-safe: false on NaN).
 fn curvature_ok<T: Real, const N: usize>(s: &[T; N], r: &[T; N], sr: T, eps_c: T) -> bool {
     sr > eps_c * linalg::norm(s) * linalg::norm(r) && sr > T::ZERO
@@ -324,6 +329,10 @@ pub trait InverseHessian<T: Real, const N: usize>: Clone {
     /// Mutable access to the counts (for the provided methods).
     fn counts_mut(&mut self) -> &mut QnCounts;
 
+    /// `true` when every stored number is finite and at most `√MAX` in magnitude, so that
+    /// products with unit-scale vectors cannot overflow in one step.
+    fn is_bounded(&self) -> bool;
+
     /// The variant's own update rule for a finite pair with a step above the floor: the
     /// curvature test (and damping) for BFGS, the denominator rule for SR1. Does not count;
     /// call [`InverseHessian::update`] instead.
@@ -338,7 +347,17 @@ pub trait InverseHessian<T: Real, const N: usize>: Clone {
         } else if !(linalg::norm(s) > self.safeguards().tiny_step * (T::ONE + y_norm.abs())) {
             Outcome::Skipped(SkipReason::TinyStep)
         } else {
-            self.insert(s, r)
+            // A finite pair can still blow the update up (e.g. a huge `s` with a tiny
+            // curvature that passes the relative tests): such an update is undone.
+            // (Also a skipped pair may have rescaled `h0` first.)
+            let before = self.clone();
+            let outcome = self.insert(s, r);
+            if self.is_bounded() {
+                outcome
+            } else {
+                *self = before;
+                Outcome::Skipped(SkipReason::NonFinite)
+            }
         };
         self.counts_mut().record(outcome);
         outcome
@@ -442,6 +461,9 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseBfgs<T, N> {
     }
     fn counts_mut(&mut self) -> &mut QnCounts {
         &mut self.counts
+    }
+    fn is_bounded(&self) -> bool {
+        bounded(self.h0) && self.h.iter().all(|row| row.iter().all(|&v| bounded(v)))
     }
     fn insert(&mut self, s: &[T; N], r: &[T; N]) -> Outcome {
         let (mut h, mut h0) = (self.h, self.h0);
@@ -559,6 +581,9 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseSr1<T, N> {
     }
     fn counts_mut(&mut self) -> &mut QnCounts {
         &mut self.counts
+    }
+    fn is_bounded(&self) -> bool {
+        bounded(self.h0) && self.h.iter().all(|row| row.iter().all(|&v| bounded(v)))
     }
     fn insert(&mut self, s: &[T; N], r: &[T; N]) -> Outcome {
         if !self.scaled
@@ -699,6 +724,19 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LBfgs<T, 
     fn counts_mut(&mut self) -> &mut QnCounts {
         &mut self.counts
     }
+    /// Also bounds each pair's rank-one scale `ρ‖s‖²` and `ρ‖r‖²` (what the two-loop
+    /// recursion multiplies by).
+    fn is_bounded(&self) -> bool {
+        let all = |v: &[T]| v.iter().all(|&x| bounded(x));
+        let pairs = self.s.iter().zip(&self.r).zip(&self.rho).take(self.len.min(M));
+        bounded(self.h0)
+            && all(&self.rho)
+            && self.s.iter().all(|v| all(v))
+            && self.r.iter().all(|v| all(v))
+            && pairs
+                .into_iter()
+                .all(|((s, r), &rho)| bounded(rho * linalg::dot(s, s)) && bounded(rho * linalg::dot(r, r)))
+    }
     fn insert(&mut self, s: &[T; N], r: &[T; N]) -> Outcome {
         if M == 0 {
             return Outcome::Skipped(SkipReason::Full);
@@ -791,6 +829,19 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LSr1<T, N
     fn counts_mut(&mut self) -> &mut QnCounts {
         &mut self.counts
     }
+    /// Also bounds each correction's scale `‖p‖²/|c|` (the entries of `p pᵀ/c`).
+    fn is_bounded(&self) -> bool {
+        let all = |v: &[T]| v.iter().all(|&x| bounded(x));
+        bounded(self.h0)
+            && all(&self.c)
+            && self.p.iter().all(|v| all(v))
+            && self
+                .p
+                .iter()
+                .zip(&self.c)
+                .take(self.len.min(M))
+                .all(|(p, &c)| bounded(linalg::dot(p, p) / c))
+    }
     fn insert(&mut self, s: &[T; N], r: &[T; N]) -> Outcome {
         if self.len >= M {
             return Outcome::Skipped(SkipReason::Full);
@@ -820,6 +871,28 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LSr1<T, N
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by fuzzing: a huge step with a tiny curvature passes the relative SR1 test but
+    /// overflows the update; it is skipped and `H` stays as it was.
+    #[test]
+    fn an_overflowing_update_is_undone() {
+        let s = [
+            -5.0497568334996444e-195,
+            4.3753984988651486e+130,
+            -1.3476555067362263e+28,
+        ];
+        let r = [1.31974045e-316, -5.049756828386972e-195, -5.049756833499752e-195];
+        let mut h = DenseSr1::<f64, 3>::new(Safeguards::default());
+        let before = h.clone();
+        assert_eq!(h.update(&s, &r, 0.0), Outcome::Skipped(SkipReason::NonFinite));
+        assert_eq!(h.matrix(), before.matrix());
+        let mut out = [0.0; 3];
+        h.apply(&[1.0, -0.5, 0.25], &mut out);
+        assert!(linalg::all_finite(&out));
+        let mut l = LSr1::<f64, 3, 4>::new(Safeguards::default());
+        assert_eq!(l.update(&s, &r, 0.0), Outcome::Skipped(SkipReason::NonFinite));
+        assert!(l.is_empty());
+    }
     use super::*;
     use proptest::prelude::*;
     use std::vec::Vec;
