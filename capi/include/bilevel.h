@@ -28,6 +28,9 @@
 // Problem kind: built-in logistic regression, one L2 strength per feature (`dx = 31`).
 #define BL_PROBLEM_LOGISTIC_PER_FEATURE 3
 
+// Problem kind: built-in ridge regression (squared loss), one L2 strength (`dx = 1`).
+#define BL_PROBLEM_RIDGE 4
+
 // Method: NBO-GD (inexact Newton, gradient-descent inner solver; deterministic).
 #define BL_METHOD_NBO_GD 1
 
@@ -161,9 +164,11 @@ typedef struct BlCallbacks {
   BlProduct lower_cross;
 } BlCallbacks;
 
-// Binary logistic regression on caller-owned rows of `BL_LOGREG_FEATURES` floats (row-major),
-// labels 0 or 1; mean losses, L2 strength `e^x` on the weights, bias unpenalized.
-typedef struct BlLogistic {
+// Training and validation data of the built-in problems: caller-owned rows of
+// `BL_LOGREG_FEATURES` floats (row-major) and one target per row (0/1 labels for logistic
+// regression, real targets for ridge regression). Both problems use mean losses and the L2
+// strength `e^x` on the weights, bias unpenalized.
+typedef struct BlDataset {
   // `n_train × BL_LOGREG_FEATURES` features.
   const float *train_features;
   // `n_train` labels.
@@ -176,7 +181,7 @@ typedef struct BlLogistic {
   const float *val_labels;
   // Validation rows (the upper level).
   uint32_t n_val;
-} BlLogistic;
+} BlDataset;
 
 // A problem: `kind` selects which member is read.
 typedef struct BlProblem {
@@ -184,8 +189,8 @@ typedef struct BlProblem {
   uint32_t kind;
   // For `BL_PROBLEM_CALLBACKS`.
   struct BlCallbacks callbacks;
-  // For the logistic kinds.
-  struct BlLogistic logistic;
+  // For the built-in kinds (logistic and ridge regression).
+  struct BlDataset data;
 } BlProblem;
 
 // What a step or run did, for the caller.

@@ -18,12 +18,13 @@ use core::ffi::c_char;
 
 pub use problem::{
     BL_LOGREG_FEATURES, BL_MAX_DX, BL_MAX_DY, BL_PROBLEM_CALLBACKS, BL_PROBLEM_LOGISTIC,
-    BL_PROBLEM_LOGISTIC_PER_FEATURE, BlCallbacks, BlLogistic, BlLowerGrad, BlProblem, BlProduct, BlUpperGrad,
+    BL_PROBLEM_LOGISTIC_PER_FEATURE, BL_PROBLEM_RIDGE, BlCallbacks, BlDataset, BlLowerGrad, BlProblem, BlProduct,
+    BlUpperGrad,
 };
 pub use solver::{BL_METHOD_NBO_GD, BL_METHOD_NSBO_SGD, BL_METHOD_QNBO_BFGS, BL_METHOD_QNBO_SR1, BlConfig, BlReport};
 pub use status::*;
 
-use problem::{CallbackProblem, logistic};
+use problem::{CallbackProblem, logistic, ridge};
 use solver::{MAGIC, Slot};
 
 /// The library version, `major·10000 + minor·100 + patch`.
@@ -79,10 +80,12 @@ unsafe fn shape(problem: &BlProblem) -> Result<(u32, u32, (usize, usize)), u32> 
             Ok((problem.callbacks.dx, problem.callbacks.dy, p.samples()))
         }
         // SAFETY: forwarded.
-        BL_PROBLEM_LOGISTIC => Ok((1, BL_MAX_DY, unsafe { logistic::<1>(&problem.logistic)? }.samples())),
+        BL_PROBLEM_LOGISTIC => Ok((1, BL_MAX_DY, unsafe { logistic::<1>(&problem.data)? }.samples())),
+        // SAFETY: forwarded.
+        BL_PROBLEM_RIDGE => Ok((1, BL_MAX_DY, unsafe { ridge(&problem.data)? }.samples())),
         BL_PROBLEM_LOGISTIC_PER_FEATURE => {
             // SAFETY: forwarded.
-            let p = unsafe { logistic::<{ BL_LOGREG_FEATURES as usize }>(&problem.logistic)? };
+            let p = unsafe { logistic::<{ BL_LOGREG_FEATURES as usize }>(&problem.data)? };
             Ok((BL_LOGREG_FEATURES, BL_MAX_DY, p.samples()))
         }
         _ => Err(BL_ERR_KIND),
@@ -208,12 +211,17 @@ pub unsafe extern "C" fn bl_run(
                 Err(code) => return code,
             },
             // SAFETY: checked by `shape` above; the pointers are the caller's.
-            BL_PROBLEM_LOGISTIC => match unsafe { logistic::<1>(&problem.logistic) } {
+            BL_PROBLEM_LOGISTIC => match unsafe { logistic::<1>(&problem.data) } {
                 Ok(p) => slot.step(&p),
                 Err(code) => return code,
             },
             // SAFETY: as above.
-            _ => match unsafe { logistic::<{ BL_LOGREG_FEATURES as usize }>(&problem.logistic) } {
+            BL_PROBLEM_RIDGE => match unsafe { ridge(&problem.data) } {
+                Ok(p) => slot.step(&p),
+                Err(code) => return code,
+            },
+            // SAFETY: as above.
+            _ => match unsafe { logistic::<{ BL_LOGREG_FEATURES as usize }>(&problem.data) } {
                 Ok(p) => slot.step(&p),
                 Err(code) => return code,
             },

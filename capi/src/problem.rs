@@ -7,7 +7,7 @@
 use core::ffi::c_void;
 
 use bilevel::problem::FiniteDiff;
-use bilevel::problems::{Logistic, Samples};
+use bilevel::problems::{Logistic, Ridge, Samples};
 use bilevel::{Batch, Error, Oracle, Problem};
 
 /// Largest upper-level dimension.
@@ -28,6 +28,8 @@ pub const BL_PROBLEM_CALLBACKS: u32 = 1;
 pub const BL_PROBLEM_LOGISTIC: u32 = 2;
 /// Problem kind: built-in logistic regression, one L2 strength per feature (`dx = 31`).
 pub const BL_PROBLEM_LOGISTIC_PER_FEATURE: u32 = 3;
+/// Problem kind: built-in ridge regression (squared loss), one L2 strength (`dx = 1`).
+pub const BL_PROBLEM_RIDGE: u32 = 4;
 
 /// `∇_y g(x, y)` into `out` (`dy` floats). `start`, `len`: the minibatch of lower-level samples
 /// (`len = 0`: all samples). Returns 0, or a non-zero code that stops the step.
@@ -87,11 +89,13 @@ pub struct BlCallbacks {
     pub lower_cross: BlProduct,
 }
 
-/// Binary logistic regression on caller-owned rows of `BL_LOGREG_FEATURES` floats (row-major),
-/// labels 0 or 1; mean losses, L2 strength `e^x` on the weights, bias unpenalized.
+/// Training and validation data of the built-in problems: caller-owned rows of
+/// `BL_LOGREG_FEATURES` floats (row-major) and one target per row (0/1 labels for logistic
+/// regression, real targets for ridge regression). Both problems use mean losses and the L2
+/// strength `e^x` on the weights, bias unpenalized.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct BlLogistic {
+pub struct BlDataset {
     /// `n_train × BL_LOGREG_FEATURES` features.
     pub train_features: *const f32,
     /// `n_train` labels.
@@ -114,8 +118,8 @@ pub struct BlProblem {
     pub kind: u32,
     /// For `BL_PROBLEM_CALLBACKS`.
     pub callbacks: BlCallbacks,
-    /// For the logistic kinds.
-    pub logistic: BlLogistic,
+    /// For the built-in kinds (logistic and ridge regression).
+    pub data: BlDataset,
 }
 
 /// `(start, len)` of a batch for C (`len = 0`: all samples).
@@ -373,12 +377,25 @@ unsafe fn samples<'a>(features: *const f32, labels: *const f32, n: u32) -> Resul
 /// # Safety
 /// As for [`samples`], for both the training and the validation arrays.
 pub(crate) unsafe fn logistic<'a, const DXI: usize>(
-    l: &BlLogistic,
+    l: &BlDataset,
 ) -> Result<PadX<Logistic<'a, f32, FEATURES, DXI, DY>, DXI>, u32> {
     // SAFETY: forwarded from the caller.
     let train = unsafe { samples(l.train_features, l.train_labels, l.n_train)? };
     // SAFETY: as above.
     let val = unsafe { samples(l.val_features, l.val_labels, l.n_val)? };
     let p = Logistic::new(train, val).map_err(|_| crate::status::BL_ERR_DATA)?;
+    Ok(PadX(p))
+}
+
+/// The built-in ridge problem of `l` (one strength).
+///
+/// # Safety
+/// As for [`samples`], for both the training and the validation arrays.
+pub(crate) unsafe fn ridge<'a>(l: &BlDataset) -> Result<PadX<Ridge<'a, f32, FEATURES, 1, DY>, 1>, u32> {
+    // SAFETY: forwarded from the caller.
+    let train = unsafe { samples(l.train_features, l.train_labels, l.n_train)? };
+    // SAFETY: as above.
+    let val = unsafe { samples(l.val_features, l.val_labels, l.n_val)? };
+    let p = Ridge::new(train, val).map_err(|_| crate::status::BL_ERR_DATA)?;
     Ok(PadX(p))
 }

@@ -10,7 +10,7 @@ use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::algo::nsbo::{Nsbo, NsboConfig};
 use bilevel::algo::qnbo::{QnboConfig, QnboLbfgs, QnboSr1};
 use bilevel::problem::Counted;
-use bilevel::problems::{Logistic, Samples};
+use bilevel::problems::{Logistic, Ridge, Samples};
 use bilevel::run::{Outer, Solver, step};
 use bilevel::sample::{Minibatches, Order};
 use bilevel::schedule::Schedule;
@@ -203,4 +203,22 @@ fn main() {
     run(&mut sr1, &p, &mut lam, &outer, 300, 1e-5).unwrap();
     bits("bits logistic-qnbo-sr1", &lam);
     bits("bits logistic-qnbo-sr1", &Solver::<f32, 1, 32>::lower(&sr1)[..4]);
+
+    let rt: Vec<f32> = tx
+        .iter()
+        .zip(&tt)
+        .map(|(x, t)| x[0] - 0.5 * x[1] + 2.0 * (t - 0.5))
+        .collect();
+    let rv: Vec<f32> = vx.iter().map(|x| x[0] - 0.5 * x[1]).collect();
+    let ridge: Ridge<'_, f32, 31, 1, 32> =
+        Ridge::new(Samples::new(&tx, &rt).unwrap(), Samples::new(&vx, &rv).unwrap()).unwrap();
+    let mut nbo = Nbo::new(NboConfig::gradient_descent(0.2f32, 1), [0.0; 32]);
+    let mut lam = [0.0f32];
+    let outer = Outer {
+        schedule: Schedule::Constant(1.0),
+        bounds: Some((-12.0, 12.0)),
+    };
+    run(&mut nbo, &ridge, &mut lam, &outer, 300, 1e-6).unwrap();
+    bits("bits ridge-nbo-gd", &lam);
+    bits("bits ridge-nbo-gd", &Solver::<f32, 1, 32>::lower(&nbo)[..4]);
 }
