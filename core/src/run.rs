@@ -185,7 +185,9 @@ where
     outer.validate()?;
     let mut h = [T::ZERO; DX];
     let diagnostics = solver.hypergradient(problem, x, &mut h)?;
-    if !linalg::all_finite(&h) {
+    // A finite estimate whose norm overflows (entries beyond ~√MAX) is no usable step either.
+    let hypergradient_norm = linalg::norm(&h);
+    if !linalg::all_finite(&h) || !hypergradient_norm.is_finite() {
         return Err(Error::NonFinite {
             oracle: None,
             stage: "hypergradient estimate",
@@ -194,7 +196,7 @@ where
     let step_size = outer.apply(t, x, &h)?;
     Ok(StepReport {
         iteration: t,
-        hypergradient_norm: linalg::norm(&h),
+        hypergradient_norm,
         step_size,
         oracle_calls: problem.counts(),
         diagnostics,
