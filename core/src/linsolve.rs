@@ -1,6 +1,7 @@
 //! Iterative solvers for `H·u = b` where `H = ∇²_yy g(x, y)` is only available through
-//! Hessian-vector products: conjugate gradient, gradient descent on `½uᵀHu − bᵀu`, and the
-//! truncated Neumann series `u = η Σ_{q=0}^{Q} (I − ηH)^q b`.
+//! Hessian-vector products: conjugate gradient, gradient descent on `½uᵀHu − bᵀu`, the
+//! truncated Neumann series `u = η Σ_{q=0}^{Q} (I − ηH)^q b`, and a quasi-Newton method on
+//! `½uᵀHu − bᵀu` whose secant pairs are the products themselves ([`quasi_newton`]).
 //!
 //! Each method comes for one right-hand side and for two right-hand sides sharing one
 //! Hessian (NBO solves `H·[v, u] = [∇_y g, ∇_y f]`). The two-right-hand-side versions run
@@ -17,7 +18,8 @@
 
 use crate::error::Error;
 use crate::linalg;
-use crate::problem::{Batch, Checked, Problem};
+use crate::problem::{Batch, Checked, Problem, gradient_difference};
+use crate::qn::InverseHessian;
 use crate::scalar::Real;
 
 /// How an iterative linear solve ended.
@@ -103,6 +105,29 @@ impl<P: Problem<T, DX, DY>, T: Real, const DX: usize, const DY: usize> Symmetric
     }
     fn apply2(&self, v1: &[T; DY], v2: &[T; DY], out1: &mut [T; DY], out2: &mut [T; DY]) -> Result<(), Error> {
         LowerHessian::apply2(self, v1, v2, out1, out2)
+    }
+}
+
+/// The Hessian `∇²_yy g(x, y)` at a fixed point and batch, applied by central differences
+/// of lower gradients ([`gradient_difference`]): two [`Problem::lower_grad`] calls per
+/// product and no Hessian-vector oracle (qNBO's Subroutine B).
+#[derive(Debug)]
+pub struct GradientDifferenceHessian<'a, 'p, P, T, const DX: usize, const DY: usize> {
+    /// Checked oracle access.
+    pub oracles: Checked<'p, P>,
+    /// Upper variable.
+    pub x: &'a [T; DX],
+    /// Lower variable (the centre of every difference).
+    pub y: &'a [T; DY],
+    /// Batch of every gradient.
+    pub batch: Batch,
+}
+
+impl<P: Problem<T, DX, DY>, T: Real, const DX: usize, const DY: usize> SymmetricOperator<T, DY>
+    for GradientDifferenceHessian<'_, '_, P, T, DX, DY>
+{
+    fn apply(&self, v: &[T; DY], out: &mut [T; DY]) -> Result<(), Error> {
+        gradient_difference(|z, g| self.oracles.lower_grad(self.x, z, self.batch, g), self.y, v, out)
     }
 }
 
@@ -509,6 +534,103 @@ where
     T: Real,
 {
     neumann_lockstep(op, b, u, eta, terms, tol)
+}
+
+/// Quasi-Newton iterations on `½uᵀHu − bᵀu`, warm-started from the incoming `u`: the
+/// direction is `p = M·(b − H u)` with the inverse-Hessian approximation `memory`
+/// (descent-checked by [`InverseHessian::direction`]), the step is the exact line search
+/// `α = pᵀ(b − Hu) / pᵀHp`, and the pair `(p, H·p)` then updates `memory`. Each step costs
+/// one product and needs no other oracle.
+///
+/// With exact line searches on a quadratic, BFGS from `M = h0·I` produces the conjugate
+/// gradient iterates preconditioned by `h0·I`, so the solve terminates within `N`
+/// independent steps and the memory then equals `H⁻¹`; SR1 recovers `H⁻¹` from any `N`
+/// independent pairs; L-BFGS of `m < N` pairs converges without finite termination.
+/// Stops when `‖b − H u‖ ≤ tol` (checked before each step, by recurrence), after
+/// `max_steps`, or with [`SolveStatus::Breakdown`] when `pᵀHp ≤ 0` or is not finite. The
+/// pairs are offered with unit `‖p‖` (the BFGS and SR1 updates do not depend on the
+/// pair's scale), so no pair falls under the tiny-step floor of the memory. A warm start
+/// costs one product for its residual (none from `u = 0`). On error `u` and `memory` are
+/// unchanged.
+///
+/// ```
+/// use bilevel::linsolve::{quasi_newton, LowerHessian, SolveStatus};
+/// use bilevel::problem::{Batch, Checked};
+/// use bilevel::problems::Quadratic;
+/// use bilevel::qn::{DenseBfgs, InverseHessian, Safeguards};
+/// let q = Quadratic::<f64, 2, 5>::random(1, 50.0, 0.1);
+/// let (x, y) = ([0.0; 2], [0.0; 5]);
+/// let h = LowerHessian { oracles: Checked::new(&q, "doc"), x: &x, y: &y, batch: Batch::Full };
+/// let b = [1.0, -2.0, 0.5, 0.0, 3.0];
+/// let mut memory = DenseBfgs::<f64, 5>::new(Safeguards::default());
+/// let mut u = [0.0; 5];
+/// let s = quasi_newton(&h, &mut memory, &b, &mut u, 10, 1e-9).unwrap();
+/// assert_eq!(s.status, SolveStatus::Converged);
+/// assert!(s.steps <= 6); // finite termination (one more step absorbs roundoff)
+/// ```
+pub fn quasi_newton<O, M, T, const N: usize>(
+    op: &O,
+    memory: &mut M,
+    b: &[T; N],
+    u: &mut [T; N],
+    max_steps: u32,
+    tol: T,
+) -> Result<Solve<T>, Error>
+where
+    O: SymmetricOperator<T, N> + ?Sized,
+    M: InverseHessian<T, N>,
+    T: Real,
+{
+    let mut mem = memory.clone();
+    let mut uk = *u;
+    let mut residual = *b;
+    if uk.iter().any(|&v| v != T::ZERO) {
+        let mut hu = [T::ZERO; N];
+        op.apply(&uk, &mut hu)?;
+        for (r, h) in residual.iter_mut().zip(hu.iter()) {
+            *r -= *h;
+        }
+    }
+    let mut solve = Solve {
+        status: SolveStatus::Budget,
+        steps: 0,
+        residual: linalg::norm(&residual),
+    };
+    let (mut p, mut hp) = ([T::ZERO; N], [T::ZERO; N]);
+    loop {
+        if solve.residual <= tol {
+            solve.status = SolveStatus::Converged;
+            break;
+        }
+        if solve.steps >= max_steps {
+            break;
+        }
+        mem.direction(&residual, &mut p);
+        let p_norm = linalg::norm(&p);
+        op.apply(&p, &mut hp)?;
+        let curvature = linalg::dot(&p, &hp);
+        let alpha = linalg::dot(&p, &residual) / curvature;
+        if !(curvature > T::ZERO) || !alpha.is_finite() || !(p_norm > T::ZERO) {
+            solve.status = SolveStatus::Breakdown;
+            break;
+        }
+        linalg::axpy(alpha, &p, &mut uk);
+        linalg::axpy(-alpha, &hp, &mut residual);
+        linalg::scale(T::ONE / p_norm, &mut p);
+        linalg::scale(T::ONE / p_norm, &mut hp);
+        mem.update(&p, &hp, T::ZERO);
+        solve.residual = linalg::norm(&residual);
+        solve.steps += 1;
+    }
+    if !linalg::all_finite(&uk) {
+        return Err(Error::NonFinite {
+            oracle: None,
+            stage: "quasi-Newton linear solve",
+        });
+    }
+    *u = uk;
+    *memory = mem;
+    Ok(solve)
 }
 
 #[cfg(test)]

@@ -327,12 +327,39 @@ impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FiniteDiff<P>(pub P);
 
-impl<P> FiniteDiff<P> {
-    fn step<T: Real, const N: usize>(base: &[T; N], dir_norm: T) -> T {
-        // eps^(1/3): balances truncation (ε²) against roundoff (eps/ε).
-        let cbrt_eps = T::EPSILON.powf(T::from_f64(1.0 / 3.0));
-        cbrt_eps * (T::ONE + linalg::norm(base)) / dir_norm
+/// `ε = eps^{1/3}(1 + ‖base‖)/‖v‖`: balances the truncation (`ε²`) of a central difference
+/// along `v` against its roundoff (`eps/ε`).
+fn difference_step<T: Real, const N: usize>(base: &[T; N], dir_norm: T) -> T {
+    let cbrt_eps = T::EPSILON.powf(T::from_f64(1.0 / 3.0));
+    cbrt_eps * (T::ONE + linalg::norm(base)) / dir_norm
+}
+
+/// `out ← [∇g(y + εv) − ∇g(y − εv)] / 2ε ≈ ∇²g(y)·v` from the gradient `grad` (two calls;
+/// none for `v = 0`), with the step of [`FiniteDiff`]. The two gradients are a secant pair
+/// `(2εv, out·2ε)` centred at `y`.
+pub fn gradient_difference<T: Real, const N: usize>(
+    grad: impl Fn(&[T; N], &mut [T; N]) -> Result<(), Error>,
+    y: &[T; N],
+    v: &[T; N],
+    out: &mut [T; N],
+) -> Result<(), Error> {
+    let nv = linalg::norm(v);
+    if nv == T::ZERO {
+        *out = [T::ZERO; N];
+        return Ok(());
     }
+    let eps = difference_step(y, nv);
+    let (mut yp, mut ym) = (*y, *y);
+    linalg::axpy(eps, v, &mut yp);
+    linalg::axpy(-eps, v, &mut ym);
+    let mut gm = [T::ZERO; N];
+    grad(&yp, out)?;
+    grad(&ym, &mut gm)?;
+    let inv = T::ONE / (eps + eps);
+    for (o, m) in out.iter_mut().zip(gm.iter()) {
+        *o = (*o - *m) * inv;
+    }
+    Ok(())
 }
 
 impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T, DX, DY> for FiniteDiff<P> {
@@ -343,23 +370,7 @@ impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T
         self.0.upper_grad(x, y, b, gx, gy)
     }
     fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
-        let nv = linalg::norm(v);
-        if nv == T::ZERO {
-            *out = [T::ZERO; DY];
-            return Ok(());
-        }
-        let eps = Self::step(y, nv);
-        let (mut yp, mut ym) = (*y, *y);
-        linalg::axpy(eps, v, &mut yp);
-        linalg::axpy(-eps, v, &mut ym);
-        let mut gm = [T::ZERO; DY];
-        self.0.lower_grad(x, &yp, b, out)?;
-        self.0.lower_grad(x, &ym, b, &mut gm)?;
-        let inv = T::ONE / (eps + eps);
-        for i in 0..DY {
-            out[i] = (out[i] - gm[i]) * inv;
-        }
-        Ok(())
+        gradient_difference(|z, g| self.0.lower_grad(x, z, b, g), y, v, out)
     }
     fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
         let nv = linalg::norm(v);
@@ -368,7 +379,7 @@ impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T
             return Ok(());
         }
         // Preferred: difference of ∇_x g along v (two calls).
-        let eps = Self::step(y, nv);
+        let eps = difference_step(y, nv);
         let (mut yp, mut ym) = (*y, *y);
         linalg::axpy(eps, v, &mut yp);
         linalg::axpy(-eps, v, &mut ym);
@@ -384,7 +395,7 @@ impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T
             }
             Err(Error::Unsupported { .. }) => {
                 // Fallback: ∂/∂x_j ⟨∇_y g(x, y), v⟩ by central differences in each x_j.
-                let h = Self::step(x, T::ONE);
+                let h = difference_step(x, T::ONE);
                 let (mut gp, mut gmy) = ([T::ZERO; DY], [T::ZERO; DY]);
                 for j in 0..DX {
                     let (mut xp, mut xm) = (*x, *x);

@@ -3,9 +3,10 @@
 
 use std::ops::ControlFlow;
 
+use bilevel::algo::qnbo::{QnboBfgs, QnboConfig};
 use bilevel::problem::{Counted, OracleCounts};
 use bilevel::problems::{Logistic, Samples};
-use bilevel::reference::{ReferenceConfig, ReferenceSolver, reference_value};
+use bilevel::reference::{ReferenceConfig, reference_value};
 use bilevel::run::{Budget, Outcome, Outer, run};
 use bilevel::schedule::Schedule;
 
@@ -89,10 +90,15 @@ pub fn validation_loss(split: &Split<FEATURES>, ln_lambda: f64) -> Result<f64, b
     Ok(reference_value(&problem(split)?, &[ln_lambda], &[0.0; DY], &ReferenceConfig::default())?.0)
 }
 
-/// Tunes `ln λ` from `ln λ = 0` by gradient steps on the reference hypergradient.
+/// Tunes `ln λ` from `ln λ = 0` by steps of 20 on qNBO-BFGS's hypergradient (default
+/// configuration, warm-up steps of 0.5) until `|h| ≤ 1e-10`.
 pub fn tune(split: &Split<FEATURES>) -> Result<Tuned, bilevel::Error> {
     let p = Counted::new(problem(split)?);
-    let mut solver = ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
+    let config = QnboConfig {
+        warmup_step: 0.5,
+        ..QnboConfig::default()
+    };
+    let mut solver = QnboBfgs::<f64, DY>::new(config, [0.0; DY]);
     let mut x = [0.0];
     let outer = Outer {
         schedule: Schedule::Constant(20.0),
@@ -103,11 +109,12 @@ pub fn tune(split: &Split<FEATURES>) -> Result<Tuned, bilevel::Error> {
         &p,
         &mut x,
         &outer,
-        Budget::iterations(2000),
+        Budget::iterations(3000),
         1e-10,
         |_, _| ControlFlow::Continue(()),
     )?;
-    let (validation_loss, model) = reference_value(p.inner(), &x, &[0.0; DY], &ReferenceConfig::default())?;
+    let model = *solver.lower();
+    let validation_loss = Logistic::<f64, FEATURES, 1, DY>::loss(&samples(&split.validation), &model)?;
     let test = samples(&split.test);
     Ok(Tuned {
         ln_lambda: x[0],

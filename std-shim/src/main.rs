@@ -106,7 +106,7 @@ fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         split.test.len(),
         demo::FEATURES
     );
-    println!("tuning ln λ of logistic regression with the reference hypergradient (Newton–CG + CG adjoint)");
+    println!("tuning ln λ of logistic regression with qNBO-BFGS (no Hessian-vector product)");
     let t = demo::tune(&split)?;
     let c = t.oracle_calls;
     println!("λ = {:.6e} (ln λ = {:.6})", libm::exp(t.ln_lambda), t.ln_lambda);

@@ -160,8 +160,8 @@ fn compare<P: Problem<f64, DX, DY>, const DX: usize, const DY: usize>(case: &Cas
         warmup_step: step,
         ..QnboConfig::default()
     };
-    measure(case, "qNBO-BFGS (P=2, T=3, Q_k≤30)", || QnboBfgs::new(qnbo, y0));
-    measure(case, "qNBO-SR1 (P=2, T=3, Q_k≤30)", || {
+    measure(case, "qNBO-BFGS (P=2, T=3, Q_k≤32)", || QnboBfgs::new(qnbo, y0));
+    measure(case, "qNBO-SR1 (P=2, T=3, Q_k≤32)", || {
         QnboSr1::<f64, DY, 34>::new(qnbo, y0)
     });
 }

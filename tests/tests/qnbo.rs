@@ -113,6 +113,47 @@ fn sr1_subroutine_b_from_a_cold_start_gives_the_exact_adjoint() {
     assert!(rel_norm_err(&h, &hy) < 1e-8);
 }
 
+fn adjoint_steps(steps: ExtraSteps) -> AdjointSource<f64> {
+    AdjointSource::AdjointSteps { steps, tolerance: 0.0 }
+}
+
+/// [`errors_for_q`] with B on the adjoint system: (adjoint, hypergradient) errors.
+fn adjoint_errors_for_q<H: InverseHessian<f64, 6>>(qk: u32) -> (f64, f64) {
+    let (q, x) = point();
+    let mut s = Qnbo::<f64, H, 6>::new(config(&q, AdjointSource::ReuseA), [0.0; 6]);
+    let mut h = [0.0; 4];
+    Solver::<f64, 4, 6>::hypergradient(&mut s, &q, &x, &mut h).unwrap();
+    s.config = config(&q, adjoint_steps(ExtraSteps::Constant(qk)));
+    Solver::<f64, 4, 6>::hypergradient(&mut s, &q, &x, &mut h).unwrap();
+    let (u, hy) = exact_at(&q, &x, s.lower());
+    (rel_norm_err(s.adjoint(), &u), rel_norm_err(&h, &hy))
+}
+
+#[test]
+fn adjoint_steps_reach_the_exact_adjoint_within_dy_steps() {
+    // B on the adjoint system from A's estimate (Q = 0), Q = 0, 2, 4, 6, 8. Measured
+    // (adjoint errors): BFGS 0.25, 0.14, 5.8e-3, 3.0e-11, 3.0e-11; L-BFGS(8) 0.18, 6.2e-2,
+    // 2.1e-2, 4.0e-11, 3.9e-11; SR1 (its directions capped at 10·h0) 0.63, 0.43, 6.9e-5,
+    // 8.4e-6, 1.3e-11.
+    fn errs<H: InverseHessian<f64, 6>>() -> Vec<f64> {
+        [0u32, 2, 4, 6, 8]
+            .iter()
+            .map(|&k| adjoint_errors_for_q::<H>(k).0)
+            .collect()
+    }
+    for (name, e) in [
+        ("BFGS", errs::<Bfgs>()),
+        ("L-BFGS", errs::<Lbfgs>()),
+        ("SR1", errs::<Sr1>()),
+    ] {
+        assert!(e[1] < e[0] && e[2] < e[1] && e[3] < e[2], "{name} {e:?}");
+        assert!(e[4] < 1e-9, "{name} {e:?}");
+    }
+    assert!(errs::<Bfgs>()[3] < 1e-9 && errs::<Lbfgs>()[3] < 1e-9);
+    let (_, hyper) = adjoint_errors_for_q::<Bfgs>(6);
+    assert!(hyper < 1e-9, "{hyper}");
+}
+
 fn outer_loop<H: InverseHessian<f64, 6>>(adjoint: AdjointSource<f64>, iterations: u32) -> f64 {
     let (q, _) = point();
     let p = Counted::new(q.clone());
@@ -159,6 +200,22 @@ fn outer_loops_match_spec_section_8() {
 }
 
 #[test]
+fn outer_loops_with_adjoint_steps_reach_x_star() {
+    // The default B: with Q_k = min(k + 1, 32) ≥ dy after six iterations, u is exact at
+    // y_{k+1}, and qNBO converges like the exact-adjoint methods of spec §8 (AID-CG,
+    // NBO-CG: 1e-15 after 3000 steps of 1/L_Φ). Measured ‖x − x*‖ after 3000 steps: BFGS
+    // 6.4e-12, L-BFGS(8) 3.6e-12, SR1 7.3e-12; after 300 steps 3.6e-3 for all three (the
+    // lower-level continuation B of the test above: 0.085 / 0.29 / 1.5e-3).
+    let default = QnboConfig::<f64>::default().adjoint;
+    let errors = [
+        outer_loop::<Bfgs>(default, 3000),
+        outer_loop::<Lbfgs>(default, 3000),
+        outer_loop::<Sr1>(default, 3000),
+    ];
+    assert!(errors.iter().all(|&e| e < 1e-9), "{errors:?}");
+}
+
+#[test]
 fn costs_and_counts_per_iteration() {
     let (q, x) = point();
     let p = Counted::new(q.clone());
@@ -183,6 +240,26 @@ fn costs_and_counts_per_iteration() {
         assert_eq!(both.accepted + both.damped + both.skipped(), 3 + qk);
     }
     assert_eq!(s.iteration(), 6);
+}
+
+#[test]
+fn adjoint_steps_cost_two_gradients_each_and_no_hessian_product() {
+    let (q, x) = point();
+    let p = Counted::new(q.clone());
+    let mut s = Qnbo::<f64, Bfgs, 6>::new(config(&q, adjoint_steps(ExtraSteps::Growing { cap: 4 })), [0.0; 6]);
+    let mut h = [0.0; 4];
+    for k in 0..6u32 {
+        p.reset();
+        let d = Solver::<f64, 4, 6>::hypergradient(&mut s, &p, &x, &mut h).unwrap();
+        let qk = (k + 1).min(4);
+        let c = p.counts();
+        // P + T + 1 in A; the warm start's residual and each of B's steps: one central
+        // difference of two lower gradients.
+        assert_eq!((d.linear_steps, s.last_step().extra_steps), (qk, qk));
+        assert_eq!(c.lower_grad, u64::from(2 + 3 + 1 + 2 + 2 * qk));
+        assert_eq!((c.upper_grad, c.lower_cross, c.lower_hvp), (1, 1, 0));
+        assert_eq!(s.last_step().counts_b.accepted, qk);
+    }
 }
 
 #[test]
@@ -231,11 +308,10 @@ fn runs_in_f32() {
     go!(DenseBfgs<f32, 6>);
     go!(LBfgs<f32, 6, 8>);
     go!(LSr1<f32, 6, 32>);
-    // Measured: 1.23, 1.66, 0.35 with ‖x*‖ = 3.8. The f32 tiny-step floor (1.7e-3·(1+‖y‖))
-    // drops most of B's pairs near y*, so the f32 bias is larger than in f64.
+    // Measured: 3.65e-3, 3.61e-3, 3.79e-3 with ‖x*‖ = 3.8, as in f64 after the same 300
+    // steps: B's central differences (step ε^{1/3}) keep the f32 adjoint accurate.
     let scale = linalg::norm(&xs);
-    assert!(errors.iter().all(|&e| e < 0.5 * scale), "{errors:?}");
-    assert!(errors[2] < 0.15 * scale, "{errors:?}");
+    assert!(errors.iter().all(|&e| e < 2e-3 * scale), "{errors:?}");
 }
 
 // SHINE.
