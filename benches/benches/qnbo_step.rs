@@ -1,6 +1,7 @@
 //! One qNBO (BFGS) outer step on the quadratic, `dx = 4`, `dy ∈ {8, 32, 128}`, in f32 and
-//! f64: Subroutine A (P = 2, T = 3) and Subroutine B at its capped `Q_k = 30` (the solver
-//! is first run for 30 iterations), then the shared outer update.
+//! f64, with the default configuration: Subroutine A (P = 2, T = 3) and Subroutine B on the
+//! adjoint system at `Q_k = 31` (the solver is first run for 30 iterations; B stops earlier
+//! at its tolerance, after about `dy` steps), then the shared outer update.
 
 use std::hint::black_box;
 
