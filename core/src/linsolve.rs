@@ -583,10 +583,33 @@ where
 {
     let mut mem = memory.clone();
     let mut uk = *u;
+    let solve = quasi_newton_in_place(op, &mut mem, b, &mut uk, max_steps, tol)?;
+    *u = uk;
+    *memory = mem;
+    Ok(solve)
+}
+
+/// [`quasi_newton`] on `u` and `memory` in place, without copying them (the same steps and
+/// bits, and no copy of the memory on the stack). On error, `u` and `memory` may hold the
+/// partial solve: for callers that work on copies they discard on error (qNBO's
+/// Subroutine B).
+pub fn quasi_newton_in_place<O, M, T, const N: usize>(
+    op: &O,
+    memory: &mut M,
+    b: &[T; N],
+    u: &mut [T; N],
+    max_steps: u32,
+    tol: T,
+) -> Result<Solve<T>, Error>
+where
+    O: SymmetricOperator<T, N> + ?Sized,
+    M: InverseHessian<T, N>,
+    T: Real,
+{
     let mut residual = *b;
-    if uk.iter().any(|&v| v != T::ZERO) {
+    if u.iter().any(|&v| v != T::ZERO) {
         let mut hu = [T::ZERO; N];
-        op.apply(&uk, &mut hu)?;
+        op.apply(u, &mut hu)?;
         for (r, h) in residual.iter_mut().zip(hu.iter()) {
             *r -= *h;
         }
@@ -605,7 +628,7 @@ where
         if solve.steps >= max_steps {
             break;
         }
-        mem.direction(&residual, &mut p);
+        memory.direction(&residual, &mut p);
         let p_norm = linalg::norm(&p);
         op.apply(&p, &mut hp)?;
         let curvature = linalg::dot(&p, &hp);
@@ -614,22 +637,20 @@ where
             solve.status = SolveStatus::Breakdown;
             break;
         }
-        linalg::axpy(alpha, &p, &mut uk);
+        linalg::axpy(alpha, &p, u);
         linalg::axpy(-alpha, &hp, &mut residual);
         linalg::scale(T::ONE / p_norm, &mut p);
         linalg::scale(T::ONE / p_norm, &mut hp);
-        mem.update(&p, &hp, T::ZERO);
+        memory.update(&p, &hp, T::ZERO);
         solve.residual = linalg::norm(&residual);
         solve.steps += 1;
     }
-    if !linalg::all_finite(&uk) {
+    if !linalg::all_finite(u) {
         return Err(Error::NonFinite {
             oracle: None,
             stage: "quasi-Newton linear solve",
         });
     }
-    *u = uk;
-    *memory = mem;
     Ok(solve)
 }
 
@@ -703,6 +724,58 @@ mod tests {
             // n products for n steps from u = 0 (no product for the zero start).
             assert_eq!(h.single.get(), s.steps);
         }
+    }
+
+    #[test]
+    fn quasi_newton_terminates_and_its_memory_inverts_the_operator() {
+        use crate::qn::{DenseBfgs, InverseHessian, LSr1, Safeguards};
+        for seed in 0..4 {
+            let h = spd(seed, 100.0);
+            let b = rhs(20 + seed);
+            let e = exact(&h.a, &b);
+            // BFGS with exact line searches: the CG iterates, exact within n steps, and the
+            // memory then equals H⁻¹ (checked on another right-hand side).
+            let mut bfgs = DenseBfgs::<f64, 6>::new(Safeguards::default());
+            let mut u = [0.0; 6];
+            let s = quasi_newton(&h, &mut bfgs, &b, &mut u, 6, 0.0).unwrap();
+            assert!(linalg::dist(&u, &e) < 1e-10 * linalg::norm(&e), "{s:?}");
+            assert_eq!((s.steps, h.single.get()), (6, 6));
+            let other = rhs(40 + seed);
+            let mut hinv = [0.0; 6];
+            bfgs.apply(&other, &mut hinv);
+            let e2 = exact(&h.a, &other);
+            assert!(linalg::dist(&hinv, &e2) < 1e-8 * linalg::norm(&e2));
+            // SR1 from a warm start: exact too.
+            let mut sr1 = LSr1::<f64, 6, 12>::new(Safeguards::default());
+            let mut u = rhs(60 + seed);
+            let s = quasi_newton(&h, &mut sr1, &b, &mut u, 12, 1e-12 * linalg::norm(&b)).unwrap();
+            assert_eq!(s.status, SolveStatus::Converged, "{s:?}");
+            assert!(linalg::dist(&u, &e) < 1e-10 * linalg::norm(&e), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn quasi_newton_keeps_u_and_memory_on_error() {
+        use crate::qn::{DenseBfgs, InverseHessian, Safeguards};
+        /// Fails at the third product.
+        struct Failing(Matrix<6>);
+        impl SymmetricOperator<f64, 6> for Failing {
+            fn apply(&self, v: &[f64; 6], out: &mut [f64; 6]) -> Result<(), Error> {
+                if self.0.single.get() == 2 {
+                    return Err(Error::NonFinite {
+                        oracle: None,
+                        stage: "test",
+                    });
+                }
+                self.0.apply(v, out)
+            }
+        }
+        let h = Failing(spd(2, 30.0));
+        let mut memory = DenseBfgs::<f64, 6>::new(Safeguards::default());
+        let mut u = [0.0; 6];
+        assert!(quasi_newton(&h, &mut memory, &rhs(5), &mut u, 6, 0.0).is_err());
+        assert_eq!(u, [0.0; 6]);
+        assert!(memory.is_empty());
     }
 
     #[test]

@@ -413,7 +413,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
                     batch: Batch::Full,
                 };
                 let tol = tolerance * linalg::norm(&grad_y);
-                linear_steps = linsolve::quasi_newton(&hessian, &mut mem_b, &grad_y, &mut u, q, tol)?.steps;
+                linear_steps = linsolve::quasi_newton_in_place(&hessian, &mut mem_b, &grad_y, &mut u, q, tol)?.steps;
                 step.extra_steps = q;
                 step.counts_b = mem_b.counts().since(&before_b);
             }
