@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod pin;
+pub mod retained;
 pub mod scenario;
 pub mod serial;
 pub mod stack;

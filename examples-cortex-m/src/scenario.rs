@@ -17,6 +17,7 @@ use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::algo::nsbo::{Nsbo, NsboConfig};
 use bilevel::algo::qnbo::{QnboConfig, QnboLbfgs};
+use bilevel::checkpoint::{self, Checkpoint, MaxSize, SLOT_HEADER_BYTES, Slots};
 use bilevel::linalg;
 use bilevel::problem::{Counted, OracleCounts};
 use bilevel::problems::{Logistic, Quadratic, Samples, penalty};
@@ -25,6 +26,7 @@ use bilevel::run::{self, Budget, Outcome, Outer, RunReport, Solver, StepReport};
 use bilevel::sample::Ring;
 use bilevel::schedule::Schedule;
 use bilevel::{Batch, Error, Problem, Real};
+use embedded_storage::nor_flash::NorFlash;
 
 /// Upper dimension of the quadratic the firmware tunes.
 pub const QUADRATIC_DX: usize = 4;
@@ -271,6 +273,16 @@ impl TeacherStream {
     /// The stream of `seed`.
     pub fn new(seed: u64) -> Self {
         TeacherStream { rng: Rng128::new(seed) }
+    }
+
+    /// The generator's state: where the stream stands (for a checkpoint).
+    pub fn position(&self) -> Rng128 {
+        self.rng.clone()
+    }
+
+    /// The stream continued from a saved [`TeacherStream::position`].
+    pub fn resume(rng: Rng128) -> Self {
+        TeacherStream { rng }
     }
 }
 
@@ -577,6 +589,11 @@ impl<'s, S: SampleSource> StreamRidge<'s, S> {
         self.memory.try_borrow().map(|m| m.received).unwrap_or([u32::MAX; 2])
     }
 
+    /// Runs `f` on the source between oracle calls (`None` during one).
+    pub fn inspect<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.source.try_borrow().ok().map(|s| f(&**s))
+    }
+
     /// Why the last oracle failed, if the source or the slots made it fail.
     pub fn failure(&self) -> Option<Failure> {
         self.failure.get()
@@ -809,6 +826,13 @@ where
         }
         Ok(())
     })?;
+    write_stream_result(out, &result)?;
+    Ok(result)
+}
+
+/// Writes the streaming run's result: the tuned `λ`, `y`, oracle calls, the evaluation
+/// losses, and their bits.
+pub fn write_stream_result<W: Write>(out: &mut W, result: &StreamResult) -> fmt::Result {
     writeln!(
         out,
         "stream: ln lambda = {:e}, lambda = {:e}",
@@ -835,12 +859,147 @@ where
         result.loss_start.to_bits(),
         result.loss_end.to_bits()
     )?;
-    Ok(result)
+    Ok(())
 }
 
 /// Stream seeds: the tuning stream and the evaluation stream.
 pub fn stream_sources() -> (TeacherStream, TeacherStream) {
     (TeacherStream::new(STREAM_SEED), TeacherStream::new(STREAM_SEED + 1))
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoint, reset, resume: the streaming run carried across a reset in two flash slots.
+// ---------------------------------------------------------------------------------------
+
+/// A checkpoint is written after every this many outer steps.
+pub const RESUME_PERIOD: u32 = 16;
+
+/// A checkpoint of the streaming run: the next outer step, `ln λ`, the solver (iterates,
+/// adjoint, ring counters), the training stream's generator, and the oracle calls so far
+/// (`∇_y g`, upper gradients, Hessian products, cross products).
+pub type StreamCheckpoint = Checkpoint<(StreamNsbo, Rng128, [u64; 4]), f32, 1>;
+
+/// Largest encoded [`StreamCheckpoint`], known at compile time.
+pub const STREAM_CHECKPOINT_BYTES: usize = <StreamCheckpoint as MaxSize>::POSTCARD_MAX_SIZE;
+
+/// Bytes of one checkpoint slot (a multiple of the flash's erase size).
+pub const CHECKPOINT_SLOT_BYTES: u32 = 256;
+
+/// Bytes of flash the two slots take.
+pub const CHECKPOINT_FLASH_BYTES: usize = 2 * CHECKPOINT_SLOT_BYTES as usize;
+
+const _: () = assert!(STREAM_CHECKPOINT_BYTES + SLOT_HEADER_BYTES <= CHECKPOINT_SLOT_BYTES as usize);
+
+/// What happens during a resumable run, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeEvent {
+    /// No valid checkpoint: the run starts at step 0.
+    Fresh,
+    /// Resuming from checkpoint `sequence`, taken before outer step `step`.
+    Resumed {
+        /// Its sequence number.
+        sequence: u32,
+        /// The outer step it resumes at.
+        step: u32,
+    },
+    /// A checkpoint of `bytes` bytes before outer step `step` is about to be written.
+    Saving {
+        /// The next outer step.
+        step: u32,
+        /// Encoded size.
+        bytes: usize,
+    },
+    /// It was written as checkpoint `sequence`.
+    Saved {
+        /// Its sequence number.
+        sequence: u32,
+        /// The next outer step.
+        step: u32,
+    },
+}
+
+/// The streaming run of [`stream_run`] with checkpoints: starts from the newest valid
+/// checkpoint in the two slots at the start of `flash` (from step 0 when there is none),
+/// writes a checkpoint after every [`RESUME_PERIOD`] outer steps, and evaluates the result
+/// as [`StreamTuner::finish`]. A run cut at any point (a reset, a power loss in the middle
+/// of a flash write) and started again with the same flash ends with the same bits as one
+/// that was never cut. `observer` sees every [`ResumeEvent`] with the flash (so a test can
+/// cut the next write).
+pub fn stream_resumable<F, O>(flash: &mut F, mut observer: O) -> Result<StreamResult, Failure>
+where
+    F: NorFlash,
+    O: FnMut(ResumeEvent, &mut F) -> Result<(), Failure>,
+{
+    let mut buf = [0u8; STREAM_CHECKPOINT_BYTES];
+    let mut scratch = [0u8; STREAM_CHECKPOINT_BYTES];
+    let loaded = Slots::new(&mut *flash, 0, CHECKPOINT_SLOT_BYTES)?.load(&mut buf)?;
+    let (mut tuner, mut source) = match loaded {
+        None => {
+            observer(ResumeEvent::Fresh, flash)?;
+            (StreamTuner::new()?, stream_sources().0)
+        }
+        Some((sequence, bytes)) => {
+            let saved: StreamCheckpoint = checkpoint::decode(bytes)?;
+            let (solver, rng, [lower_grad, upper_grad, lower_hvp, lower_cross]) = saved.solver;
+            let tuner = StreamTuner {
+                solver,
+                x: saved.x,
+                t: saved.iteration,
+                calls: OracleCounts {
+                    lower_grad,
+                    upper_grad,
+                    lower_hvp,
+                    lower_cross,
+                    ..OracleCounts::default()
+                },
+            };
+            observer(
+                ResumeEvent::Resumed {
+                    sequence,
+                    step: tuner.t,
+                },
+                flash,
+            )?;
+            (tuner, TeacherStream::resume(rng))
+        }
+    };
+    let problem = StreamRidge::new(&mut source, StreamMemory::new(tuner.drawn()));
+    while !tuner.finished() {
+        tuner.step(&problem)?;
+        if tuner.t % RESUME_PERIOD != 0 || tuner.finished() {
+            continue;
+        }
+        let rng = problem.inspect(TeacherStream::position).ok_or(Failure::Check {
+            what: "the stream is idle between outer steps",
+        })?;
+        let c = tuner.calls;
+        let state = StreamCheckpoint {
+            iteration: tuner.t,
+            x: tuner.x,
+            solver: (
+                tuner.solver.clone(),
+                rng,
+                [c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross],
+            ),
+        };
+        let bytes = checkpoint::encode(&state, &mut buf)?;
+        observer(
+            ResumeEvent::Saving {
+                step: tuner.t,
+                bytes: bytes.len(),
+            },
+            flash,
+        )?;
+        let sequence = Slots::new(&mut *flash, 0, CHECKPOINT_SLOT_BYTES)?.save(bytes, &mut scratch)?;
+        observer(
+            ResumeEvent::Saved {
+                sequence,
+                step: tuner.t,
+            },
+            flash,
+        )?;
+    }
+    tuner.finish(&mut stream_sources().1)
 }
 
 /// The breast-cancer data set split and standardized on the host, written by
