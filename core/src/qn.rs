@@ -338,6 +338,22 @@ pub trait InverseHessian<T: Real, const N: usize>: Clone {
     /// call [`InverseHessian::update`] instead.
     fn insert(&mut self, s: &[T; N], r: &[T; N]) -> Outcome;
 
+    /// [`InverseHessian::insert`], undone (every stored number restored, skip reported as
+    /// [`SkipReason::NonFinite`]) when the memory it leaves is not
+    /// [`InverseHessian::is_bounded`]. Does not count. The provided version keeps a copy of
+    /// the whole memory for the undo; a variant may test the memory it would leave before
+    /// writing instead (L-BFGS does: no copy on the stack).
+    fn insert_bounded(&mut self, s: &[T; N], r: &[T; N]) -> Outcome {
+        let before = self.clone();
+        let outcome = self.insert(s, r);
+        if self.is_bounded() {
+            outcome
+        } else {
+            *self = before;
+            Outcome::Skipped(SkipReason::NonFinite)
+        }
+    }
+
     /// Offers the pair `(s, r)` taken at the new iterate `y⁺` with norm `y_norm`: drops
     /// non-finite pairs and steps `‖s‖ ≤ τ·(1 + y_norm)`, then applies the variant's rule.
     /// A skipped pair leaves `H` unchanged. The outcome is counted.
@@ -350,14 +366,7 @@ pub trait InverseHessian<T: Real, const N: usize>: Clone {
             // A finite pair can still blow the update up (e.g. a huge `s` with a tiny
             // curvature that passes the relative tests): such an update is undone.
             // (Also a skipped pair may have rescaled `h0` first.)
-            let before = self.clone();
-            let outcome = self.insert(s, r);
-            if self.is_bounded() {
-                outcome
-            } else {
-                *self = before;
-                Outcome::Skipped(SkipReason::NonFinite)
-            }
+            self.insert_bounded(s, r)
         };
         self.counts_mut().record(outcome);
         outcome
@@ -684,22 +693,23 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LBfgs<T, 
         &self.safeguards
     }
     fn apply(&self, d: &[T; N], out: &mut [T; N]) {
-        let mut q = *d;
+        // The recursion runs in `out` (no working copy of `d` on the stack).
+        *out = *d;
+        let q = out;
         let mut a = [T::ZERO; M];
         // `len ≤ M` always; the `min` lets the compiler see it (no bounds check on `a`).
         let len = self.len.min(M);
         for i in 0..len {
             let k = self.slot(i);
-            a[i] = self.rho[k] * linalg::dot(&self.s[k], &q);
-            linalg::axpy(-a[i], &self.r[k], &mut q);
+            a[i] = self.rho[k] * linalg::dot(&self.s[k], q);
+            linalg::axpy(-a[i], &self.r[k], q);
         }
-        linalg::scale(self.h0, &mut q);
+        linalg::scale(self.h0, q);
         for i in (0..len).rev() {
             let k = self.slot(i);
-            let b = self.rho[k] * linalg::dot(&self.r[k], &q);
-            linalg::axpy(a[i] - b, &self.s[k], &mut q);
+            let b = self.rho[k] * linalg::dot(&self.r[k], q);
+            linalg::axpy(a[i] - b, &self.s[k], q);
         }
-        *out = q;
     }
     fn clear(&mut self) {
         self.head = 0;
@@ -738,21 +748,73 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LBfgs<T, 
                 .all(|((s, r), &rho)| bounded(rho * linalg::dot(s, s)) && bounded(rho * linalg::dot(r, r)))
     }
     fn insert(&mut self, s: &[T; N], r: &[T; N]) -> Outcome {
+        match self.admit(s, r) {
+            Ok((sr, h0)) => {
+                self.h0 = h0;
+                self.push(s, r, sr);
+                Outcome::Accepted
+            }
+            Err(reason) => Outcome::Skipped(reason),
+        }
+    }
+    /// Tests the memory the pair would leave (the same test as [`InverseHessian::is_bounded`]
+    /// after [`InverseHessian::insert`]) before writing anything, so nothing needs undoing.
+    fn insert_bounded(&mut self, s: &[T; N], r: &[T; N]) -> Outcome {
+        let (sr, h0) = match self.admit(s, r) {
+            Ok(v) => v,
+            // As the provided version: a skip that leaves an unbounded memory (only a
+            // memory that was unbounded before) is reported as non-finite.
+            Err(reason) if self.is_bounded() => return Outcome::Skipped(reason),
+            Err(_) => return Outcome::Skipped(SkipReason::NonFinite),
+        };
+        if !self.bounded_with(s, r, T::ONE / sr, h0) {
+            return Outcome::Skipped(SkipReason::NonFinite);
+        }
+        self.h0 = h0;
+        self.push(s, r, sr);
+        Outcome::Accepted
+    }
+}
+
+impl<T: Real, const N: usize, const M: usize> LBfgs<T, N, M> {
+    /// The tests [`InverseHessian::insert`] applies before writing: the curvature test and
+    /// a finite `1/sᵀr`. Returns `sᵀr` and the `h0` after the pair.
+    fn admit(&self, s: &[T; N], r: &[T; N]) -> Result<(T, T), SkipReason> {
         if M == 0 {
-            return Outcome::Skipped(SkipReason::Full);
+            return Err(SkipReason::Full);
         }
         let sr = linalg::dot(s, r);
         if !curvature_ok(s, r, sr, self.safeguards.curvature) {
-            return Outcome::Skipped(SkipReason::Curvature);
+            return Err(SkipReason::Curvature);
         }
         if !(T::ONE / sr).is_finite() {
-            return Outcome::Skipped(SkipReason::NonFinite);
+            return Err(SkipReason::NonFinite);
         }
-        if let Some(a) = self.safeguards.auto_h0(s, r) {
-            self.h0 = a;
+        Ok((sr, self.safeguards.auto_h0(s, r).unwrap_or(self.h0)))
+    }
+
+    /// [`InverseHessian::is_bounded`] of the memory after pushing `(s, r)` with `rho` and
+    /// `h0`, computed without building it: the pair replaces slot `head mod M`, and the held
+    /// pairs become slots `0..min(len + 1, M)`.
+    fn bounded_with(&self, s: &[T; N], r: &[T; N], rho: T, h0: T) -> bool {
+        if M == 0 {
+            return bounded(h0);
         }
-        self.push(s, r, sr);
-        Outcome::Accepted
+        let all = |v: &[T]| v.iter().all(|&x| bounded(x));
+        let pair =
+            |s: &[T; N], r: &[T; N], rho: T| bounded(rho * linalg::dot(s, s)) && bounded(rho * linalg::dot(r, r));
+        let k = self.head % M;
+        let len = (self.len + 1).min(M);
+        let new = bounded(rho) && all(s) && all(r) && (k >= len || pair(s, r, rho));
+        let kept = self
+            .s
+            .iter()
+            .zip(&self.r)
+            .zip(&self.rho)
+            .enumerate()
+            .filter(|&(j, _)| j != k)
+            .all(|(j, ((sj, rj), &rhoj))| bounded(rhoj) && all(sj) && all(rj) && (j >= len || pair(sj, rj, rhoj)));
+        bounded(h0) && new && kept
     }
 }
 
@@ -871,6 +933,41 @@ impl<T: Real, const N: usize, const M: usize> InverseHessian<T, N> for LSr1<T, N
 
 #[cfg(test)]
 mod tests {
+
+    /// L-BFGS tests the memory a pair would leave before writing it; the provided version
+    /// inserts, tests and restores a copy. Both must agree on every outcome and every stored
+    /// bit, through ring wrap-around, overflowing pairs and rescaled `h0`.
+    #[test]
+    fn lbfgs_bounded_insert_equals_insert_then_undo() {
+        let pairs: [([f32; 3], [f32; 3]); 9] = [
+            ([1.0, 0.5, -0.25], [2.0, 0.75, -0.5]),
+            ([1e18, 0.0, 0.0], [1e-18, 0.0, 0.0]), // ρ‖s‖² = 1e36: unbounded
+            ([0.1, -0.2, 0.3], [0.3, -0.1, 0.4]),
+            ([1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]), // curvature
+            ([3e9, 0.0, 1.0], [3e9, 0.0, 1.0]),    // ρ‖r‖² ≈ 1: bounded, s and r of size 3e9
+            ([0.5, 0.5, 0.0], [0.5, 0.75, 0.25]),
+            ([4e19, 0.0, 0.0], [4e19, 1.0, 0.0]), // entries beyond √MAX
+            ([-0.3, 0.2, 0.1], [-0.5, 0.3, 0.2]),
+            ([f32::MIN_POSITIVE, 0.0, 0.0], [1.0, 0.0, 0.0]),
+        ];
+        let mut fast = LBfgs::<f32, 3, 2>::new(Safeguards::default());
+        let mut slow = fast.clone();
+        let mut undone = 0;
+        for (s, r) in &pairs {
+            let a = fast.insert_bounded(s, r);
+            let before = slow.clone();
+            let mut b = slow.insert(s, r);
+            if !slow.is_bounded() {
+                slow = before;
+                b = Outcome::Skipped(SkipReason::NonFinite);
+                undone += 1;
+            }
+            assert_eq!(a, b, "{s:?} {r:?}");
+            assert_eq!(fast, slow, "{s:?} {r:?}");
+        }
+        assert!(undone >= 2);
+        assert!(fast.len() == 2);
+    }
 
     /// Found by fuzzing: a huge step with a tiny curvature passes the relative SR1 test but
     /// overflows the update; it is skipped and `H` stays as it was.

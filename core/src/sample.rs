@@ -316,6 +316,72 @@ impl<const C: usize> BatchSource for Stream<C> {
     }
 }
 
+/// Minibatches that arrive one after the other into a ring of `slots` buffers of
+/// `batch_size` samples: the `n`-th draw names the `n`-th minibatch of the stream,
+/// [`Batch::Range`] `{ id: n, start: (n mod slots)·batch_size, len: batch_size }`. The
+/// problem receives minibatch `n` into slot `n mod slots` when an oracle first asks for it,
+/// so each sample is used once, in arrival order, and only `slots` minibatches are ever in
+/// memory. The state is three integers.
+///
+/// ```
+/// use bilevel::problem::Batch;
+/// use bilevel::sample::{BatchSource, Ring};
+/// let mut r = Ring::new(2, 8).unwrap();
+/// assert_eq!(r.next_batch().unwrap(), Batch::Range { id: 0, start: 0, len: 8 });
+/// assert_eq!(r.next_batch().unwrap(), Batch::Range { id: 1, start: 8, len: 8 });
+/// assert_eq!(r.next_batch().unwrap(), Batch::Range { id: 2, start: 0, len: 8 });
+/// assert_eq!(r.drawn(), 3);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize, postcard::experimental::max_size::MaxSize)
+)]
+pub struct Ring {
+    slots: u32,
+    batch_size: u32,
+    next: u32,
+}
+
+impl Ring {
+    /// A ring of `slots` buffers of `batch_size` samples, nothing drawn yet. Errors: a zero
+    /// slot count or batch size, or a ring beyond `u32::MAX` samples.
+    pub fn new(slots: usize, batch_size: usize) -> Result<Self, Error> {
+        ensure(slots >= 1, "ring slots", "≥ 1")?;
+        ensure(batch_size >= 1, "batch size", "≥ 1")?;
+        ensure(
+            slots.checked_mul(batch_size).is_some_and(|n| n <= u32::MAX as usize),
+            "ring samples",
+            "≤ u32::MAX",
+        )?;
+        Ok(Ring {
+            slots: slots as u32,
+            batch_size: batch_size as u32,
+            next: 0,
+        })
+    }
+
+    /// Minibatches drawn so far (the id of the next one).
+    pub fn drawn(&self) -> u32 {
+        self.next
+    }
+}
+
+impl BatchSource for Ring {
+    fn next_batch(&mut self) -> Result<Batch, Error> {
+        let id = self.next;
+        self.next = id.checked_add(1).ok_or(Error::Capacity {
+            what: "minibatches of a ring",
+            capacity: u32::MAX as usize,
+        })?;
+        Ok(Batch::Range {
+            id,
+            start: (id % self.slots.max(1)) * self.batch_size,
+            len: self.batch_size,
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

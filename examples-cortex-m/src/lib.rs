@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod pin;
+pub mod retained;
 pub mod scenario;
 pub mod serial;
 pub mod stack;
@@ -17,9 +18,8 @@ use core::fmt::Write as _;
 use core::mem::size_of;
 
 use bilevel::Error;
-use bilevel::algo::nbo::Nbo;
 use pin::{BoardLed, EdgeCounter};
-use scenario::{Failure, LeastSquaresStats, MinibatchRidge, STREAM_DY, STREAM_STEPS, SampleSource};
+use scenario::{Failure, LeastSquaresStats, STREAM_STEPS, SampleSource, StreamMemory, StreamNsbo, StreamTuner};
 use semihosting::io::Write as _;
 
 /// The host's standard output over semihosting, as a `core::fmt::Write`.
@@ -106,14 +106,11 @@ pub fn stream_report<S: SampleSource>(out: &mut HostOut, source: &mut S) -> Resu
     let used = stack::high_water();
     writeln!(
         out,
-        "device: size_of Nbo<f32, 5> {} B",
-        size_of::<Nbo<f32, STREAM_DY>>()
+        "device: size_of Nsbo<f32, 1, 5, Ring> {} B",
+        size_of::<StreamNsbo>()
     )?;
-    writeln!(
-        out,
-        "device: size_of MinibatchRidge {} B",
-        size_of::<MinibatchRidge<'static>>()
-    )?;
+    writeln!(out, "device: size_of StreamTuner {} B", size_of::<StreamTuner>())?;
+    writeln!(out, "device: size_of StreamMemory {} B", size_of::<StreamMemory>())?;
     writeln!(
         out,
         "device: size_of LeastSquaresStats {} B",

@@ -9,19 +9,24 @@
 //! Float math here goes through [`bilevel::Real`] called by path (never `x.exp()` on a bare
 //! `f32`, which is std's `expf` on the host).
 
+use core::cell::{Cell, RefCell};
 use core::fmt::{self, Write};
 use core::ops::ControlFlow;
 
 use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
+use bilevel::algo::nsbo::{Nsbo, NsboConfig};
 use bilevel::algo::qnbo::{QnboConfig, QnboLbfgs};
+use bilevel::checkpoint::{self, Checkpoint, MaxSize, SLOT_HEADER_BYTES, Slots};
 use bilevel::linalg;
 use bilevel::problem::{Counted, OracleCounts};
 use bilevel::problems::{Logistic, Quadratic, Samples, penalty};
 use bilevel::rng::Rng128;
 use bilevel::run::{self, Budget, Outcome, Outer, RunReport, Solver, StepReport};
+use bilevel::sample::Ring;
 use bilevel::schedule::Schedule;
 use bilevel::{Batch, Error, Problem, Real};
+use embedded_storage::nor_flash::NorFlash;
 
 /// Upper dimension of the quadratic the firmware tunes.
 pub const QUADRATIC_DX: usize = 4;
@@ -232,9 +237,9 @@ pub fn tune_quadratic<W: Write>(out: &mut W) -> Result<[QuadraticResult; 2], Fai
 pub const STREAM_FEATURES: usize = 4;
 /// Lower dimension: the weights and the bias.
 pub const STREAM_DY: usize = STREAM_FEATURES + 1;
-/// Training and validation samples per minibatch (each).
+/// Samples per minibatch.
 pub const STREAM_BATCH: usize = 8;
-/// Outer steps, one minibatch each.
+/// Outer steps, each on its own fresh minibatches.
 pub const STREAM_STEPS: u32 = 200;
 /// Seed of the sample stream.
 pub const STREAM_SEED: u64 = 11;
@@ -269,6 +274,16 @@ impl TeacherStream {
     pub fn new(seed: u64) -> Self {
         TeacherStream { rng: Rng128::new(seed) }
     }
+
+    /// The generator's state: where the stream stands (for a checkpoint).
+    pub fn position(&self) -> Rng128 {
+        self.rng.clone()
+    }
+
+    /// The stream continued from a saved [`TeacherStream::position`].
+    pub fn resume(rng: Rng128) -> Self {
+        TeacherStream { rng }
+    }
 }
 
 impl SampleSource for TeacherStream {
@@ -285,21 +300,29 @@ impl SampleSource for TeacherStream {
     }
 }
 
-/// Ridge regression on one minibatch: `g = 1/(2m) Σ_train (aᵀy − b)² + ½ e^x ‖w‖²`,
-/// `f = 1/(2m) Σ_val (aᵀy − b)²`, with `x = ln λ` and the bias (last entry of `y`) not
-/// penalized.
+/// Ridge regression on the minibatches in memory: `g = 1/(2m) Σ_ξ (aᵀy − b)² + ½ e^x ‖w‖²`
+/// over a training minibatch `ξ`, `f = 1/(2m) Σ_ζ (aᵀy − b)²` over a validation minibatch
+/// `ζ` (each oracle call names its minibatch as a [`Batch::Range`] of the rows), with
+/// `x = ln λ` and the bias (last entry of `y`) not penalized.
 #[derive(Clone, Copy, Debug)]
 pub struct MinibatchRidge<'a> {
-    /// The training half of the minibatch (lower level).
+    /// The training minibatches (lower level).
     pub train: Samples<'a, f32, STREAM_DY>,
-    /// The validation half (upper level).
+    /// The validation minibatches (upper level).
     pub validation: Samples<'a, f32, STREAM_DY>,
 }
 
-/// `out ← 1/m Σ (aᵀv − b) a` over `data` (the loss gradient at `v = y`), or without the
-/// targets `1/m Σ (aᵀv) a` (the Hessian times `v`) when `with_targets` is false.
-fn least_squares<const D: usize>(data: &Samples<'_, f32, D>, v: &[f32; D], with_targets: bool, out: &mut [f32; D]) {
-    let (rows, targets, inv) = data.batch(Batch::Full);
+/// `out ← 1/m Σ (aᵀv − b) a` over the `m` rows `a` and targets `b` (the loss gradient at
+/// `v = y`), or without the targets `1/m Σ (aᵀv) a` (the Hessian times `v`) when
+/// `with_targets` is false.
+fn least_squares<const D: usize>(
+    rows: &[[f32; D]],
+    targets: &[f32],
+    v: &[f32; D],
+    with_targets: bool,
+    out: &mut [f32; D],
+) {
+    let inv = if rows.is_empty() { 0.0 } else { 1.0 / rows.len() as f32 };
     *out = [0.0; D];
     for (a, b) in rows.iter().zip(targets) {
         let mut r = linalg::dot(a, v);
@@ -315,10 +338,11 @@ impl Problem<f32, 1, STREAM_DY> for MinibatchRidge<'_> {
         &self,
         x: &[f32; 1],
         y: &[f32; STREAM_DY],
-        _: Batch,
+        batch: Batch,
         out: &mut [f32; STREAM_DY],
     ) -> Result<(), Error> {
-        least_squares(&self.train, y, true, out);
+        let (rows, targets, _) = self.train.batch(batch);
+        least_squares(rows, targets, y, true, out);
         penalty::add_scaled(x, y, out);
         Ok(())
     }
@@ -327,12 +351,13 @@ impl Problem<f32, 1, STREAM_DY> for MinibatchRidge<'_> {
         &self,
         _: &[f32; 1],
         y: &[f32; STREAM_DY],
-        _: Batch,
+        batch: Batch,
         gx: &mut [f32; 1],
         gy: &mut [f32; STREAM_DY],
     ) -> Result<(), Error> {
         gx[0] = 0.0;
-        least_squares(&self.validation, y, true, gy);
+        let (rows, targets, _) = self.validation.batch(batch);
+        least_squares(rows, targets, y, true, gy);
         Ok(())
     }
 
@@ -341,10 +366,11 @@ impl Problem<f32, 1, STREAM_DY> for MinibatchRidge<'_> {
         x: &[f32; 1],
         _: &[f32; STREAM_DY],
         v: &[f32; STREAM_DY],
-        _: Batch,
+        batch: Batch,
         out: &mut [f32; STREAM_DY],
     ) -> Result<(), Error> {
-        least_squares(&self.train, v, false, out);
+        let (rows, targets, _) = self.train.batch(batch);
+        least_squares(rows, targets, v, false, out);
         penalty::add_scaled(x, v, out);
         Ok(())
     }
@@ -448,60 +474,321 @@ pub fn stream_outer() -> Outer<f32> {
     }
 }
 
-/// Tunes ridge regression's `ln λ` on a stream: every outer step draws one fresh minibatch
-/// (train and validation halves) from `source`, takes one NBO-GD step on it (`y` and the
-/// adjoint carried across minibatches, as in stochastic NBO), and calls `on_step` with the
-/// step's report and the new `ln λ` (the firmware toggles a pin there). Then evaluates
-/// `λ = 1` and the tuned `λ` on fixed evaluation sets streamed from `eval_source`, and
-/// checks that the tuned one is no worse. No text output: see [`tune_stream`].
+/// NSBO's `T`: each outer step takes `T + 1` inner gradient steps, each with its Hessian
+/// product on a fresh training minibatch.
+pub const STREAM_INNER_STEPS: u32 = 1;
+/// NSBO's inner step `β` (the minibatch Hessians reach `L` ≈ 3; with `β = 0.2` a solve on
+/// sampled products tripped the divergence test after 100 steps).
+pub const STREAM_BETA: f32 = 0.1;
+/// Training minibatches NSBO-SGD draws per outer step (at most): `∇_y g`, the cross
+/// product `∇²_xy g·u`, and one per Hessian product.
+pub const STREAM_LOWER_BATCHES: usize = STREAM_INNER_STEPS as usize + 3;
+/// Validation minibatches per outer step: the right-hand side `∇_y f` of the adjoint
+/// system and `∇_x f`, `∇_y f` at the new lower iterate.
+pub const STREAM_UPPER_BATCHES: usize = 2;
+
+/// NSBO-SGD drawing its training and validation minibatches from two arrival rings.
+pub type StreamNsbo = Nsbo<f32, 1, STREAM_DY, Ring>;
+
+const TRAIN_ROWS: usize = STREAM_LOWER_BATCHES * STREAM_BATCH;
+const VAL_ROWS: usize = STREAM_UPPER_BATCHES * STREAM_BATCH;
+
+/// The minibatches in memory: a ring of [`STREAM_LOWER_BATCHES`] training slots and one
+/// of [`STREAM_UPPER_BATCHES`] validation slots, [`STREAM_BATCH`] samples each, and how
+/// many minibatches each level has received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamMemory {
+    train_rows: [Row; TRAIN_ROWS],
+    train_targets: [f32; TRAIN_ROWS],
+    val_rows: [Row; VAL_ROWS],
+    val_targets: [f32; VAL_ROWS],
+    /// Minibatches received so far: training, validation.
+    pub received: [u32; 2],
+}
+
+/// Which level a minibatch belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Train = 0,
+    Validation = 1,
+}
+
+impl StreamMemory {
+    /// Empty slots; `received` counts the minibatches each level already consumed (0 at the
+    /// start, the solver's ring counters when resuming).
+    pub fn new(received: [u32; 2]) -> Self {
+        StreamMemory {
+            train_rows: [[0.0; STREAM_DY]; TRAIN_ROWS],
+            train_targets: [0.0; TRAIN_ROWS],
+            val_rows: [[0.0; STREAM_DY]; VAL_ROWS],
+            val_targets: [0.0; VAL_ROWS],
+            received,
+        }
+    }
+
+    /// Receives minibatches of `level` from `source` until minibatch `id` has arrived, and
+    /// returns its rows and targets.
+    fn batch<S: SampleSource>(&mut self, source: &mut S, level: Level, id: u32) -> Result<(&[Row], &[f32]), Failure> {
+        let (rows, targets): (&mut [Row], &mut [f32]) = match level {
+            Level::Train => (&mut self.train_rows, &mut self.train_targets),
+            Level::Validation => (&mut self.val_rows, &mut self.val_targets),
+        };
+        let slots = (rows.len() / STREAM_BATCH) as u32;
+        let received = &mut self.received[level as usize];
+        while *received <= id {
+            let at = (*received % slots) as usize * STREAM_BATCH;
+            let (Some(r), Some(t)) = (
+                rows.get_mut(at..at + STREAM_BATCH),
+                targets.get_mut(at..at + STREAM_BATCH),
+            ) else {
+                break;
+            };
+            source.fill(r, t)?;
+            *received += 1;
+        }
+        // Received, and not overwritten since by a later minibatch in the same slot.
+        if id >= *received || *received - id > slots {
+            return Err(Failure::Check {
+                what: "a drawn minibatch is in memory when used",
+            });
+        }
+        let at = (id % slots) as usize * STREAM_BATCH;
+        match (rows.get(at..at + STREAM_BATCH), targets.get(at..at + STREAM_BATCH)) {
+            (Some(r), Some(t)) => Ok((r, t)),
+            _ => Err(Failure::Check {
+                what: "a drawn minibatch is in memory when used",
+            }),
+        }
+    }
+}
+
+/// Ridge regression (as [`MinibatchRidge`]) on minibatches that arrive from `source` one at
+/// a time: an oracle call on [`Batch::Range`] `{ id: n, .. }` of a level first receives
+/// that level's minibatches up to the `n`-th (NSBO's [`Ring`] names them in draw order),
+/// so each sample is used once, in arrival order, with one outer step's minibatches in
+/// memory. A failing source makes the oracle fail with [`Error::InvalidData`]; the
+/// source's own [`Failure`] is kept ([`StreamRidge::failure`]).
+pub struct StreamRidge<'s, S> {
+    source: RefCell<&'s mut S>,
+    memory: RefCell<StreamMemory>,
+    failure: Cell<Option<Failure>>,
+}
+
+impl<'s, S: SampleSource> StreamRidge<'s, S> {
+    /// Reads minibatches from `source` into `memory`.
+    pub fn new(source: &'s mut S, memory: StreamMemory) -> Self {
+        StreamRidge {
+            source: RefCell::new(source),
+            memory: RefCell::new(memory),
+            failure: Cell::new(None),
+        }
+    }
+
+    /// Minibatches received so far: training, validation.
+    pub fn received(&self) -> [u32; 2] {
+        self.memory.try_borrow().map(|m| m.received).unwrap_or([u32::MAX; 2])
+    }
+
+    /// Runs `f` on the source between oracle calls (`None` during one).
+    pub fn inspect<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.source.try_borrow().ok().map(|s| f(&**s))
+    }
+
+    /// Why the last oracle failed, if the source or the slots made it fail.
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure.get()
+    }
+
+    /// Runs `f` on the rows and targets of minibatch `batch` of `level`, receiving it first.
+    fn with_batch<R>(&self, level: Level, batch: Batch, f: impl FnOnce(&[Row], &[f32]) -> R) -> Result<R, Error> {
+        let Batch::Range { id, .. } = batch else {
+            return Err(Error::InvalidData {
+                reason: "a stream has no full batch",
+            });
+        };
+        let failed = |f: Failure, cell: &Cell<Option<Failure>>| {
+            cell.set(Some(f));
+            Error::InvalidData {
+                reason: "the sample stream failed",
+            }
+        };
+        let (Ok(mut source), Ok(mut memory)) = (self.source.try_borrow_mut(), self.memory.try_borrow_mut()) else {
+            return Err(Error::Breakdown {
+                stage: "sample stream already in use",
+            });
+        };
+        let (rows, targets) = memory
+            .batch(&mut **source, level, id)
+            .map_err(|e| failed(e, &self.failure))?;
+        Ok(f(rows, targets))
+    }
+}
+
+impl<S: SampleSource> Problem<f32, 1, STREAM_DY> for StreamRidge<'_, S> {
+    fn lower_grad(
+        &self,
+        x: &[f32; 1],
+        y: &[f32; STREAM_DY],
+        batch: Batch,
+        out: &mut [f32; STREAM_DY],
+    ) -> Result<(), Error> {
+        self.with_batch(Level::Train, batch, |rows, targets| {
+            least_squares(rows, targets, y, true, out);
+            penalty::add_scaled(x, y, out);
+        })
+    }
+
+    fn upper_grad(
+        &self,
+        _: &[f32; 1],
+        y: &[f32; STREAM_DY],
+        batch: Batch,
+        gx: &mut [f32; 1],
+        gy: &mut [f32; STREAM_DY],
+    ) -> Result<(), Error> {
+        self.with_batch(Level::Validation, batch, |rows, targets| {
+            gx[0] = 0.0;
+            least_squares(rows, targets, y, true, gy);
+        })
+    }
+
+    fn lower_hvp(
+        &self,
+        x: &[f32; 1],
+        _: &[f32; STREAM_DY],
+        v: &[f32; STREAM_DY],
+        batch: Batch,
+        out: &mut [f32; STREAM_DY],
+    ) -> Result<(), Error> {
+        self.with_batch(Level::Train, batch, |rows, targets| {
+            least_squares(rows, targets, v, false, out);
+            penalty::add_scaled(x, v, out);
+        })
+    }
+
+    fn lower_cross(
+        &self,
+        x: &[f32; 1],
+        y: &[f32; STREAM_DY],
+        v: &[f32; STREAM_DY],
+        batch: Batch,
+        out: &mut [f32; 1],
+    ) -> Result<(), Error> {
+        // ∇²_xy g·v = e^x wᵀv needs no samples, but the drawn minibatch still arrives (and
+        // is skipped), so the stream stays aligned with the draws.
+        self.with_batch(Level::Train, batch, |_, _| penalty::cross(x, y, v, out))
+    }
+}
+
+/// The resumable state of the streaming run: the solver (iterates, adjoint, ring
+/// counters), `x = ln λ`, the next outer step and the oracle calls so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamTuner {
+    /// NSBO-SGD.
+    pub solver: StreamNsbo,
+    /// `x = ln λ`.
+    pub x: [f32; 1],
+    /// The next outer step.
+    pub t: u32,
+    /// Oracle calls so far.
+    pub calls: OracleCounts,
+}
+
+impl StreamTuner {
+    /// NSBO-SGD (`T` = [`STREAM_INNER_STEPS`], `β` = [`STREAM_BETA`]) from `y = 0`, `u = 0`,
+    /// `ln λ = 0`, nothing drawn.
+    pub fn new() -> Result<Self, Failure> {
+        Ok(StreamTuner {
+            solver: StreamNsbo::new(
+                NsboConfig::constant(STREAM_BETA, STREAM_INNER_STEPS),
+                [0.0; STREAM_DY],
+                Ring::new(STREAM_LOWER_BATCHES, STREAM_BATCH)?,
+                Ring::new(STREAM_UPPER_BATCHES, STREAM_BATCH)?,
+            ),
+            x: [0.0],
+            t: 0,
+            calls: OracleCounts::default(),
+        })
+    }
+
+    /// Minibatches the solver has drawn: training, validation.
+    pub fn drawn(&self) -> [u32; 2] {
+        let (lower, upper) = self.solver.sources();
+        [lower.drawn(), upper.drawn()]
+    }
+
+    /// Whether all [`STREAM_STEPS`] outer steps are done.
+    pub fn finished(&self) -> bool {
+        self.t >= STREAM_STEPS
+    }
+
+    /// One outer step of NSBO-SGD on the minibatches `problem` receives, then a check that
+    /// every minibatch the step drew has arrived.
+    pub fn step<S: SampleSource>(&mut self, problem: &StreamRidge<'_, S>) -> Result<StepReport<f32>, Failure> {
+        let counted = Counted::new(problem);
+        let r = run::step(&mut self.solver, &counted, &mut self.x, &stream_outer(), self.t)
+            .map_err(|e| problem.failure().unwrap_or(Failure::Library(e)))?;
+        let c = counted.counts();
+        self.calls.lower_grad += c.lower_grad;
+        self.calls.upper_grad += c.upper_grad;
+        self.calls.lower_hvp += c.lower_hvp;
+        self.calls.lower_cross += c.lower_cross;
+        self.t += 1;
+        if problem.received() != self.drawn() {
+            return Err(Failure::Check {
+                what: "every drawn minibatch arrives within its outer step",
+            });
+        }
+        Ok(r)
+    }
+
+    /// Evaluates `λ = 1` and the tuned `λ` on fixed evaluation sets streamed from
+    /// `eval_source`, and checks that the tuned one is no worse.
+    pub fn finish<E: SampleSource>(&self, eval_source: &mut E) -> Result<StreamResult, Failure> {
+        let eval_train = LeastSquaresStats::collect(eval_source, STREAM_EVAL_SAMPLES)?;
+        let eval_val = LeastSquaresStats::collect(eval_source, STREAM_EVAL_SAMPLES)?;
+        let loss_start = eval_val.loss(&eval_train.ridge_solution(0.0)?);
+        let loss_end = eval_val.loss(&eval_train.ridge_solution(self.x[0])?);
+        let result = StreamResult {
+            x: self.x[0],
+            y: *Solver::<f32, 1, STREAM_DY>::lower(&self.solver),
+            loss_start,
+            loss_end,
+            oracle_calls: self.calls,
+        };
+        // Written so that a NaN loss fails the check.
+        if loss_end <= loss_start {
+            Ok(result)
+        } else {
+            Err(Failure::Check {
+                what: "tuned lambda no worse than lambda = 1 on the evaluation sets",
+            })
+        }
+    }
+}
+
+/// Tunes ridge regression's `ln λ` on a stream with NSBO-SGD: every outer step draws its
+/// own minibatches ([`STREAM_LOWER_BATCHES`] training and [`STREAM_UPPER_BATCHES`]
+/// validation minibatches of [`STREAM_BATCH`] samples, fewer at the first step where the
+/// zero adjoint skips a product), each received from `source` when first used
+/// ([`StreamRidge`]), takes one step (`y` and the adjoint `u` carried across minibatches),
+/// and calls `on_step` with the step's report and the new `ln λ` (the firmware toggles a
+/// pin there). Then evaluates `λ = 1` and the tuned `λ` on fixed
+/// evaluation sets streamed from `eval_source` ([`StreamTuner::finish`]). No text output:
+/// see [`tune_stream`].
 pub fn stream_run<S, E, F>(source: &mut S, eval_source: &mut E, mut on_step: F) -> Result<StreamResult, Failure>
 where
     S: SampleSource,
     E: SampleSource,
     F: FnMut(&StepReport<f32>, f32) -> Result<(), Failure>,
 {
-    let outer = stream_outer();
-    let mut nbo = Nbo::new(NboConfig::gradient_descent(0.05f32, 3), [0.0f32; STREAM_DY]);
-    let mut x = [0.0f32; 1];
-    let mut calls = OracleCounts::default();
-    let mut train_rows = [[0.0f32; STREAM_DY]; STREAM_BATCH];
-    let mut train_targets = [0.0f32; STREAM_BATCH];
-    let mut val_rows = [[0.0f32; STREAM_DY]; STREAM_BATCH];
-    let mut val_targets = [0.0f32; STREAM_BATCH];
-    for t in 0..STREAM_STEPS {
-        source.fill(&mut train_rows, &mut train_targets)?;
-        source.fill(&mut val_rows, &mut val_targets)?;
-        let problem = Counted::new(MinibatchRidge {
-            train: Samples::new(&train_rows, &train_targets)?,
-            validation: Samples::new(&val_rows, &val_targets)?,
-        });
-        let r = run::step(&mut nbo, &problem, &mut x, &outer, t)?;
-        let c = problem.counts();
-        calls.lower_grad += c.lower_grad;
-        calls.upper_grad += c.upper_grad;
-        calls.lower_hvp += c.lower_hvp;
-        calls.lower_cross += c.lower_cross;
-        on_step(&r, x[0])?;
+    let mut tuner = StreamTuner::new()?;
+    let problem = StreamRidge::new(source, StreamMemory::new([0, 0]));
+    while !tuner.finished() {
+        let r = tuner.step(&problem)?;
+        on_step(&r, tuner.x[0])?;
     }
-    let eval_train = LeastSquaresStats::collect(eval_source, STREAM_EVAL_SAMPLES)?;
-    let eval_val = LeastSquaresStats::collect(eval_source, STREAM_EVAL_SAMPLES)?;
-    let loss_start = eval_val.loss(&eval_train.ridge_solution(0.0)?);
-    let loss_end = eval_val.loss(&eval_train.ridge_solution(x[0])?);
-    let result = StreamResult {
-        x: x[0],
-        y: *nbo.lower(),
-        loss_start,
-        loss_end,
-        oracle_calls: calls,
-    };
-    // Written so that a NaN loss fails the check.
-    if loss_end <= loss_start {
-        Ok(result)
-    } else {
-        Err(Failure::Check {
-            what: "tuned lambda no worse than lambda = 1 on the evaluation sets",
-        })
-    }
+    tuner.finish(eval_source)
 }
 
 /// [`stream_run`] with its report: progress every 50 steps, the tuned `λ`, `y`, oracle
@@ -520,7 +807,11 @@ where
 {
     writeln!(
         out,
-        "problem: streaming ridge f32 features={STREAM_FEATURES} batch={STREAM_BATCH}+{STREAM_BATCH} steps={STREAM_STEPS} seed={STREAM_SEED}"
+        "problem: streaming ridge f32 features={STREAM_FEATURES} batch={STREAM_BATCH} steps={STREAM_STEPS} seed={STREAM_SEED}"
+    )?;
+    writeln!(
+        out,
+        "solver: nsbo-sgd T={STREAM_INNER_STEPS} beta={STREAM_BETA}, {STREAM_LOWER_BATCHES} training + {STREAM_UPPER_BATCHES} validation minibatches per step"
     )?;
     let result = stream_run(source, eval_source, |r, x| {
         on_step(r.iteration, x)?;
@@ -535,6 +826,13 @@ where
         }
         Ok(())
     })?;
+    write_stream_result(out, &result)?;
+    Ok(result)
+}
+
+/// Writes the streaming run's result: the tuned `λ`, `y`, oracle calls, the evaluation
+/// losses, and their bits.
+pub fn write_stream_result<W: Write>(out: &mut W, result: &StreamResult) -> fmt::Result {
     writeln!(
         out,
         "stream: ln lambda = {:e}, lambda = {:e}",
@@ -561,12 +859,147 @@ where
         result.loss_start.to_bits(),
         result.loss_end.to_bits()
     )?;
-    Ok(result)
+    Ok(())
 }
 
 /// Stream seeds: the tuning stream and the evaluation stream.
 pub fn stream_sources() -> (TeacherStream, TeacherStream) {
     (TeacherStream::new(STREAM_SEED), TeacherStream::new(STREAM_SEED + 1))
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoint, reset, resume: the streaming run carried across a reset in two flash slots.
+// ---------------------------------------------------------------------------------------
+
+/// A checkpoint is written after every this many outer steps.
+pub const RESUME_PERIOD: u32 = 16;
+
+/// A checkpoint of the streaming run: the next outer step, `ln λ`, the solver (iterates,
+/// adjoint, ring counters), the training stream's generator, and the oracle calls so far
+/// (`∇_y g`, upper gradients, Hessian products, cross products).
+pub type StreamCheckpoint = Checkpoint<(StreamNsbo, Rng128, [u64; 4]), f32, 1>;
+
+/// Largest encoded [`StreamCheckpoint`], known at compile time.
+pub const STREAM_CHECKPOINT_BYTES: usize = <StreamCheckpoint as MaxSize>::POSTCARD_MAX_SIZE;
+
+/// Bytes of one checkpoint slot (a multiple of the flash's erase size).
+pub const CHECKPOINT_SLOT_BYTES: u32 = 256;
+
+/// Bytes of flash the two slots take.
+pub const CHECKPOINT_FLASH_BYTES: usize = 2 * CHECKPOINT_SLOT_BYTES as usize;
+
+const _: () = assert!(STREAM_CHECKPOINT_BYTES + SLOT_HEADER_BYTES <= CHECKPOINT_SLOT_BYTES as usize);
+
+/// What happens during a resumable run, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeEvent {
+    /// No valid checkpoint: the run starts at step 0.
+    Fresh,
+    /// Resuming from checkpoint `sequence`, taken before outer step `step`.
+    Resumed {
+        /// Its sequence number.
+        sequence: u32,
+        /// The outer step it resumes at.
+        step: u32,
+    },
+    /// A checkpoint of `bytes` bytes before outer step `step` is about to be written.
+    Saving {
+        /// The next outer step.
+        step: u32,
+        /// Encoded size.
+        bytes: usize,
+    },
+    /// It was written as checkpoint `sequence`.
+    Saved {
+        /// Its sequence number.
+        sequence: u32,
+        /// The next outer step.
+        step: u32,
+    },
+}
+
+/// The streaming run of [`stream_run`] with checkpoints: starts from the newest valid
+/// checkpoint in the two slots at the start of `flash` (from step 0 when there is none),
+/// writes a checkpoint after every [`RESUME_PERIOD`] outer steps, and evaluates the result
+/// as [`StreamTuner::finish`]. A run cut at any point (a reset, a power loss in the middle
+/// of a flash write) and started again with the same flash ends with the same bits as one
+/// that was never cut. `observer` sees every [`ResumeEvent`] with the flash (so a test can
+/// cut the next write).
+pub fn stream_resumable<F, O>(flash: &mut F, mut observer: O) -> Result<StreamResult, Failure>
+where
+    F: NorFlash,
+    O: FnMut(ResumeEvent, &mut F) -> Result<(), Failure>,
+{
+    let mut buf = [0u8; STREAM_CHECKPOINT_BYTES];
+    let mut scratch = [0u8; STREAM_CHECKPOINT_BYTES];
+    let loaded = Slots::new(&mut *flash, 0, CHECKPOINT_SLOT_BYTES)?.load(&mut buf)?;
+    let (mut tuner, mut source) = match loaded {
+        None => {
+            observer(ResumeEvent::Fresh, flash)?;
+            (StreamTuner::new()?, stream_sources().0)
+        }
+        Some((sequence, bytes)) => {
+            let saved: StreamCheckpoint = checkpoint::decode(bytes)?;
+            let (solver, rng, [lower_grad, upper_grad, lower_hvp, lower_cross]) = saved.solver;
+            let tuner = StreamTuner {
+                solver,
+                x: saved.x,
+                t: saved.iteration,
+                calls: OracleCounts {
+                    lower_grad,
+                    upper_grad,
+                    lower_hvp,
+                    lower_cross,
+                    ..OracleCounts::default()
+                },
+            };
+            observer(
+                ResumeEvent::Resumed {
+                    sequence,
+                    step: tuner.t,
+                },
+                flash,
+            )?;
+            (tuner, TeacherStream::resume(rng))
+        }
+    };
+    let problem = StreamRidge::new(&mut source, StreamMemory::new(tuner.drawn()));
+    while !tuner.finished() {
+        tuner.step(&problem)?;
+        if tuner.t % RESUME_PERIOD != 0 || tuner.finished() {
+            continue;
+        }
+        let rng = problem.inspect(TeacherStream::position).ok_or(Failure::Check {
+            what: "the stream is idle between outer steps",
+        })?;
+        let c = tuner.calls;
+        let state = StreamCheckpoint {
+            iteration: tuner.t,
+            x: tuner.x,
+            solver: (
+                tuner.solver.clone(),
+                rng,
+                [c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross],
+            ),
+        };
+        let bytes = checkpoint::encode(&state, &mut buf)?;
+        observer(
+            ResumeEvent::Saving {
+                step: tuner.t,
+                bytes: bytes.len(),
+            },
+            flash,
+        )?;
+        let sequence = Slots::new(&mut *flash, 0, CHECKPOINT_SLOT_BYTES)?.save(bytes, &mut scratch)?;
+        observer(
+            ResumeEvent::Saved {
+                sequence,
+                step: tuner.t,
+            },
+            flash,
+        )?;
+    }
+    tuner.finish(&mut stream_sources().1)
 }
 
 /// The breast-cancer data set split and standardized on the host, written by

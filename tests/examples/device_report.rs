@@ -9,7 +9,7 @@
 //! cargo run --release -p bilevel-tests --example device_report -- stream-samples > samples.bin
 //! ```
 //!
-//! `stream-samples` writes the training stream of `stream` in the serial wire format of
+//! `stream-samples` writes the samples `stream` consumes from its training stream in the serial wire format of
 //! `examples-cortex-m/src/serial.rs` (the magic `BLV1`, the sample count as `u32`, then per
 //! sample the features and the target as little-endian `f32`), for `tune_stream_uart`.
 
@@ -22,32 +22,47 @@ use std::process::ExitCode;
 
 use scenario::SampleSource;
 
-/// The training samples `tune_stream` consumes, in the serial wire format.
-fn stream_samples() -> Vec<u8> {
-    let (mut source, _) = scenario::stream_sources();
-    let n = scenario::STREAM_STEPS as usize * 2 * scenario::STREAM_BATCH;
-    let mut out = b"BLV1".to_vec();
-    out.extend_from_slice(&(n as u32).to_le_bytes());
-    let mut rows = [[0.0f32; scenario::STREAM_DY]; scenario::STREAM_BATCH];
-    let mut targets = [0.0f32; scenario::STREAM_BATCH];
-    for _ in 0..n / scenario::STREAM_BATCH {
-        if source.fill(&mut rows, &mut targets).is_err() {
-            unreachable!("the generator never fails");
-        }
-        for (row, t) in rows.iter().zip(&targets) {
-            for v in &row[..scenario::STREAM_FEATURES] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&t.to_le_bytes());
-        }
+/// A source that keeps a copy of every sample it hands out.
+struct Recording<S> {
+    inner: S,
+    samples: Vec<(scenario::Row, f32)>,
+}
+
+impl<S: SampleSource> SampleSource for Recording<S> {
+    fn fill(&mut self, rows: &mut [scenario::Row], targets: &mut [f32]) -> Result<(), scenario::Failure> {
+        self.inner.fill(rows, targets)?;
+        self.samples.extend(rows.iter().copied().zip(targets.iter().copied()));
+        Ok(())
     }
-    out
+}
+
+/// The training samples `tune_stream` consumes (recorded from a run of it), in the serial
+/// wire format.
+fn stream_samples() -> Result<Vec<u8>, scenario::Failure> {
+    let (source, mut eval) = scenario::stream_sources();
+    let mut recording = Recording {
+        inner: source,
+        samples: Vec::new(),
+    };
+    scenario::stream_run(&mut recording, &mut eval, |_, _| Ok(()))?;
+    let mut out = b"BLV1".to_vec();
+    out.extend_from_slice(&(recording.samples.len() as u32).to_le_bytes());
+    for (row, t) in &recording.samples {
+        for v in &row[..scenario::STREAM_FEATURES] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    Ok(out)
 }
 
 fn main() -> ExitCode {
     let which = std::env::args().nth(1).unwrap_or_default();
     if which == "stream-samples" {
-        return match std::io::stdout().write_all(&stream_samples()) {
+        let written = stream_samples()
+            .map_err(|e| e.to_string())
+            .and_then(|b| std::io::stdout().write_all(&b).map_err(|e| e.to_string()));
+        return match written {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");

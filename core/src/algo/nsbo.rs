@@ -205,6 +205,19 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Nsbo<T, 
     pub fn adjoint(&self) -> &[T; DY] {
         &self.state.u
     }
+
+    /// The minibatch sources, lower level first.
+    pub fn sources(&self) -> (&S, &S) {
+        (&self.lower_batches, &self.upper_batches)
+    }
+
+    /// The minibatch sources, lower level first, to feed them between steps: with
+    /// [`Stream`](crate::sample::Stream) sources the caller pushes each minibatch as it
+    /// arrives, and a step draws them in arrival order (`T + 3` lower and 2 upper batches
+    /// per outer iteration).
+    pub fn sources_mut(&mut self) -> (&mut S, &mut S) {
+        (&mut self.lower_batches, &mut self.upper_batches)
+    }
 }
 
 impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T, DX, DY> for Nsbo<T, DX, DY, S> {

@@ -16,6 +16,8 @@ use core::hint::black_box;
 use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::reference::{ReferenceConfig, reference_hypergradient};
+use bilevel_cortex_m_examples::retained::RetainedFlash;
+use bilevel_cortex_m_examples::scenario::ResumeEvent;
 use bilevel_cortex_m_examples::scenario::{
     self, Failure, LeastSquaresStats, QUADRATIC_DY, SampleSource, TunedQuadratic,
 };
@@ -121,12 +123,30 @@ fn serial_entry_points() -> Result<(), Failure> {
     Ok(())
 }
 
+/// The streaming run with checkpoints in the retained flash (postcard encode and decode,
+/// the two slots, the power cut that resets the core). Linked and checked; `tune_resume`
+/// runs it.
+fn resume_entry_points() -> Result<(), Failure> {
+    if !black_box(false) {
+        return Ok(());
+    }
+    let mut flash = RetainedFlash::take().ok_or(Failure::Output)?;
+    black_box(scenario::stream_resumable(&mut flash, |event, flash| {
+        if let ResumeEvent::Saving { bytes, .. } = black_box(event) {
+            flash.cut_power_after(black_box(bytes));
+        }
+        Ok(())
+    })?);
+    Ok(())
+}
+
 #[entry]
 fn main() -> ! {
     let result = quadratic_entry_points()
         .and_then(|()| stream_entry_points())
         .and_then(|()| logreg_entry_points())
-        .and_then(|()| serial_entry_points());
+        .and_then(|()| serial_entry_points())
+        .and_then(|()| resume_entry_points());
     black_box(result.map_err(|f| exit_code(&f)).err());
     exit(result)
 }
