@@ -350,7 +350,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
             mem_a.clear();
         }
         let before_a = mem_a.counts();
-        let run_a = inner::quasi_newton(
+        let run_a = inner::quasi_newton_in_place(
             oracles,
             x,
             &mut y,
@@ -380,7 +380,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
                 self.start_b(&mut mem_b, &mem_a);
                 let before_b = mem_b.counts();
                 let (mut y_b, mut grad_b) = (y, grad);
-                let run_b = inner::quasi_newton(
+                let run_b = inner::quasi_newton_in_place(
                     oracles,
                     x,
                     &mut y_b,

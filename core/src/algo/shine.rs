@@ -216,7 +216,7 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
                 Some(m) => m.min(cfg.max_inner_steps - steps),
                 None => cfg.max_inner_steps - steps,
             };
-            let r = inner::quasi_newton(
+            let r = inner::quasi_newton_in_place(
                 oracles,
                 x,
                 &mut y,
