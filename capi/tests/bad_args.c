@@ -1,7 +1,8 @@
 /* Feeds bad arguments to every entry point of the bilevel C API and checks the status codes,
  * and that a failing step leaves the solver memory byte-for-byte unchanged. Exit 0 when every
- * check holds; otherwise prints each failed check and exits 1. Built and run by .ci/capi on the
- * host and under QEMU. */
+ * check holds; otherwise prints each failed check and exits 1. With `--table`, also prints
+ * each check that held as a Markdown row (docs/robustness-c.md). Built and run by .ci/capi on
+ * the host and under QEMU. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +11,8 @@
 #include "bilevel.h"
 
 static int failures;
+static int table; /* print each check that held as a Markdown row */
+static const char *given = "";  /* what the next checks feed in, for the table */
 #define EXPECT(call, want)                                                                       \
     do {                                                                                         \
         uint32_t got_ = (call);                                                                  \
@@ -17,6 +20,8 @@ static int failures;
             printf("FAIL line %d: %s gave %lu (%s), want %s\n", __LINE__, #call,                \
                    (unsigned long)got_, bl_status_str(got_), #want);                              \
             failures++;                                                                          \
+        } else if (table) {                                                                      \
+            printf("| %s | `%s` | `%s` (%s) |\n", given, #call, #want, bl_status_str(got_));    \
         }                                                                                        \
     } while (0)
 
@@ -45,7 +50,9 @@ static int32_t failing_grad(void *ctx, const float *x, const float *y, uint32_t 
 static _Alignas(16) uint8_t memory[8192];
 static _Alignas(16) uint8_t before[8192];
 
-int main(void) {
+int main(int argc, char **argv) {
+    table = argc > 1 && strcmp(argv[1], "--table") == 0;
+    if (table) printf("| given | call | status |\n|---|---|---|\n");
     BlConfig cfg;
     BlReport report;
     float x0[1] = {0.0f}, out[BL_MAX_DY];
@@ -74,36 +81,47 @@ int main(void) {
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, x0, 2), BL_ERR_SIZE);
     BlProblem q = p;
     q.callbacks.dx = 0;
+    given = "dx = 0";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 0), BL_ERR_SIZE);
     q = p;
     q.callbacks.dy = BL_MAX_DY + 1;
+    given = "dy above BL_MAX_DY";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 1), BL_ERR_SIZE);
     q = p;
     q.callbacks.lower_grad = NULL;
+    given = "no lower_grad callback";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 1), BL_ERR_NULL);
     q = p;
     q.kind = 77;
+    given = "problem kind 77";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 1), BL_ERR_KIND);
 
     /* configuration values: zero, negative, NaN and infinite steps; unknown method; NaN x0 */
     const float bad_steps[4] = {0.0f, -0.1f, NAN, INFINITY};
+    const char *outer_names[4] = {"outer step 0", "outer step -0.1", "outer step NaN", "outer step +inf"};
+    const char *inner_names[4] = {"inner step 0", "inner step -0.1", "inner step NaN", "inner step +inf"};
     for (int i = 0; i < 4; i++) {
         BlConfig c = cfg;
         c.outer_step = bad_steps[i];
+        given = outer_names[i];
         EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
         c = cfg;
         c.inner_step = bad_steps[i];
+        given = inner_names[i];
         EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
     }
     BlConfig c = cfg;
     c.method = 99;
+    given = "method 99";
     EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_KIND);
     c = cfg;
     c.use_bounds = 1;
     c.lower_bound = 1.0f;
     c.upper_bound = -1.0f;
+    given = "bounds [1, -1]";
     EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
     const float nan_x0[1] = {NAN};
+    given = "x0 = NaN";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, nan_x0, 1), BL_ERR_CONFIG);
 
     /* built-in logistic: null arrays, no rows, labels not 0/1, NaN features, bad batch size */
@@ -113,42 +131,57 @@ int main(void) {
     lr.kind = BL_PROBLEM_LOGISTIC;
     lr.data = (BlDataset){&feats[0][0], labels, 4, &feats[0][0], labels, 4};
     for (int i = 0; i < 4; i++) feats[i][0] = (float)i - 1.5f;
+    given = "built-in logistic, 4 rows";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lr, x0, 1), BL_OK);
     BlProblem lrb = lr;
     lrb.data.train_features = NULL;
+    given = "null training features";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lrb, x0, 1), BL_ERR_NULL);
     lrb = lr;
     lrb.data.n_val = 0;
+    given = "no validation rows";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lrb, x0, 1), BL_ERR_DATA);
     labels[2] = 2.0f;
+    given = "label 2";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lr, x0, 1), BL_ERR_DATA);
     labels[2] = 0.0f;
     feats[1][3] = NAN;
+    given = "NaN feature";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lr, x0, 1), BL_ERR_DATA);
     feats[1][3] = 0.0f;
     lrb = lr;
     lrb.kind = BL_PROBLEM_LOGISTIC_PER_FEATURE;
+    given = "per-feature logistic with dx = 1";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &lrb, x0, 1), BL_ERR_SIZE);
     BlProblem rp = lr;
     rp.kind = BL_PROBLEM_RIDGE;
+    given = "built-in ridge";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &rp, x0, 1), BL_OK);
     labels[3] = INFINITY;
+    given = "infinite ridge target";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &rp, x0, 1), BL_ERR_DATA);
     labels[3] = 1.0f;
+    given = "";
     BlConfig sc;
     EXPECT(bl_default_config(BL_METHOD_NSBO_SGD, &sc), BL_OK);
     sc.batch_size = 0;
+    given = "NSBO-SGD, batch size 0";
     EXPECT(bl_solver_init(memory, sizeof memory, &sc, &lr, x0, 1), BL_ERR_CONFIG);
 
     /* uninitialized memory, null arguments, mismatched problems */
     memset(memory, 0, sizeof memory);
+    given = "zeroed solver memory";
     EXPECT(bl_step(memory, &p, &report), BL_ERR_STATE);
     EXPECT(bl_solver_x(memory, out, 1), BL_ERR_STATE);
+    given = "";
     EXPECT(bl_step(NULL, &p, &report), BL_ERR_NULL);
+    given = "";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, x0, 1), BL_OK);
     EXPECT(bl_step(memory, NULL, &report), BL_ERR_NULL);
     EXPECT(bl_run(memory, &p, 10, NAN, &report), BL_ERR_CONFIG);
+    given = "solver set up for another problem";
     EXPECT(bl_step(memory, &lr, &report), BL_ERR_SIZE);
+    given = "";
     EXPECT(bl_solver_x(memory, NULL, 1), BL_ERR_NULL);
     EXPECT(bl_solver_x(memory, out, 2), BL_ERR_SIZE);
     EXPECT(bl_solver_y(memory, NULL, 1), BL_ERR_NULL);
@@ -159,25 +192,37 @@ int main(void) {
 
     /* non-finite callback output and callback failure: the error, and memory unchanged */
     const float bad[3] = {NAN, INFINITY, -INFINITY};
+    const char *bad_names[3] = {"NaN", "+inf", "-inf"};
+    const int rows = table;
+    table = 0; /* one row per value below instead */
     for (int i = 0; i < 3; i++) {
         bad_value = bad[i];
         BlProblem b = p;
         b.callbacks.lower_grad = bad_grad;
         memcpy(before, memory, sizeof memory);
         BlReport untouched = report;
+        const int failed = failures;
         EXPECT(bl_step(memory, &b, &report), BL_ERR_NON_FINITE);
         if (memcmp(before, memory, sizeof memory) != 0) { printf("FAIL: state changed by a non-finite output\n"); failures++; }
         if (memcmp(&untouched, &report, sizeof report) != 0) { printf("FAIL: report written on error\n"); failures++; }
+        if (rows && failures == failed)
+            printf("| `lower_grad` callback writes %s | `bl_step(memory, &b, &report)` | `BL_ERR_NON_FINITE` (%s); solver memory and report byte-identical |\n",
+                   bad_names[i], bl_status_str(BL_ERR_NON_FINITE));
     }
     BlProblem f = p;
     f.callbacks.lower_grad = failing_grad;
     memcpy(before, memory, sizeof memory);
+    const int failed = failures;
     EXPECT(bl_step(memory, &f, &report), BL_ERR_CALLBACK);
     if (memcmp(before, memory, sizeof memory) != 0) { printf("FAIL: state changed by a failing callback\n"); failures++; }
+    if (rows && failures == failed)
+        printf("| `lower_grad` callback returns -5 | `bl_step(memory, &f, &report)` | `BL_ERR_CALLBACK` (%s); solver memory byte-identical |\n",
+               bl_status_str(BL_ERR_CALLBACK));
+    table = rows;
     /* and the solver continues from there */
     EXPECT(bl_step(memory, &p, &report), BL_OK);
     if (report.iterations != 5) { printf("FAIL: %lu iterations, want 5\n", (unsigned long)report.iterations); failures++; }
 
-    if (failures == 0) printf("bad_args: all checks passed\n");
+    if (failures == 0 && !table) printf("bad_args: all checks passed\n");
     return failures == 0 ? 0 : 1;
 }
