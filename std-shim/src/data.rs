@@ -67,6 +67,12 @@ pub enum DataErrorKind {
     },
     /// A LIBSVM feature index is 0, beyond the feature count, or not increasing.
     BadIndex(String),
+    /// A task file's header does not start with `task,part`.
+    BadHeader(String),
+    /// A task file's `part` is neither `support` nor `query`.
+    BadPart(String),
+    /// A task has no support rows or no query rows.
+    IncompleteTask(String),
 }
 
 impl fmt::Display for DataError {
@@ -94,13 +100,20 @@ impl fmt::Display for DataError {
                 write!(f, ": label {label:?} is not a class index in 0..{classes}")
             }
             DataErrorKind::BadIndex(s) => write!(f, ": bad feature index {s:?}"),
+            DataErrorKind::BadHeader(s) => {
+                write!(f, ": header field {s:?} (expected task,part,features…,target)")
+            }
+            DataErrorKind::BadPart(s) => write!(f, ": part {s:?} is neither support nor query"),
+            DataErrorKind::IncompleteTask(s) => {
+                write!(f, ": task {s:?} needs at least one support row and one query row")
+            }
         }
     }
 }
 
 impl std::error::Error for DataError {}
 
-fn error(file: &str, line: usize, column: usize, kind: DataErrorKind) -> DataError {
+pub(crate) fn error(file: &str, line: usize, column: usize, kind: DataErrorKind) -> DataError {
     DataError {
         file: file.to_string(),
         line,
@@ -110,7 +123,7 @@ fn error(file: &str, line: usize, column: usize, kind: DataErrorKind) -> DataErr
 }
 
 /// Parses one number; `column` locates it in errors.
-fn number(file: &str, line: usize, column: usize, field: &str) -> Result<f64, DataError> {
+pub(crate) fn number(file: &str, line: usize, column: usize, field: &str) -> Result<f64, DataError> {
     let text = field.trim();
     let v: f64 = text
         .parse()

@@ -8,4 +8,5 @@ pub mod data;
 pub mod datasets;
 pub mod demo;
 pub mod export;
+pub mod tasks;
 pub mod tune;
