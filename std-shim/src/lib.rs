@@ -8,5 +8,6 @@ pub mod data;
 pub mod datasets;
 pub mod demo;
 pub mod export;
+pub mod progress;
 pub mod tasks;
 pub mod tune;

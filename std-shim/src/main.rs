@@ -28,31 +28,25 @@ enum Command {
         /// The problem.
         #[arg(long, value_enum)]
         problem: ProblemArg,
-        /// Training CSV (header; features, then the 0/1 label).
+        /// Training CSV (header; features, then the label or target).
         #[arg(long)]
-        train: PathBuf,
+        train: Option<PathBuf>,
         /// Validation CSV.
         #[arg(long)]
-        val: PathBuf,
-        /// Test CSV (optional).
+        val: Option<PathBuf>,
+        /// Test CSV (a task file for --problem meta; optional).
         #[arg(long)]
         test: Option<PathBuf>,
+        /// Few-shot task file of --problem meta (task,part,features…,target).
+        #[arg(long)]
+        tasks: Option<PathBuf>,
         /// Method: reference, qnbo-bfgs, qnbo-sr1, qnbo-lbfgs, shine, nbo-gd, nbo-cg,
-        /// nsbo-sgd, aid-cg, aid-neumann, itd, amigo-gd, amigo-cg, soba, stocbio.
+        /// nsbo-sgd, nsbo-saga, ma-nsbo-saga, aid-cg, aid-neumann, itd, amigo-gd, amigo-cg,
+        /// soba, saba, ma-soba, stocbio, f2sa, pzobo, pzobo-s.
         #[arg(long, default_value = "qnbo-bfgs")]
         method: String,
-        /// Outer iterations at most.
-        #[arg(long, default_value_t = 200)]
-        iters: u32,
-        /// Seed of stochastic methods.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Outer step on ln λ.
-        #[arg(long, default_value_t = 10.0)]
-        step: f64,
-        /// Starting ln λ.
-        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-        x0: f64,
+        #[command(flatten)]
+        common: Common,
         /// Write a JSON summary here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -80,10 +74,73 @@ enum Command {
     },
 }
 
+/// Flags shared by `tune` and `bench`.
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Outer iterations at most.
+    #[arg(long, default_value_t = 200)]
+    iters: u32,
+    /// Seed of stochastic methods and of the label noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Outer step (default per problem: 10 on ln λ, 7·n for hyperclean, 1/max‖â‖² for meta).
+    #[arg(long)]
+    step: Option<f64>,
+    /// Starting value of every hyperparameter (default 0).
+    #[arg(long, allow_hyphen_values = true)]
+    x0: Option<f64>,
+    /// Override a hyperparameter of the method or the problem, e.g. --set lower_step=0.05
+    /// or --set noise=0.5 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = tune::parse_setting)]
+    set: Vec<(String, f64)>,
+    /// Compute in f32.
+    #[arg(long, conflicts_with = "f64")]
+    f32: bool,
+    /// Compute in f64 (the default).
+    #[arg(long)]
+    f64: bool,
+    /// Never draw the progress bar (it is drawn only when stderr is a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ProblemArg {
     Logreg,
     LogregPerFeature,
+    Ridge,
+    Hyperclean,
+    Meta,
+}
+
+impl ProblemArg {
+    fn kind(self) -> tune::ProblemKind {
+        match self {
+            ProblemArg::Logreg => tune::ProblemKind::Logreg,
+            ProblemArg::LogregPerFeature => tune::ProblemKind::LogregPerFeature,
+            ProblemArg::Ridge => tune::ProblemKind::Ridge,
+            ProblemArg::Hyperclean => tune::ProblemKind::HyperClean,
+            ProblemArg::Meta => tune::ProblemKind::Meta,
+        }
+    }
+}
+
+impl Common {
+    fn request(&self, problem: ProblemArg, method: &str) -> tune::TuneRequest {
+        let mut r = tune::TuneRequest::new(problem.kind(), method);
+        r.iterations = self.iters;
+        r.seed = self.seed;
+        r.step = self.step;
+        r.x0 = self.x0;
+        r.settings = self.set.clone();
+        r.precision = if self.f32 {
+            tune::Precision::F32
+        } else {
+            tune::Precision::F64
+        };
+        r.progress = !self.quiet;
+        r
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -169,35 +226,56 @@ fn run_export(
 }
 
 fn run_tune(
-    req: &tune::TuneRequest,
+    req: tune::TuneRequest,
     json: Option<&PathBuf>,
     trace: Option<&PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let s = tune::tune(req)?;
+    let s = tune::with_large_stack(move || tune::tune(&req)).map_err(|e| e.to_string())?;
     let c = s.oracle_calls;
     println!(
-        "{} with {}: {} after {} iterations ({} features, compiled width {})",
-        s.problem, s.method, s.status, s.iterations, s.features.0, s.features.1
+        "{} with {} ({}): {} after {} iterations ({} features, compiled width {})",
+        s.problem, s.method, s.precision, s.status, s.iterations, s.features.0, s.features.1
     );
     let shown: Vec<String> = s.x.iter().take(8).map(|v| format!("{v:.4}")).collect();
-    let more = if s.x.len() > 8 { ", …" } else { "" };
-    println!("ln λ = [{}{more}]", shown.join(", "));
+    let more = if s.x.len() > 8 {
+        format!(", … ({} values)", s.x.len())
+    } else {
+        String::new()
+    };
+    println!("{} = [{}{more}]", s.x_meaning, shown.join(", "));
     println!(
         "validation loss = {:.9}, |h| = {:.3e}",
         s.upper_value, s.hypergradient_norm
     );
-    if let Some((loss, accuracy)) = s.test {
-        println!("test loss = {loss:.6}, test accuracy = {:.2} %", 100.0 * accuracy);
+    if let Some(t) = s.test {
+        if t.metric == "accuracy" {
+            println!("test loss = {:.6}, test accuracy = {:.2} %", t.loss, 100.0 * t.value);
+        } else {
+            println!("test loss = {:.6}, test R² = {:.4}", t.loss, t.value);
+        }
+    }
+    for note in &s.notes {
+        println!("{note}");
     }
     println!(
-        "oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} g; {:.3} s",
-        c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross, c.lower_value, s.wall_time_s
+        "oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} ∇_x g, {} g, {} f; {:.3} s",
+        c.lower_grad,
+        c.upper_grad,
+        c.lower_hvp,
+        c.lower_cross,
+        c.lower_grad_x,
+        c.lower_value,
+        c.upper_value,
+        s.wall_time_s
     );
     if let Some(path) = json {
         std::fs::write(path, s.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = trace {
         std::fs::write(path, s.trace_csv()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if !s.ok() {
+        return Err(format!("{} with {}: {}", s.problem, s.method, s.status).into());
     }
     Ok(())
 }
@@ -211,29 +289,18 @@ fn main() -> ExitCode {
             train,
             val,
             test,
+            tasks,
             method,
-            iters,
-            seed,
-            step,
-            x0,
+            common,
             json,
             trace,
         } => {
-            let req = tune::TuneRequest {
-                problem: match problem {
-                    ProblemArg::Logreg => tune::ProblemKind::Logreg,
-                    ProblemArg::LogregPerFeature => tune::ProblemKind::LogregPerFeature,
-                },
-                train: train.clone(),
-                validation: val.clone(),
-                test: test.clone(),
-                method: method.clone(),
-                iterations: *iters,
-                seed: *seed,
-                step: *step,
-                x0: *x0,
-            };
-            run_tune(&req, json.as_ref(), trace.as_ref())
+            let mut req = common.request(*problem, method);
+            req.train = train.clone();
+            req.validation = val.clone();
+            req.test = test.clone();
+            req.tasks = tasks.clone();
+            run_tune(req, json.as_ref(), trace.as_ref())
         }
         Command::Export {
             dataset: Bundled::BreastCancer,
