@@ -8,6 +8,7 @@ pub mod data;
 pub mod datasets;
 pub mod demo;
 pub mod export;
+pub mod plot;
 pub mod progress;
 pub mod tasks;
 pub mod tune;

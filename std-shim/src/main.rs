@@ -53,6 +53,10 @@ enum Command {
         /// Write one CSV row per outer step here.
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// Plot validation loss and hypergradient norm against outer steps and oracle calls
+        /// (.svg or .png).
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Write a split, standardized data set as Rust or C source for firmware.
     Export {
@@ -229,6 +233,7 @@ fn run_tune(
     req: tune::TuneRequest,
     json: Option<&PathBuf>,
     trace: Option<&PathBuf>,
+    plot: Option<&PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let s = tune::with_large_stack(move || tune::tune(&req)).map_err(|e| e.to_string())?;
     let c = s.oracle_calls;
@@ -274,6 +279,10 @@ fn run_tune(
     if let Some(path) = trace {
         std::fs::write(path, s.trace_csv()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    if let Some(path) = plot {
+        let name = format!("{} on {}", s.method, s.problem);
+        bilevel_std::plot::draw(path, &bilevel_std::plot::tune_panels(&name, &s.trace), 2)?;
+    }
     if !s.ok() {
         return Err(format!("{} with {}: {}", s.problem, s.method, s.status).into());
     }
@@ -294,13 +303,14 @@ fn main() -> ExitCode {
             common,
             json,
             trace,
+            plot,
         } => {
             let mut req = common.request(*problem, method);
             req.train = train.clone();
             req.validation = val.clone();
             req.test = test.clone();
             req.tasks = tasks.clone();
-            run_tune(req, json.as_ref(), trace.as_ref())
+            run_tune(req, json.as_ref(), trace.as_ref(), plot.as_ref())
         }
         Command::Export {
             dataset: Bundled::BreastCancer,

@@ -288,6 +288,9 @@ fn tasks_csv(tasks: u64, seed: u64) -> String {
 fn tune_ok(dir: &std::path::Path, args: &[&str], iters: usize, keys: &[&str]) -> String {
     let json = dir.join("s.json");
     let trace = dir.join("t.csv");
+    // Alternate the plot format between calls.
+    let plot = dir.join(if iters % 2 == 0 { "p.svg" } else { "p.png" });
+    let _ = std::fs::remove_file(&plot);
     let iters_text = iters.to_string();
     let mut all: Vec<&str> = vec!["tune"];
     all.extend_from_slice(args);
@@ -298,6 +301,8 @@ fn tune_ok(dir: &std::path::Path, args: &[&str], iters: usize, keys: &[&str]) ->
         json.to_str().unwrap(),
         "--trace",
         trace.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
     ]);
     let out = bilevel(&all);
     assert!(
@@ -333,6 +338,13 @@ fn tune_ok(dir: &std::path::Path, args: &[&str], iters: usize, keys: &[&str]) ->
     }
     let rows = std::fs::read_to_string(&trace).unwrap();
     assert_eq!(rows.lines().count(), 1 + iters, "{args:?}: one trace row per step");
+    let bytes = std::fs::read(&plot).unwrap();
+    assert!(bytes.len() > 1000, "{args:?}: a non-empty plot");
+    if iters % 2 == 0 {
+        assert!(String::from_utf8_lossy(&bytes).contains("<svg"));
+    } else {
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
     text
 }
 
