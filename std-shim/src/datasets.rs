@@ -3,6 +3,16 @@
 
 use crate::data::{DataError, Dataset, Target, parse_csv};
 
+/// The header line of the bundled breast-cancer CSV.
+pub fn breast_cancer_header() -> &'static str {
+    include_str!("../data/breast_cancer.csv").lines().next().unwrap_or("")
+}
+
+/// The header line of the bundled digits CSV.
+pub fn digits_header() -> &'static str {
+    include_str!("../data/digits.csv").lines().next().unwrap_or("")
+}
+
 /// Breast Cancer Wisconsin (Diagnostic): 569 rows, 30 features, label 1 = malignant.
 pub fn breast_cancer() -> Result<Dataset<30>, DataError> {
     parse_csv(

@@ -4,6 +4,7 @@
 
 pub use bilevel;
 
+pub mod bench;
 pub mod data;
 pub mod datasets;
 pub mod demo;

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bilevel_std::bench;
+use bilevel_std::datasets;
 use bilevel_std::demo;
 use bilevel_std::export::{self, Part};
 use bilevel_std::tune;
@@ -57,6 +59,58 @@ enum Command {
         /// (.svg or .png).
         #[arg(long)]
         plot: Option<PathBuf>,
+    },
+    /// Run several methods on one problem to a common target, with repeats: a table, JSON
+    /// and a plot of the validation loss against oracle calls and time.
+    Bench {
+        /// The problem.
+        #[arg(long, value_enum)]
+        problem: ProblemArg,
+        /// Training CSV.
+        #[arg(long)]
+        train: Option<PathBuf>,
+        /// Validation CSV.
+        #[arg(long)]
+        val: Option<PathBuf>,
+        /// Test CSV (a task file for --problem meta; optional).
+        #[arg(long)]
+        test: Option<PathBuf>,
+        /// Few-shot task file of --problem meta.
+        #[arg(long)]
+        tasks: Option<PathBuf>,
+        /// Comma-separated method names.
+        #[arg(long, value_delimiter = ',', required = true)]
+        methods: Vec<String>,
+        /// Runs per method (seeds seed, seed + 1, …).
+        #[arg(long, default_value_t = 1)]
+        repeats: u32,
+        /// Stop a run when its hypergradient-estimate norm is at most this times the first.
+        #[arg(long, conflicts_with = "target_loss")]
+        target_rel_grad: Option<f64>,
+        /// Stop a run when the validation loss at its lower iterate is at most this.
+        #[arg(long, allow_hyphen_values = true)]
+        target_loss: Option<f64>,
+        #[command(flatten)]
+        common: Common,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Plot the validation loss against oracle calls and time (.svg or .png).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Write a bundled data set, split with a seed, as train/val/test CSV files (raw values;
+    /// `bilevel tune` standardizes with the training statistics).
+    Data {
+        /// The bundled data set.
+        #[arg(long, value_enum)]
+        dataset: AnyBundled,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Split seed.
+        #[arg(long, default_value_t = demo::SEED)]
+        seed: u64,
     },
     /// Write a split, standardized data set as Rust or C source for firmware.
     Export {
@@ -150,6 +204,12 @@ impl Common {
 #[derive(Clone, Copy, ValueEnum)]
 enum Bundled {
     BreastCancer,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AnyBundled {
+    BreastCancer,
+    Digits,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -289,6 +349,65 @@ fn run_tune(
     Ok(())
 }
 
+fn run_bench(
+    req: &bench::BenchRequest,
+    json: Option<&PathBuf>,
+    plot: Option<&PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let results = bench::bench(req).map_err(|e| e.to_string())?;
+    println!(
+        "{}: {} run(s) per method, at most {} outer iterations, target {}",
+        req.base.problem.name(),
+        req.repeats.max(1),
+        req.base.iterations,
+        bench::target_text(req.base.stop)
+    );
+    print!("{}", bench::table(&results));
+    if let Some(path) = json {
+        std::fs::write(path, bench::to_json(req, &results)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = plot {
+        bilevel_std::plot::draw(path, &bench::panels(&results), 2)?;
+    }
+    Ok(())
+}
+
+fn run_data(dataset: AnyBundled, out: &PathBuf, seed: u64) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let write = |name: &str, text: String| -> Result<(), Box<dyn std::error::Error>> {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(())
+    };
+    let (sizes, parts) = match dataset {
+        AnyBundled::BreastCancer => {
+            let (a, b, c) = datasets::breast_cancer()?.split(demo::SPLIT.0, demo::SPLIT.1, seed);
+            let h = datasets::breast_cancer_header();
+            ((a.len(), b.len(), c.len()), [a.to_csv(h), b.to_csv(h), c.to_csv(h)])
+        }
+        AnyBundled::Digits => {
+            let (a, b, c) = datasets::digits()?.split(DIGITS_SPLIT.0, DIGITS_SPLIT.1, seed);
+            let h = datasets::digits_header();
+            ((a.len(), b.len(), c.len()), [a.to_csv(h), b.to_csv(h), c.to_csv(h)])
+        }
+    };
+    let [train, val, test] = parts;
+    write("train.csv", train)?;
+    write("val.csv", val)?;
+    write("test.csv", test)?;
+    println!(
+        "wrote {}/{{train,val,test}}.csv ({} / {} / {} rows, split seed {seed})",
+        out.display(),
+        sizes.0,
+        sizes.1,
+        sizes.2
+    );
+    Ok(())
+}
+
+/// Train and validation rows of the digits split of `bilevel data` (the rest is the test set).
+const DIGITS_SPLIT: (usize, usize) = (300, 300);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -312,6 +431,38 @@ fn main() -> ExitCode {
             req.tasks = tasks.clone();
             run_tune(req, json.as_ref(), trace.as_ref(), plot.as_ref())
         }
+        Command::Bench {
+            problem,
+            train,
+            val,
+            test,
+            tasks,
+            methods,
+            repeats,
+            target_rel_grad,
+            target_loss,
+            common,
+            json,
+            plot,
+        } => {
+            let mut base = common.request(*problem, "");
+            base.train = train.clone();
+            base.validation = val.clone();
+            base.test = test.clone();
+            base.tasks = tasks.clone();
+            base.stop = match (target_rel_grad, target_loss) {
+                (Some(e), _) => Some(tune::StopAt::RelativeGradient(*e)),
+                (None, Some(v)) => Some(tune::StopAt::Loss(*v)),
+                (None, None) => None,
+            };
+            let req = bench::BenchRequest {
+                base,
+                methods: methods.clone(),
+                repeats: *repeats,
+            };
+            run_bench(&req, json.as_ref(), plot.as_ref())
+        }
+        Command::Data { dataset, out, seed } => run_data(*dataset, out, *seed),
         Command::Export {
             dataset: Bundled::BreastCancer,
             format,

@@ -64,10 +64,7 @@ pub fn draw(path: &Path, panels: &[Panel], columns: usize) -> Result<(), String>
             grid(&root, panels, rows, columns).map_err(fail)?;
             root.present().map_err(|e| fail(e.to_string()))
         }
-        _ => Err(format!(
-            "{}: the plot file must end in .svg or .png",
-            path.display()
-        )),
+        _ => Err(format!("{}: the plot file must end in .svg or .png", path.display())),
     }
 }
 
@@ -94,9 +91,17 @@ fn bounds(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
         return if log { (1e-3, 1.0) } else { (0.0, 1.0) };
     }
     if log {
-        if hi > lo { (lo / 1.5, hi * 1.5) } else { (lo / 2.0, lo * 2.0) }
+        if hi > lo {
+            (lo / 1.5, hi * 1.5)
+        } else {
+            (lo / 2.0, lo * 2.0)
+        }
     } else {
-        let pad = if hi > lo { 0.05 * (hi - lo) } else { 0.5 * lo.abs().max(1e-9) };
+        let pad = if hi > lo {
+            0.05 * (hi - lo)
+        } else {
+            0.5 * lo.abs().max(1e-9)
+        };
         (lo - pad, hi + pad)
     }
 }

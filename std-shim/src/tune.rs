@@ -43,7 +43,8 @@ use crate::data::{DataError, DataErrorKind, Dataset, Standardizer, Target, parse
 use crate::progress::Progress;
 use crate::tasks::{TaskData, read_tasks};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error type of the command-line operations.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Feature widths of logistic and ridge regression; data is zero-padded to the next one.
 pub const WIDTHS: [usize; 3] = [8, 32, 64];

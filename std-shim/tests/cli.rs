@@ -289,7 +289,7 @@ fn tune_ok(dir: &std::path::Path, args: &[&str], iters: usize, keys: &[&str]) ->
     let json = dir.join("s.json");
     let trace = dir.join("t.csv");
     // Alternate the plot format between calls.
-    let plot = dir.join(if iters % 2 == 0 { "p.svg" } else { "p.png" });
+    let plot = dir.join(if iters.is_multiple_of(2) { "p.svg" } else { "p.png" });
     let _ = std::fs::remove_file(&plot);
     let iters_text = iters.to_string();
     let mut all: Vec<&str> = vec!["tune"];
@@ -340,7 +340,7 @@ fn tune_ok(dir: &std::path::Path, args: &[&str], iters: usize, keys: &[&str]) ->
     assert_eq!(rows.lines().count(), 1 + iters, "{args:?}: one trace row per step");
     let bytes = std::fs::read(&plot).unwrap();
     assert!(bytes.len() > 1000, "{args:?}: a non-empty plot");
-    if iters % 2 == 0 {
+    if iters.is_multiple_of(2) {
         assert!(String::from_utf8_lossy(&bytes).contains("<svg"));
     } else {
         assert_eq!(&bytes[1..4], b"PNG");
@@ -539,5 +539,80 @@ fn meta_rejects_bad_task_files_with_their_position() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 tasks"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_runs_two_methods_to_a_target_with_repeats() {
+    let dir = fresh_dir("bench");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    std::fs::write(dir.join("rtrain.csv"), regression_csv(40, 8)).unwrap();
+    std::fs::write(dir.join("rval.csv"), regression_csv(40, 9)).unwrap();
+    let out = bilevel(&[
+        "bench",
+        "--problem",
+        "ridge",
+        "--train",
+        &p("rtrain.csv"),
+        "--val",
+        &p("rval.csv"),
+        "--methods",
+        "nbo-cg,soba",
+        "--repeats",
+        "2",
+        "--iters",
+        "30",
+        "--target-rel-grad",
+        "0.1",
+        "--json",
+        &p("bench.json"),
+        "--plot",
+        &p("bench.svg"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("| method | status | iterations |"), "{table}");
+    assert!(table.contains("| nbo-cg |") && table.contains("| soba |"), "{table}");
+    let json = std::fs::read_to_string(dir.join("bench.json")).unwrap();
+    for key in [
+        "\"problem\": \"ridge\"",
+        "\"relative_hypergradient_norm\": 0.1",
+        "\"repeats\": 2",
+        "\"method\": \"nbo-cg\"",
+        "\"method\": \"soba\"",
+        "\"seed\": 2",
+        "\"lower_hvp\"",
+        "\"step_time_s\"",
+    ] {
+        assert!(json.contains(key), "missing {key} in {json}");
+    }
+    assert_eq!(json.matches("\"seed\": ").count(), 4, "two runs of each method");
+    assert!(std::fs::metadata(dir.join("bench.svg")).unwrap().len() > 1000);
+    let out = bilevel(&[
+        "bench",
+        "--problem",
+        "ridge",
+        "--train",
+        &p("rtrain.csv"),
+        "--val",
+        &p("rval.csv"),
+        "--methods",
+        "nbo-cg,warp-drive",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warp-drive"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn data_writes_the_bundled_split_as_csv() {
+    let dir = fresh_dir("data");
+    let out = bilevel(&["data", "--dataset", "digits", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let count = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap().lines().count() - 1;
+    assert_eq!(
+        (count("train.csv"), count("val.csv"), count("test.csv")),
+        (300, 300, 1197)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
