@@ -1,5 +1,6 @@
 //! `bilevel`: the host command line.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +10,13 @@ use bilevel_std::demo;
 use bilevel_std::export::{self, Part};
 use bilevel_std::tune;
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// `println!` that stops quietly when stdout is closed (e.g. piped into `head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(
@@ -84,10 +92,11 @@ enum Command {
         /// Runs per method (seeds seed, seed + 1, …).
         #[arg(long, default_value_t = 1)]
         repeats: u32,
-        /// Stop a run when its hypergradient-estimate norm is at most this times the first.
+        /// Stop a run when ‖∇F(x_k)‖ is at most this times ‖∇F(x_0)‖ (both exact, by the
+        /// reference, untimed).
         #[arg(long, conflicts_with = "target_loss")]
         target_rel_grad: Option<f64>,
-        /// Stop a run when the validation loss at its lower iterate is at most this.
+        /// Stop a run when F(x_k) (exact, by the reference, untimed) is at most this.
         #[arg(long, allow_hyphen_values = true)]
         target_loss: Option<f64>,
         #[command(flatten)]
@@ -220,26 +229,32 @@ enum Format {
 
 fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
     let split = demo::breast_cancer_split(demo::SEED)?;
-    println!(
+    out!(
         "breast cancer (Wisconsin diagnostic): {} train, {} validation, {} test rows, {} features, standardized",
         split.train.len(),
         split.validation.len(),
         split.test.len(),
         demo::FEATURES
     );
-    println!("tuning ln λ of logistic regression with the reference hypergradient (Newton–CG + CG adjoint)");
+    out!("tuning ln λ of logistic regression with the reference hypergradient (Newton–CG + CG adjoint)");
     let t = demo::tune(&split)?;
     let c = t.oracle_calls;
-    println!("λ = {:.6e} (ln λ = {:.6})", libm::exp(t.ln_lambda), t.ln_lambda);
-    println!("validation loss = {:.9}", t.validation_loss);
-    println!(
+    out!("λ = {:.6e} (ln λ = {:.6})", libm::exp(t.ln_lambda), t.ln_lambda);
+    out!("validation loss = {:.9}", t.validation_loss);
+    out!(
         "test loss = {:.6}, test accuracy = {:.2} %",
         t.test_loss,
         100.0 * t.test_accuracy
     );
-    println!(
+    out!(
         "{} outer iterations ({:?}); oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} g",
-        t.iterations, t.outcome, c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross, c.lower_value
+        t.iterations,
+        t.outcome,
+        c.lower_grad,
+        c.upper_grad,
+        c.lower_hvp,
+        c.lower_cross,
+        c.lower_value
     );
     Ok(())
 }
@@ -285,7 +300,7 @@ fn run_export(
         Format::C => export::c_header(&header, "BILEVEL_DATA_H", &parts, columns),
     };
     std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))?;
-    println!("wrote {} ({} columns)", out.display(), columns);
+    out!("wrote {} ({} columns)", out.display(), columns);
     Ok(())
 }
 
@@ -297,9 +312,15 @@ fn run_tune(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let s = tune::with_large_stack(move || tune::tune(&req)).map_err(|e| e.to_string())?;
     let c = s.oracle_calls;
-    println!(
+    out!(
         "{} with {} ({}): {} after {} iterations ({} features, compiled width {})",
-        s.problem, s.method, s.precision, s.status, s.iterations, s.features.0, s.features.1
+        s.problem,
+        s.method,
+        s.precision,
+        s.status,
+        s.iterations,
+        s.features.0,
+        s.features.1
     );
     let shown: Vec<String> = s.x.iter().take(8).map(|v| format!("{v:.4}")).collect();
     let more = if s.x.len() > 8 {
@@ -307,22 +328,23 @@ fn run_tune(
     } else {
         String::new()
     };
-    println!("{} = [{}{more}]", s.x_meaning, shown.join(", "));
-    println!(
+    out!("{} = [{}{more}]", s.x_meaning, shown.join(", "));
+    out!(
         "validation loss = {:.9}, |h| = {:.3e}",
-        s.upper_value, s.hypergradient_norm
+        s.upper_value,
+        s.hypergradient_norm
     );
     if let Some(t) = s.test {
         if t.metric == "accuracy" {
-            println!("test loss = {:.6}, test accuracy = {:.2} %", t.loss, 100.0 * t.value);
+            out!("test loss = {:.6}, test accuracy = {:.2} %", t.loss, 100.0 * t.value);
         } else {
-            println!("test loss = {:.6}, test R² = {:.4}", t.loss, t.value);
+            out!("test loss = {:.6}, test R² = {:.4}", t.loss, t.value);
         }
     }
     for note in &s.notes {
-        println!("{note}");
+        out!("{note}");
     }
-    println!(
+    out!(
         "oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} ∇_x g, {} g, {} f; {:.3} s",
         c.lower_grad,
         c.upper_grad,
@@ -355,14 +377,14 @@ fn run_bench(
     plot: Option<&PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let results = bench::bench(req).map_err(|e| e.to_string())?;
-    println!(
+    out!(
         "{}: {} run(s) per method, at most {} outer iterations, target {}",
         req.base.problem.name(),
         req.repeats.max(1),
         req.base.iterations,
         bench::target_text(req.base.stop)
     );
-    print!("{}", bench::table(&results));
+    out!("{}", bench::table(&results).trim_end());
     if let Some(path) = json {
         std::fs::write(path, bench::to_json(req, &results)).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -395,7 +417,7 @@ fn run_data(dataset: AnyBundled, out: &PathBuf, seed: u64) -> Result<(), Box<dyn
     write("train.csv", train)?;
     write("val.csv", val)?;
     write("test.csv", test)?;
-    println!(
+    out!(
         "wrote {}/{{train,val,test}}.csv ({} / {} / {} rows, split seed {seed})",
         out.display(),
         sizes.0,
