@@ -109,7 +109,8 @@ enum Command {
         plot: Option<PathBuf>,
     },
     /// Write a bundled data set, split with a seed, as train/val/test CSV files (raw values;
-    /// `bilevel tune` standardizes with the training statistics).
+    /// `bilevel tune` standardizes with the training statistics), or a seeded synthetic set
+    /// (regression, or few-shot tasks for --problem meta).
     Data {
         /// The bundled data set.
         #[arg(long, value_enum)]
@@ -219,6 +220,11 @@ enum Bundled {
 enum AnyBundled {
     BreastCancer,
     Digits,
+    /// Synthetic linear regression, 5 features (train 50, val 200, test 200 rows).
+    Regression,
+    /// Synthetic few-shot regression, 3 features: 16 training tasks and 4 test tasks of 5
+    /// support and 15 query rows (tasks.csv, test-tasks.csv).
+    Tasks,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -411,6 +417,23 @@ fn run_data(dataset: AnyBundled, out: &PathBuf, seed: u64) -> Result<(), Box<dyn
             let (a, b, c) = datasets::digits()?.split(DIGITS_SPLIT.0, DIGITS_SPLIT.1, seed);
             let h = datasets::digits_header();
             ((a.len(), b.len(), c.len()), [a.to_csv(h), b.to_csv(h), c.to_csv(h)])
+        }
+        AnyBundled::Regression => (
+            (50, 200, 200),
+            [
+                datasets::synthetic_regression(50, 5, seed),
+                datasets::synthetic_regression(200, 5, seed + 1),
+                datasets::synthetic_regression(200, 5, seed + 2),
+            ],
+        ),
+        AnyBundled::Tasks => {
+            write("tasks.csv", datasets::synthetic_tasks(16, 5, 15, 3, seed))?;
+            write("test-tasks.csv", datasets::synthetic_tasks(4, 5, 15, 3, seed + 1))?;
+            out!(
+                "wrote {}/{{tasks,test-tasks}}.csv (16 / 4 tasks of 5 support and 15 query rows, seed {seed})",
+                out.display()
+            );
+            return Ok(());
         }
     };
     let [train, val, test] = parts;
