@@ -441,11 +441,16 @@ fn run_data(dataset: AnyBundled, out: &PathBuf, seed: u64) -> Result<(), Box<dyn
     write("val.csv", val)?;
     write("test.csv", test)?;
     out!(
-        "wrote {}/{{train,val,test}}.csv ({} / {} / {} rows, split seed {seed})",
+        "wrote {}/{{train,val,test}}.csv ({} / {} / {} rows, {} {seed})",
         out.display(),
         sizes.0,
         sizes.1,
-        sizes.2
+        sizes.2,
+        if matches!(dataset, AnyBundled::Regression) {
+            "generated with seed"
+        } else {
+            "split seed"
+        }
     );
     Ok(())
 }
