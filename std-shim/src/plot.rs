@@ -172,7 +172,14 @@ fn chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Re
         c.configure_mesh()
             .x_desc(&panel.x_label)
             .y_desc(&panel.y_label)
-            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .y_labels(12)
+            .y_label_formatter(&|v| {
+                if (1e-2..1e4).contains(v) {
+                    format!("{v:.3}")
+                } else {
+                    format!("{v:.0e}")
+                }
+            })
             .x_label_formatter(&x_format)
             .label_style(("sans-serif", 12))
             .draw()
