@@ -4,8 +4,12 @@
 
 pub use bilevel;
 
+pub mod bench;
 pub mod data;
 pub mod datasets;
 pub mod demo;
 pub mod export;
+pub mod plot;
+pub mod progress;
+pub mod tasks;
 pub mod tune;

@@ -1,12 +1,22 @@
 //! `bilevel`: the host command line.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bilevel_std::bench;
+use bilevel_std::datasets;
 use bilevel_std::demo;
 use bilevel_std::export::{self, Part};
 use bilevel_std::tune;
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// `println!` that stops quietly when stdout is closed (e.g. piped into `head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(
@@ -28,37 +38,89 @@ enum Command {
         /// The problem.
         #[arg(long, value_enum)]
         problem: ProblemArg,
-        /// Training CSV (header; features, then the 0/1 label).
+        /// Training CSV (header; features, then the label or target).
         #[arg(long)]
-        train: PathBuf,
+        train: Option<PathBuf>,
         /// Validation CSV.
         #[arg(long)]
-        val: PathBuf,
-        /// Test CSV (optional).
+        val: Option<PathBuf>,
+        /// Test CSV (a task file for --problem meta; optional).
         #[arg(long)]
         test: Option<PathBuf>,
+        /// Few-shot task file of --problem meta (task,part,features…,target).
+        #[arg(long)]
+        tasks: Option<PathBuf>,
         /// Method: reference, qnbo-bfgs, qnbo-sr1, qnbo-lbfgs, shine, nbo-gd, nbo-cg,
-        /// nsbo-sgd, aid-cg, aid-neumann, itd, amigo-gd, amigo-cg, soba, stocbio.
+        /// nsbo-sgd, nsbo-saga, ma-nsbo-saga, aid-cg, aid-neumann, itd, amigo-gd, amigo-cg,
+        /// soba, saba, ma-soba, stocbio, f2sa, pzobo, pzobo-s.
         #[arg(long, default_value = "qnbo-bfgs")]
         method: String,
-        /// Outer iterations at most.
-        #[arg(long, default_value_t = 200)]
-        iters: u32,
-        /// Seed of stochastic methods.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Outer step on ln λ.
-        #[arg(long, default_value_t = 10.0)]
-        step: f64,
-        /// Starting ln λ.
-        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-        x0: f64,
+        #[command(flatten)]
+        common: Common,
         /// Write a JSON summary here.
         #[arg(long)]
         json: Option<PathBuf>,
         /// Write one CSV row per outer step here.
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// Plot validation loss and hypergradient norm against outer steps and oracle calls
+        /// (.svg or .png).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Run several methods on one problem to a common target, with repeats: a table, JSON
+    /// and a plot of the validation loss against oracle calls and time.
+    Bench {
+        /// The problem.
+        #[arg(long, value_enum)]
+        problem: ProblemArg,
+        /// Training CSV.
+        #[arg(long)]
+        train: Option<PathBuf>,
+        /// Validation CSV.
+        #[arg(long)]
+        val: Option<PathBuf>,
+        /// Test CSV (a task file for --problem meta; optional).
+        #[arg(long)]
+        test: Option<PathBuf>,
+        /// Few-shot task file of --problem meta.
+        #[arg(long)]
+        tasks: Option<PathBuf>,
+        /// Comma-separated method names.
+        #[arg(long, value_delimiter = ',', required = true)]
+        methods: Vec<String>,
+        /// Runs per method (seeds seed, seed + 1, …).
+        #[arg(long, default_value_t = 1)]
+        repeats: u32,
+        /// Stop a run when ‖∇F(x_k)‖ is at most this times ‖∇F(x_0)‖ (both exact, by the
+        /// reference, untimed).
+        #[arg(long, conflicts_with = "target_loss")]
+        target_rel_grad: Option<f64>,
+        /// Stop a run when F(x_k) (exact, by the reference, untimed) is at most this.
+        #[arg(long, allow_hyphen_values = true)]
+        target_loss: Option<f64>,
+        #[command(flatten)]
+        common: Common,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Plot the validation loss against oracle calls and time (.svg or .png).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Write a bundled data set, split with a seed, as train/val/test CSV files (raw values;
+    /// `bilevel tune` standardizes with the training statistics), or a seeded synthetic set
+    /// (regression, or few-shot tasks for --problem meta).
+    Data {
+        /// The bundled data set.
+        #[arg(long, value_enum)]
+        dataset: AnyBundled,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Split seed.
+        #[arg(long, default_value_t = demo::SEED)]
+        seed: u64,
     },
     /// Write a split, standardized data set as Rust or C source for firmware.
     Export {
@@ -80,15 +142,89 @@ enum Command {
     },
 }
 
+/// Flags shared by `tune` and `bench`.
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Outer iterations at most.
+    #[arg(long, default_value_t = 200)]
+    iters: u32,
+    /// Seed of stochastic methods and of the label noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Outer step (default per problem: 10 on ln λ, 7·n for hyperclean, 1/max‖â‖² for meta).
+    #[arg(long)]
+    step: Option<f64>,
+    /// Starting value of every hyperparameter (default 0).
+    #[arg(long, allow_hyphen_values = true)]
+    x0: Option<f64>,
+    /// Override a hyperparameter of the method or the problem, e.g. --set lower_step=0.05
+    /// or --set noise=0.5 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = tune::parse_setting)]
+    set: Vec<(String, f64)>,
+    /// Compute in f32.
+    #[arg(long, conflicts_with = "f64")]
+    f32: bool,
+    /// Compute in f64 (the default).
+    #[arg(long)]
+    f64: bool,
+    /// Never draw the progress bar (it is drawn only when stderr is a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ProblemArg {
     Logreg,
     LogregPerFeature,
+    Ridge,
+    Hyperclean,
+    Meta,
+}
+
+impl ProblemArg {
+    fn kind(self) -> tune::ProblemKind {
+        match self {
+            ProblemArg::Logreg => tune::ProblemKind::Logreg,
+            ProblemArg::LogregPerFeature => tune::ProblemKind::LogregPerFeature,
+            ProblemArg::Ridge => tune::ProblemKind::Ridge,
+            ProblemArg::Hyperclean => tune::ProblemKind::HyperClean,
+            ProblemArg::Meta => tune::ProblemKind::Meta,
+        }
+    }
+}
+
+impl Common {
+    fn request(&self, problem: ProblemArg, method: &str) -> tune::TuneRequest {
+        let mut r = tune::TuneRequest::new(problem.kind(), method);
+        r.iterations = self.iters;
+        r.seed = self.seed;
+        r.step = self.step;
+        r.x0 = self.x0;
+        r.settings = self.set.clone();
+        r.precision = if self.f32 {
+            tune::Precision::F32
+        } else {
+            tune::Precision::F64
+        };
+        r.progress = !self.quiet;
+        r
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Bundled {
     BreastCancer,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AnyBundled {
+    BreastCancer,
+    Digits,
+    /// Synthetic linear regression, 5 features (train 50, val 200, test 200 rows).
+    Regression,
+    /// Synthetic few-shot regression, 3 features: 16 training tasks and 4 test tasks of 5
+    /// support and 15 query rows (tasks.csv, test-tasks.csv).
+    Tasks,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,26 +235,32 @@ enum Format {
 
 fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
     let split = demo::breast_cancer_split(demo::SEED)?;
-    println!(
+    out!(
         "breast cancer (Wisconsin diagnostic): {} train, {} validation, {} test rows, {} features, standardized",
         split.train.len(),
         split.validation.len(),
         split.test.len(),
         demo::FEATURES
     );
-    println!("tuning ln λ of logistic regression with qNBO-BFGS (no Hessian-vector product)");
+    out!("tuning ln λ of logistic regression with qNBO-BFGS (no Hessian-vector product)");
     let t = demo::tune(&split)?;
     let c = t.oracle_calls;
-    println!("λ = {:.6e} (ln λ = {:.6})", libm::exp(t.ln_lambda), t.ln_lambda);
-    println!("validation loss = {:.9}", t.validation_loss);
-    println!(
+    out!("λ = {:.6e} (ln λ = {:.6})", libm::exp(t.ln_lambda), t.ln_lambda);
+    out!("validation loss = {:.9}", t.validation_loss);
+    out!(
         "test loss = {:.6}, test accuracy = {:.2} %",
         t.test_loss,
         100.0 * t.test_accuracy
     );
-    println!(
+    out!(
         "{} outer iterations ({:?}); oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} g",
-        t.iterations, t.outcome, c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross, c.lower_value
+        t.iterations,
+        t.outcome,
+        c.lower_grad,
+        c.upper_grad,
+        c.lower_hvp,
+        c.lower_cross,
+        c.lower_value
     );
     Ok(())
 }
@@ -164,34 +306,60 @@ fn run_export(
         Format::C => export::c_header(&header, "BILEVEL_DATA_H", &parts, columns),
     };
     std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))?;
-    println!("wrote {} ({} columns)", out.display(), columns);
+    out!("wrote {} ({} columns)", out.display(), columns);
     Ok(())
 }
 
 fn run_tune(
-    req: &tune::TuneRequest,
+    req: tune::TuneRequest,
     json: Option<&PathBuf>,
     trace: Option<&PathBuf>,
+    plot: Option<&PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let s = tune::tune(req)?;
+    let s = tune::with_large_stack(move || tune::tune(&req)).map_err(|e| e.to_string())?;
     let c = s.oracle_calls;
-    println!(
-        "{} with {}: {} after {} iterations ({} features, compiled width {})",
-        s.problem, s.method, s.status, s.iterations, s.features.0, s.features.1
+    out!(
+        "{} with {} ({}): {} after {} iterations ({} features, compiled width {})",
+        s.problem,
+        s.method,
+        s.precision,
+        s.status,
+        s.iterations,
+        s.features.0,
+        s.features.1
     );
     let shown: Vec<String> = s.x.iter().take(8).map(|v| format!("{v:.4}")).collect();
-    let more = if s.x.len() > 8 { ", …" } else { "" };
-    println!("ln λ = [{}{more}]", shown.join(", "));
-    println!(
+    let more = if s.x.len() > 8 {
+        format!(", … ({} values)", s.x.len())
+    } else {
+        String::new()
+    };
+    out!("{} = [{}{more}]", s.x_meaning, shown.join(", "));
+    out!(
         "validation loss = {:.9}, |h| = {:.3e}",
-        s.upper_value, s.hypergradient_norm
+        s.upper_value,
+        s.hypergradient_norm
     );
-    if let Some((loss, accuracy)) = s.test {
-        println!("test loss = {loss:.6}, test accuracy = {:.2} %", 100.0 * accuracy);
+    if let Some(t) = s.test {
+        if t.metric == "accuracy" {
+            out!("test loss = {:.6}, test accuracy = {:.2} %", t.loss, 100.0 * t.value);
+        } else {
+            out!("test loss = {:.6}, test R² = {:.4}", t.loss, t.value);
+        }
     }
-    println!(
-        "oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} g; {:.3} s",
-        c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross, c.lower_value, s.wall_time_s
+    for note in &s.notes {
+        out!("{note}");
+    }
+    out!(
+        "oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} ∇_x g, {} g, {} f; {:.3} s",
+        c.lower_grad,
+        c.upper_grad,
+        c.lower_hvp,
+        c.lower_cross,
+        c.lower_grad_x,
+        c.lower_value,
+        c.upper_value,
+        s.wall_time_s
     );
     if let Some(path) = json {
         std::fs::write(path, s.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -199,8 +367,96 @@ fn run_tune(
     if let Some(path) = trace {
         std::fs::write(path, s.trace_csv()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    if let Some(path) = plot {
+        let name = format!("{} on {}", s.method, s.problem);
+        bilevel_std::plot::draw(path, &bilevel_std::plot::tune_panels(&name, &s.trace), 2)?;
+    }
+    if !s.ok() {
+        return Err(format!("{} with {}: {}", s.problem, s.method, s.status).into());
+    }
     Ok(())
 }
+
+fn run_bench(
+    req: &bench::BenchRequest,
+    json: Option<&PathBuf>,
+    plot: Option<&PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let results = bench::bench(req).map_err(|e| e.to_string())?;
+    out!(
+        "{}: {} run(s) per method, at most {} outer iterations, target {}",
+        req.base.problem.name(),
+        req.repeats.max(1),
+        req.base.iterations,
+        bench::target_text(req.base.stop)
+    );
+    out!("{}", bench::table(&results).trim_end());
+    if let Some(path) = json {
+        std::fs::write(path, bench::to_json(req, &results)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = plot {
+        bilevel_std::plot::draw(path, &bench::panels(&results), 2)?;
+    }
+    Ok(())
+}
+
+fn run_data(dataset: AnyBundled, out: &PathBuf, seed: u64) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let write = |name: &str, text: String| -> Result<(), Box<dyn std::error::Error>> {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(())
+    };
+    let (sizes, parts) = match dataset {
+        AnyBundled::BreastCancer => {
+            let (a, b, c) = datasets::breast_cancer()?.split(demo::SPLIT.0, demo::SPLIT.1, seed);
+            let h = datasets::breast_cancer_header();
+            ((a.len(), b.len(), c.len()), [a.to_csv(h), b.to_csv(h), c.to_csv(h)])
+        }
+        AnyBundled::Digits => {
+            let (a, b, c) = datasets::digits()?.split(DIGITS_SPLIT.0, DIGITS_SPLIT.1, seed);
+            let h = datasets::digits_header();
+            ((a.len(), b.len(), c.len()), [a.to_csv(h), b.to_csv(h), c.to_csv(h)])
+        }
+        AnyBundled::Regression => (
+            (50, 200, 200),
+            [
+                datasets::synthetic_regression(50, 5, seed),
+                datasets::synthetic_regression(200, 5, seed + 1),
+                datasets::synthetic_regression(200, 5, seed + 2),
+            ],
+        ),
+        AnyBundled::Tasks => {
+            write("tasks.csv", datasets::synthetic_tasks(16, 5, 15, 3, seed))?;
+            write("test-tasks.csv", datasets::synthetic_tasks(4, 5, 15, 3, seed + 1))?;
+            out!(
+                "wrote {}/{{tasks,test-tasks}}.csv (16 / 4 tasks of 5 support and 15 query rows, seed {seed})",
+                out.display()
+            );
+            return Ok(());
+        }
+    };
+    let [train, val, test] = parts;
+    write("train.csv", train)?;
+    write("val.csv", val)?;
+    write("test.csv", test)?;
+    out!(
+        "wrote {}/{{train,val,test}}.csv ({} / {} / {} rows, {} {seed})",
+        out.display(),
+        sizes.0,
+        sizes.1,
+        sizes.2,
+        if matches!(dataset, AnyBundled::Regression) {
+            "generated with seed"
+        } else {
+            "split seed"
+        }
+    );
+    Ok(())
+}
+
+/// Train and validation rows of the digits split of `bilevel data` (the rest is the test set).
+const DIGITS_SPLIT: (usize, usize) = (300, 300);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -211,30 +467,52 @@ fn main() -> ExitCode {
             train,
             val,
             test,
+            tasks,
             method,
-            iters,
-            seed,
-            step,
-            x0,
+            common,
             json,
             trace,
+            plot,
         } => {
-            let req = tune::TuneRequest {
-                problem: match problem {
-                    ProblemArg::Logreg => tune::ProblemKind::Logreg,
-                    ProblemArg::LogregPerFeature => tune::ProblemKind::LogregPerFeature,
-                },
-                train: train.clone(),
-                validation: val.clone(),
-                test: test.clone(),
-                method: method.clone(),
-                iterations: *iters,
-                seed: *seed,
-                step: *step,
-                x0: *x0,
-            };
-            run_tune(&req, json.as_ref(), trace.as_ref())
+            let mut req = common.request(*problem, method);
+            req.train = train.clone();
+            req.validation = val.clone();
+            req.test = test.clone();
+            req.tasks = tasks.clone();
+            run_tune(req, json.as_ref(), trace.as_ref(), plot.as_ref())
         }
+        Command::Bench {
+            problem,
+            train,
+            val,
+            test,
+            tasks,
+            methods,
+            repeats,
+            target_rel_grad,
+            target_loss,
+            common,
+            json,
+            plot,
+        } => {
+            let mut base = common.request(*problem, "");
+            base.train = train.clone();
+            base.validation = val.clone();
+            base.test = test.clone();
+            base.tasks = tasks.clone();
+            base.stop = match (target_rel_grad, target_loss) {
+                (Some(e), _) => Some(tune::StopAt::RelativeGradient(*e)),
+                (None, Some(v)) => Some(tune::StopAt::Loss(*v)),
+                (None, None) => None,
+            };
+            let req = bench::BenchRequest {
+                base,
+                methods: methods.clone(),
+                repeats: *repeats,
+            };
+            run_bench(&req, json.as_ref(), plot.as_ref())
+        }
+        Command::Data { dataset, out, seed } => run_data(*dataset, out, *seed),
         Command::Export {
             dataset: Bundled::BreastCancer,
             format,

@@ -230,3 +230,389 @@ fn tune_rejects_unknown_methods_bad_flags_and_bad_files() {
     assert!(err.contains("broken.csv:3:3") && err.contains("\"x\""), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A fresh directory for one test.
+fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bilevel-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A deterministic pseudo-random number in [−1, 1).
+fn noise(i: u64) -> f64 {
+    let mut z = i
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+/// Regression rows `a,b,c,y` with `y = a − 2b + 0.5c + 1 + noise`.
+fn regression_csv(rows: u64, seed: u64) -> String {
+    let mut s = String::from("a,b,c,y\n");
+    for i in 0..rows {
+        let k = seed * 1000 + i * 4;
+        let (a, b, c) = (noise(k), noise(k + 1), noise(k + 2));
+        s += &format!("{a},{b},{c},{}\n", a - 2.0 * b + 0.5 * c + 1.0 + 0.3 * noise(k + 3));
+    }
+    s
+}
+
+/// `tasks` few-shot tasks `y = w·a + b` with task-specific `w`, `b` near a shared prior.
+fn tasks_csv(tasks: u64, seed: u64) -> String {
+    let mut s = String::from("task,part,a,b,y\n");
+    for t in 0..tasks {
+        let k = seed * 10_000 + t * 100;
+        let (w0, w1, bias) = (
+            1.0 + 0.2 * noise(k),
+            -1.0 + 0.2 * noise(k + 1),
+            2.0 + 0.2 * noise(k + 2),
+        );
+        for (part, rows) in [("support", 4), ("query", 10)] {
+            for r in 0..rows {
+                let j = k + 3 + 3 * r + if part == "query" { 50 } else { 0 };
+                let (a, b) = (noise(j), noise(j + 1));
+                s += &format!(
+                    "task{t},{part},{a},{b},{}\n",
+                    w0 * a + w1 * b + bias + 0.05 * noise(j + 2)
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Runs `bilevel tune` with `args` plus JSON and trace outputs in `dir`; checks the exit
+/// status, the JSON keys and one trace row per step; returns the JSON text.
+fn tune_ok(dir: &std::path::Path, args: &[&str], iters: usize, keys: &[&str]) -> String {
+    let json = dir.join("s.json");
+    let trace = dir.join("t.csv");
+    // Alternate the plot format between calls.
+    let plot = dir.join(if iters.is_multiple_of(2) { "p.svg" } else { "p.png" });
+    let _ = std::fs::remove_file(&plot);
+    let iters_text = iters.to_string();
+    let mut all: Vec<&str> = vec!["tune"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--iters",
+        &iters_text,
+        "--json",
+        json.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let out = bilevel(&all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "no progress bar into a pipe: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    for key in [
+        "\"problem\"",
+        "\"method\"",
+        "\"status\"",
+        "\"iterations\": ",
+        "\"lower_grad\"",
+        "\"upper_grad\"",
+        "\"lower_hvp\"",
+        "\"lower_cross\"",
+        "\"lower_grad_x\"",
+        "\"x\": [",
+        "\"upper_value\"",
+        "\"hypergradient_norm\"",
+        "\"wall_time_s\"",
+    ]
+    .iter()
+    .chain(keys)
+    {
+        assert!(text.contains(key), "{args:?}: missing {key} in {text}");
+    }
+    let rows = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(rows.lines().count(), 1 + iters, "{args:?}: one trace row per step");
+    let bytes = std::fs::read(&plot).unwrap();
+    assert!(bytes.len() > 1000, "{args:?}: a non-empty plot");
+    if iters.is_multiple_of(2) {
+        assert!(String::from_utf8_lossy(&bytes).contains("<svg"));
+    } else {
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
+    text
+}
+
+#[test]
+fn tune_runs_ridge_hyperclean_and_meta_end_to_end() {
+    let dir = fresh_dir("problems");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    std::fs::write(dir.join("rtrain.csv"), regression_csv(40, 1)).unwrap();
+    std::fs::write(dir.join("rval.csv"), regression_csv(40, 2)).unwrap();
+    std::fs::write(dir.join("rtest.csv"), regression_csv(40, 3)).unwrap();
+    for (method, precision) in [("qnbo-bfgs", "--f64"), ("saba", "--f32"), ("f2sa", "--f64")] {
+        let json = tune_ok(
+            &dir,
+            &[
+                "--problem",
+                "ridge",
+                "--train",
+                &p("rtrain.csv"),
+                "--val",
+                &p("rval.csv"),
+                "--test",
+                &p("rtest.csv"),
+                "--method",
+                method,
+                precision,
+            ],
+            6,
+            &["\"problem\": \"ridge\"", "\"test\": {\"loss\"", "\"r2\""],
+        );
+        assert!(
+            json.contains(&format!("\"precision\": \"{}\"", &precision[2..])),
+            "{json}"
+        );
+    }
+
+    let digits = include_str!("../data/digits.csv");
+    let mut lines = digits.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    let write = |name: &str, part: &[&str]| {
+        std::fs::write(dir.join(name), format!("{header}\n{}\n", part.join("\n"))).unwrap();
+    };
+    write("dtrain.csv", &rows[..60]);
+    write("dval.csv", &rows[60..120]);
+    write("dtest.csv", &rows[120..180]);
+    for method in ["nsbo-sgd", "ma-soba"] {
+        let json = tune_ok(
+            &dir,
+            &[
+                "--problem",
+                "hyperclean",
+                "--train",
+                &p("dtrain.csv"),
+                "--val",
+                &p("dval.csv"),
+                "--test",
+                &p("dtest.csv"),
+                "--method",
+                method,
+                "--set",
+                "noise=0.5",
+            ],
+            5,
+            &[
+                "\"problem\": \"hyperclean\"",
+                "\"accuracy\"",
+                "\"flipped\": [",
+                "\"classes\": 10",
+            ],
+        );
+        let x = json.split("\"x\": [").nth(1).unwrap().split(']').next().unwrap();
+        assert_eq!(x.split(',').count(), 60, "one weight per training row");
+        let flipped = json.split("\"flipped\": [").nth(1).unwrap().split(']').next().unwrap();
+        assert_eq!(flipped.split(',').count(), 30, "half the labels flipped and listed");
+    }
+
+    std::fs::write(dir.join("tasks.csv"), tasks_csv(8, 1)).unwrap();
+    std::fs::write(dir.join("ttest.csv"), tasks_csv(4, 2)).unwrap();
+    for method in ["aid-cg", "pzobo", "nsbo-saga"] {
+        let json = tune_ok(
+            &dir,
+            &[
+                "--problem",
+                "meta",
+                "--tasks",
+                &p("tasks.csv"),
+                "--test",
+                &p("ttest.csv"),
+                "--method",
+                method,
+                "--set",
+                "lambda=2",
+            ],
+            4,
+            &["\"problem\": \"meta\"", "\"r2\"", "\"tasks\": 8", "\"lambda\": 2.0"],
+        );
+        let x = json.split("\"x\": [").nth(1).unwrap().split(']').next().unwrap();
+        assert_eq!(x.split(',').count(), 3, "two prior weights and the bias");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_method_runs_on_ridge() {
+    let dir = fresh_dir("methods");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    std::fs::write(dir.join("rtrain.csv"), regression_csv(30, 4)).unwrap();
+    std::fs::write(dir.join("rval.csv"), regression_csv(30, 5)).unwrap();
+    for method in bilevel_std::tune::METHODS {
+        tune_ok(
+            &dir,
+            &[
+                "--problem",
+                "ridge",
+                "--train",
+                &p("rtrain.csv"),
+                "--val",
+                &p("rval.csv"),
+                "--method",
+                method,
+            ],
+            3,
+            &[],
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn set_overrides_and_rejects_unknown_keys() {
+    let dir = fresh_dir("set");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    std::fs::write(dir.join("rtrain.csv"), regression_csv(30, 6)).unwrap();
+    std::fs::write(dir.join("rval.csv"), regression_csv(30, 7)).unwrap();
+    let base = ["tune", "--problem", "ridge", "--method", "aid-cg", "--iters", "3"];
+    let files = ["--train", &p("rtrain.csv"), "--val", &p("rval.csv")];
+    let run = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(&files);
+        a.extend_from_slice(extra);
+        bilevel(&a)
+    };
+    let out = run(&["--set", "cg_steps=3", "--set", "lower_step=0.01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["--set", "momentum=0.9"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("momentum") && err.contains("lower_step, lower_steps, cg_steps"),
+        "{err}"
+    );
+    let out = run(&["--set", "cg_steps=2.5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cg_steps"));
+    let out = run(&["--set", "cg_steps"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key=value"));
+    let out = run(&["--f32", "--f64"]);
+    assert!(!out.status.success());
+    let out = run(&["--float16"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--float16"));
+    let mut args: Vec<&str> = vec!["tune", "--problem", "ridge", "--method", "newton-magic"];
+    args.extend_from_slice(&files);
+    let out = bilevel(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("newton-magic"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn meta_rejects_bad_task_files_with_their_position() {
+    let dir = fresh_dir("tasks");
+    std::fs::write(dir.join("bad.csv"), "task,part,a,y\nt,support,1,2\nt,train,1,2\n").unwrap();
+    let out = bilevel(&[
+        "tune",
+        "--problem",
+        "meta",
+        "--tasks",
+        dir.join("bad.csv").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("bad.csv:3:3") && err.contains("train"), "{err}");
+    std::fs::write(dir.join("three.csv"), tasks_csv(3, 1)).unwrap();
+    let out = bilevel(&[
+        "tune",
+        "--problem",
+        "meta",
+        "--tasks",
+        dir.join("three.csv").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 tasks"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_runs_two_methods_to_a_target_with_repeats() {
+    let dir = fresh_dir("bench");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    std::fs::write(dir.join("rtrain.csv"), regression_csv(40, 8)).unwrap();
+    std::fs::write(dir.join("rval.csv"), regression_csv(40, 9)).unwrap();
+    let out = bilevel(&[
+        "bench",
+        "--problem",
+        "ridge",
+        "--train",
+        &p("rtrain.csv"),
+        "--val",
+        &p("rval.csv"),
+        "--methods",
+        "nbo-cg,soba",
+        "--repeats",
+        "2",
+        "--iters",
+        "30",
+        "--target-rel-grad",
+        "0.1",
+        "--json",
+        &p("bench.json"),
+        "--plot",
+        &p("bench.svg"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("| method | status | iterations |"), "{table}");
+    assert!(table.contains("| nbo-cg |") && table.contains("| soba |"), "{table}");
+    let json = std::fs::read_to_string(dir.join("bench.json")).unwrap();
+    for key in [
+        "\"problem\": \"ridge\"",
+        "\"relative_hypergradient_norm\": 0.1",
+        "\"repeats\": 2",
+        "\"method\": \"nbo-cg\"",
+        "\"method\": \"soba\"",
+        "\"seed\": 2",
+        "\"lower_hvp\"",
+        "\"step_time_s\"",
+    ] {
+        assert!(json.contains(key), "missing {key} in {json}");
+    }
+    assert_eq!(json.matches("\"seed\": ").count(), 4, "two runs of each method");
+    assert!(std::fs::metadata(dir.join("bench.svg")).unwrap().len() > 1000);
+    let out = bilevel(&[
+        "bench",
+        "--problem",
+        "ridge",
+        "--train",
+        &p("rtrain.csv"),
+        "--val",
+        &p("rval.csv"),
+        "--methods",
+        "nbo-cg,warp-drive",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warp-drive"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn data_writes_the_bundled_split_as_csv() {
+    let dir = fresh_dir("data");
+    let out = bilevel(&["data", "--dataset", "digits", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let count = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap().lines().count() - 1;
+    assert_eq!(
+        (count("train.csv"), count("val.csv"), count("test.csv")),
+        (300, 300, 1197)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
