@@ -205,7 +205,9 @@ where
 
 /// Runs outer iterations until `‖h‖ ≤ tol` (the estimate at the current `x`, before its
 /// step), a budget runs out, or `observer` returns `Break`. The observer sees each step and
-/// the updated `x` (log it, toggle a timing pin, write a trace).
+/// the updated `x` (log it, toggle a timing pin, write a trace). `tol = 0` runs the whole
+/// budget: single-loop methods (SOBA, SABA, MA-SOBA) start from a zero adjoint, so their
+/// first estimate can be exactly zero without `x` being stationary.
 pub fn run<T, P, S, F, const DX: usize, const DY: usize>(
     solver: &mut S,
     problem: &Counted<P>,
@@ -235,7 +237,7 @@ where
         if observer(&r, x).is_break() {
             return Ok(report(Outcome::Stopped));
         }
-        if last <= tol {
+        if tol > T::ZERO && last <= tol {
             return Ok(report(Outcome::Converged));
         }
         if problem.counts().total() >= budget.max_oracle_calls {

@@ -757,7 +757,14 @@ fn read_padded<const W: usize>(path: &Path, width: usize, target: Target) -> Res
         padded.push('\n');
     }
     parse_csv::<W>(&name, &padded, target).map_err(|mut e| {
-        // Columns beyond the padding point keep their positions in the original line.
+        // Report positions in the original line: the label's column moves back over the
+        // inserted padding, and the counts leave it out.
+        let label_start = text.lines().nth(e.line.wrapping_sub(1)).and_then(|l| l.rfind(','));
+        if let Some(i) = label_start
+            && e.column > i + pad.len()
+        {
+            e.column -= pad.len();
+        }
         if let DataErrorKind::ColumnCount { expected, found } = e.kind {
             e.kind = DataErrorKind::ColumnCount {
                 expected: expected - (W - width),

@@ -104,6 +104,12 @@ pub fn table() -> String {
     );
     let _ = writeln!(
         o,
+        "Bad arguments through C: [robustness-c.md](robustness-c.md); bad input to the"
+    );
+    let _ = writeln!(o, "command line: [robustness-cli.md](robustness-cli.md).");
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
         "Each solver takes three clean outer steps (deterministic methods on the quadratic,"
     );
     let _ = writeln!(
