@@ -70,6 +70,14 @@ pub trait SymmetricOperator<T: Real, const N: usize> {
         self.apply(v1, out1)?;
         self.apply(v2, out2)
     }
+
+    /// `true` when each product samples a fresh minibatch, so consecutive products see
+    /// different matrices: residuals then carry sampling noise, and the growth tests of
+    /// gradient descent and Neumann (which detect a step above `2/L` for one fixed matrix)
+    /// do not apply. Defaults to `false`.
+    fn samples_each_product(&self) -> bool {
+        false
+    }
 }
 
 /// The Hessian `∇²_yy g(x, y)` at a fixed point and batch, as an operator.
@@ -276,6 +284,7 @@ where
         "finite and > 0",
     )?;
     let two = T::ONE + T::ONE;
+    let sampled = op.samples_each_product();
     let mut x = [[T::ZERO; N]; K];
     let mut bound = [T::ZERO; K];
     for k in 0..K {
@@ -304,7 +313,7 @@ where
             if rn <= tol[k] {
                 out[k].status = SolveStatus::Converged;
                 active[k] = false;
-            } else if rn > bound[k] || !rn.is_finite() {
+            } else if (rn > bound[k] && !sampled) || !rn.is_finite() {
                 out[k].status = SolveStatus::Diverged;
                 active[k] = false;
             } else {
@@ -340,6 +349,7 @@ where
 {
     crate::error::ensure(eta.is_finite() && eta > T::ZERO, "Neumann step", "finite and > 0")?;
     let growth = T::ONE + T::EPSILON.sqrt();
+    let sampled = op.samples_each_product();
     let mut p = [[T::ZERO; N]; K];
     let mut bn = [T::ZERO; K];
     for k in 0..K {
@@ -373,7 +383,7 @@ where
             let mut next = p[k];
             linalg::axpy(-eta, &hp[k], &mut next);
             let n = linalg::norm(&next);
-            if n > growth * bn[k] || !n.is_finite() {
+            if (n > growth * bn[k] && !sampled) || !n.is_finite() {
                 out[k].status = SolveStatus::Diverged;
                 active[k] = false;
                 continue;
@@ -451,7 +461,9 @@ where
 /// Gradient descent on `½uᵀHu − bᵀu`: `u ← u − β(H u − b)`, warm-started from the incoming
 /// `u`, for at most `max_steps` steps or until `‖H u − b‖ ≤ tol` (checked before each step,
 /// so a converged warm start takes no step). Converges for `0 < β < 2/L`; reports
-/// [`SolveStatus::Diverged`] when a residual exceeds twice `max(‖r₀‖, ‖b‖)`. Each step
+/// [`SolveStatus::Diverged`] when a residual exceeds twice `max(‖r₀‖, ‖b‖)` (for one fixed
+/// matrix; not for operators that [sample each product](SymmetricOperator::samples_each_product))
+/// or is not finite. Each step
 /// costs one product (none for the first step from `u = 0`). On error `u` is unchanged.
 pub fn gradient_descent<O, T, const N: usize>(
     op: &O,
@@ -752,6 +764,44 @@ mod tests {
             assert_eq!(s.status, SolveStatus::Converged, "{s:?}");
             assert!(linalg::dist(&u, &e) < 1e-10 * linalg::norm(&e), "{s:?}");
         }
+    }
+
+    #[test]
+    fn growth_tests_skip_operators_that_sample_each_product() {
+        /// The same matrix, declared as sampled.
+        struct Sampled(Matrix<6>);
+        impl SymmetricOperator<f64, 6> for Sampled {
+            fn apply(&self, v: &[f64; 6], out: &mut [f64; 6]) -> Result<(), Error> {
+                self.0.apply(v, out)
+            }
+            fn samples_each_product(&self) -> bool {
+                true
+            }
+        }
+        let q = Q::random(3, 20.0, 0.1);
+        let h = Matrix::new(q.a);
+        let big = 2.5 / q.lower_lipschitz();
+        let b = rhs(7);
+        let mut u = [0.0; 6];
+        assert_eq!(
+            gradient_descent(&h, &b, &mut u, big, 40, 0.0).unwrap().status,
+            SolveStatus::Diverged
+        );
+        let sampled = Sampled(Matrix::new(q.a));
+        let mut u = [0.0; 6];
+        let s = gradient_descent(&sampled, &b, &mut u, big, 40, 0.0).unwrap();
+        assert_eq!((s.status, s.steps), (SolveStatus::Budget, 40));
+        assert!(s.residual > 10.0 * linalg::norm(&b), "{s:?}");
+        let mut u = [0.0; 6];
+        assert_eq!(
+            neumann(&h, &b, &mut u, big, 40, 0.0).unwrap().status,
+            SolveStatus::Diverged
+        );
+        let mut u = [0.0; 6];
+        assert_eq!(
+            neumann(&sampled, &b, &mut u, big, 40, 0.0).unwrap().status,
+            SolveStatus::Budget
+        );
     }
 
     #[test]

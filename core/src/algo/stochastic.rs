@@ -68,6 +68,10 @@ where
         let batch = self.draw()?;
         self.oracles.lower_hvp2(self.x, self.y, v1, v2, batch, out1, out2)
     }
+
+    fn samples_each_product(&self) -> bool {
+        true
+    }
 }
 
 /// `steps` stochastic gradient steps `y ← y − β ∇_y g(x, y; ξ_t)`, a fresh batch `ξ_t`
