@@ -59,21 +59,25 @@ fn point() -> (Q, [f64; 4]) {
     (q, x)
 }
 
-/// Errors of one step with `Q_k = qk` at `x`, from the state after one A-only step at `x`
-/// (`y` partly converged, `h0` learned): (adjoint, hypergradient at the new `y`).
-fn errors_for_q<H: InverseHessian<f64, 6>>(qk: u32) -> (f64, f64) {
+/// Errors of one step with the adjoint source `b(Q_k = qk)` at `x`, from the state after
+/// one A-only step at `x` (`y` partly converged, `h0` learned): (adjoint, hypergradient at
+/// the new `y`).
+fn errors_with<H: InverseHessian<f64, 6>>(b: fn(ExtraSteps) -> AdjointSource<f64>, qk: u32) -> (f64, f64) {
     let (q, x) = point();
     let mut s = Qnbo::<f64, H, 6>::new(config(&q, AdjointSource::ReuseA), [0.0; 6]);
     let mut h = [0.0; 4];
     Solver::<f64, 4, 6>::hypergradient(&mut s, &q, &x, &mut h).unwrap();
-    s.config = config(&q, b_steps(ExtraSteps::Constant(qk)));
+    s.config = config(&q, b(ExtraSteps::Constant(qk)));
     Solver::<f64, 4, 6>::hypergradient(&mut s, &q, &x, &mut h).unwrap();
     let (u, hy) = exact_at(&q, &x, s.lower());
     (rel_norm_err(s.adjoint(), &u), rel_norm_err(&h, &hy))
 }
 
 fn errors<H: InverseHessian<f64, 6>>() -> Vec<f64> {
-    [1u32, 3, 6, 10].iter().map(|&qk| errors_for_q::<H>(qk).1).collect()
+    [1u32, 3, 6, 10]
+        .iter()
+        .map(|&qk| errors_with::<H>(b_steps, qk).1)
+        .collect()
 }
 
 #[test]
@@ -117,18 +121,6 @@ fn adjoint_steps(steps: ExtraSteps) -> AdjointSource<f64> {
     AdjointSource::AdjointSteps { steps, tolerance: 0.0 }
 }
 
-/// [`errors_for_q`] with B on the adjoint system: (adjoint, hypergradient) errors.
-fn adjoint_errors_for_q<H: InverseHessian<f64, 6>>(qk: u32) -> (f64, f64) {
-    let (q, x) = point();
-    let mut s = Qnbo::<f64, H, 6>::new(config(&q, AdjointSource::ReuseA), [0.0; 6]);
-    let mut h = [0.0; 4];
-    Solver::<f64, 4, 6>::hypergradient(&mut s, &q, &x, &mut h).unwrap();
-    s.config = config(&q, adjoint_steps(ExtraSteps::Constant(qk)));
-    Solver::<f64, 4, 6>::hypergradient(&mut s, &q, &x, &mut h).unwrap();
-    let (u, hy) = exact_at(&q, &x, s.lower());
-    (rel_norm_err(s.adjoint(), &u), rel_norm_err(&h, &hy))
-}
-
 #[test]
 fn adjoint_steps_reach_the_exact_adjoint_within_dy_steps() {
     // B on the adjoint system from A's estimate (Q = 0), Q = 0, 2, 4, 6, 8. Measured
@@ -138,7 +130,7 @@ fn adjoint_steps_reach_the_exact_adjoint_within_dy_steps() {
     fn errs<H: InverseHessian<f64, 6>>() -> Vec<f64> {
         [0u32, 2, 4, 6, 8]
             .iter()
-            .map(|&k| adjoint_errors_for_q::<H>(k).0)
+            .map(|&k| errors_with::<H>(adjoint_steps, k).0)
             .collect()
     }
     for (name, e) in [
@@ -150,7 +142,7 @@ fn adjoint_steps_reach_the_exact_adjoint_within_dy_steps() {
         assert!(e[4] < 1e-9, "{name} {e:?}");
     }
     assert!(errs::<Bfgs>()[3] < 1e-9 && errs::<Lbfgs>()[3] < 1e-9);
-    let (_, hyper) = adjoint_errors_for_q::<Bfgs>(6);
+    let (_, hyper) = errors_with::<Bfgs>(adjoint_steps, 6);
     assert!(hyper < 1e-9, "{hyper}");
 }
 
