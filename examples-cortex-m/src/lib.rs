@@ -71,6 +71,22 @@ pub fn exit(result: Result<(), Failure>) -> ! {
     }
 }
 
+/// The body of every firmware `main`: runs `report` on the host's output (writing its
+/// error there too), then exits with its status.
+pub fn run_on_host(report: impl FnOnce(&mut HostOut) -> Result<(), Failure>) -> ! {
+    let result = match HostOut::open() {
+        Some(mut out) => {
+            let result = report(&mut out);
+            if let Err(e) = &result {
+                let _ = writeln!(out, "{e}");
+            }
+            result
+        }
+        None => Err(Failure::Output),
+    };
+    exit(result)
+}
+
 /// Writes the device-only figures of a run: static RAM, the stack high-water mark and the
 /// stack's size. Every line starts with `device:`, so host comparisons can drop them.
 pub fn write_memory_report<W: fmt::Write>(out: &mut W, stack_used: usize) -> fmt::Result {

@@ -99,6 +99,14 @@ fn per_feature_hypergradient_at_a_fixed_point_against_the_reference() {
     assert!(errors[0] > errors[1] && errors[2] < 1e-6, "{errors:?}");
 }
 
+/// The demo's outer steps: 20, on `[−12, 12]`.
+fn demo_outer() -> Outer<f64> {
+    Outer {
+        schedule: Schedule::Constant(20.0),
+        bounds: Some((-12.0, 12.0)),
+    }
+}
+
 /// Tunes `ln λ` from 0 until `|h| ≤ 1e-10`: `ln λ` and the validation loss there.
 fn optimum<S: Solver<f64, 1, DY>>(
     solver: &mut S,
@@ -128,12 +136,12 @@ fn scalar_outer_loop_reaches_the_reference_optimum() {
     // Hessian-vector product.
     let split = split();
     let p = Counted::new(demo::problem(&split).unwrap());
-    let outer = Outer {
-        schedule: Schedule::Constant(20.0),
-        bounds: Some((-12.0, 12.0)),
-    };
-    let mut reference = ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
-    let (x_ref, v_ref) = optimum(&mut reference, &p, &outer);
+    let outer = demo_outer();
+    let (x_ref, v_ref) = optimum(
+        &mut ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]),
+        &p,
+        &outer,
+    );
     p.reset();
     let cfg = QnboConfig {
         warmup_step: 0.5,
@@ -263,12 +271,12 @@ fn shine_outer_loop_on_real_data() {
     // adjoint (validation loss 5.3e-3 above it after 3000 steps; 300 are run here).
     let split = split();
     let p = Counted::new(demo::problem(&split).unwrap());
-    let outer = Outer {
-        schedule: Schedule::Constant(20.0),
-        bounds: Some((-12.0, 12.0)),
-    };
-    let mut reference = ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
-    let (x_ref, v_ref) = optimum(&mut reference, &p, &outer);
+    let outer = demo_outer();
+    let (x_ref, v_ref) = optimum(
+        &mut ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]),
+        &p,
+        &outer,
+    );
     let opa = ShineConfig {
         opa_every: Some(1),
         ..ShineConfig::default()

@@ -10,7 +10,7 @@ use core::mem::size_of;
 
 use bilevel::problem::Counted;
 use bilevel_cortex_m_examples::scenario::{self, Failure, QuadraticAid, QuadraticNbo, TunedQuadratic};
-use bilevel_cortex_m_examples::{HostOut, exit, stack, write_memory_report};
+use bilevel_cortex_m_examples::{HostOut, run_on_host, stack, write_memory_report};
 use cortex_m_rt::entry;
 
 bilevel_cortex_m_examples::semihosting_panic_handler!();
@@ -41,9 +41,5 @@ fn report(out: &mut HostOut) -> Result<(), Failure> {
 
 #[entry]
 fn main() -> ! {
-    let result = match HostOut::open() {
-        Some(mut out) => report(&mut out),
-        None => Err(Failure::Output),
-    };
-    exit(result)
+    run_on_host(report)
 }

@@ -18,7 +18,7 @@ use bilevel_cortex_m_examples::retained::RetainedFlash;
 use bilevel_cortex_m_examples::scenario::{
     self, CHECKPOINT_FLASH_BYTES, Failure, ResumeEvent, STREAM_CHECKPOINT_BYTES, StreamCheckpoint,
 };
-use bilevel_cortex_m_examples::{HostOut, exit, stack, write_memory_report};
+use bilevel_cortex_m_examples::{HostOut, run_on_host, stack, write_memory_report};
 use cortex_m_rt::entry;
 
 bilevel_cortex_m_examples::semihosting_panic_handler!();
@@ -87,15 +87,5 @@ fn run(out: &mut HostOut) -> Result<(), Failure> {
 
 #[entry]
 fn main() -> ! {
-    let result = match HostOut::open() {
-        Some(mut out) => {
-            let result = run(&mut out);
-            if let Err(e) = &result {
-                let _ = writeln!(out, "{e}");
-            }
-            result
-        }
-        None => Err(Failure::Output),
-    };
-    exit(result)
+    run_on_host(run)
 }

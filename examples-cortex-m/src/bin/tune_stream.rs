@@ -6,8 +6,8 @@
 #![no_std]
 #![no_main]
 
-use bilevel_cortex_m_examples::scenario::{self, Failure};
-use bilevel_cortex_m_examples::{HostOut, exit, stream_report};
+use bilevel_cortex_m_examples::scenario;
+use bilevel_cortex_m_examples::{run_on_host, stream_report};
 use cortex_m_rt::entry;
 
 bilevel_cortex_m_examples::semihosting_panic_handler!();
@@ -15,9 +15,5 @@ bilevel_cortex_m_examples::semihosting_panic_handler!();
 #[entry]
 fn main() -> ! {
     let (mut source, _) = scenario::stream_sources();
-    let result = match HostOut::open() {
-        Some(mut out) => stream_report(&mut out, &mut source),
-        None => Err(Failure::Output),
-    };
-    exit(result)
+    run_on_host(|out| stream_report(out, &mut source))
 }

@@ -6,11 +6,9 @@
 #![no_std]
 #![no_main]
 
-use core::fmt::Write;
-
 use bilevel_cortex_m_examples::scenario::Failure;
 use bilevel_cortex_m_examples::serial::{CmsdkUart, UartSource};
-use bilevel_cortex_m_examples::{HostOut, exit, stream_report};
+use bilevel_cortex_m_examples::{HostOut, run_on_host, stream_report};
 use cortex_m_rt::entry;
 
 bilevel_cortex_m_examples::semihosting_panic_handler!();
@@ -34,15 +32,5 @@ fn run(out: &mut HostOut) -> Result<(), Failure> {
 
 #[entry]
 fn main() -> ! {
-    let result = match HostOut::open() {
-        Some(mut out) => {
-            let result = run(&mut out);
-            if let Err(e) = &result {
-                let _ = writeln!(out, "{e}");
-            }
-            result
-        }
-        None => Err(Failure::Output),
-    };
-    exit(result)
+    run_on_host(run)
 }
