@@ -51,6 +51,7 @@ pub mod problem;
 pub mod problems;
 pub mod qn;
 pub mod reference;
+pub mod registry;
 pub mod rng;
 pub mod run;
 pub mod sample;

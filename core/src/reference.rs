@@ -279,3 +279,24 @@ impl<T: Real, const DX: usize, const DY: usize> crate::run::Solver<T, DX, DY> fo
         &self.y
     }
 }
+
+/// The registry entry of the reference ([`crate::registry`]).
+pub struct ReferenceMethod;
+
+impl crate::registry::MethodSpec for ReferenceMethod {
+    const INFO: crate::registry::MethodInfo = crate::registry::MethodInfo {
+        name: "reference",
+        family: crate::registry::Family::Reference,
+        summary: "Newton–CG lower solve and CG adjoint to tolerance every step: exact and costly; the yardstick",
+        stochastic: false,
+        settings: &[],
+    };
+
+    fn build<T: Real, V: crate::registry::Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        _: &crate::registry::Settings,
+        start: &crate::registry::Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        Ok(visit.visit(ReferenceSolver::new(ReferenceConfig::default(), start.y0)))
+    }
+}

@@ -203,11 +203,193 @@ where
     })
 }
 
-/// Runs outer iterations until `‖h‖ ≤ tol` (the estimate at the current `x`, before its
-/// step), a budget runs out, or `observer` returns `Break`. The observer sees each step and
-/// the updated `x` (log it, toggle a timing pin, write a trace). `tol = 0` runs the whole
-/// budget: single-loop methods (SOBA, SABA, MA-SOBA) start from a zero adjoint, so their
-/// first estimate can be exactly zero without `x` being stationary.
+/// When a run has converged: `‖h_t‖ ≤ absolute` or `‖h_t‖ ≤ relative·‖h_first‖`, with
+/// `h_first` the first non-zero estimate of the run. A zero tolerance disables its test; an
+/// estimate that is exactly zero at the first step never counts (single-loop methods start
+/// from a zero adjoint, so their first estimate can be zero without `x` being stationary).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stopping<T> {
+    /// Tolerance relative to the first non-zero hypergradient norm (scale-free).
+    pub relative: T,
+    /// Absolute tolerance on the hypergradient norm.
+    pub absolute: T,
+}
+
+impl<T: Real> Stopping<T> {
+    /// Relative tolerance only.
+    pub fn relative(relative: T) -> Self {
+        Stopping {
+            relative,
+            absolute: T::ZERO,
+        }
+    }
+
+    /// Absolute tolerance only.
+    pub fn absolute(absolute: T) -> Self {
+        Stopping {
+            relative: T::ZERO,
+            absolute,
+        }
+    }
+
+    /// No test: the run ends on its budget (or its observer).
+    pub fn never() -> Self {
+        Stopping::absolute(T::ZERO)
+    }
+
+    /// Checks that both tolerances are finite and `≥ 0`.
+    pub fn validate(&self) -> Result<(), Error> {
+        let ok = |v: T| v.is_finite() && v >= T::ZERO;
+        ensure(ok(self.relative), "relative tolerance", "finite and ≥ 0")?;
+        ensure(ok(self.absolute), "tolerance", "finite and ≥ 0")
+    }
+}
+
+/// The one outer loop: every front end (the `run` function, the command line, the C
+/// library, the firmware) steps a solver through a driver. It owns the outer update, the
+/// budget, the stopping test and the iteration counter, all checked once at construction,
+/// so a caller can run one step per time slice ([`Driver::step`]) or to the end
+/// ([`Driver::run`]) and get the same bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Driver<T> {
+    outer: Outer<T>,
+    budget: Budget,
+    stopping: Stopping<T>,
+    iteration: u32,
+    first_norm: T,
+    last_norm: T,
+}
+
+impl<T: Real> Driver<T> {
+    /// A driver at iteration 0; errors name an invalid step, box or tolerance.
+    pub fn new(outer: Outer<T>, budget: Budget, stopping: Stopping<T>) -> Result<Self, Error> {
+        outer.validate()?;
+        stopping.validate()?;
+        Ok(Driver {
+            outer,
+            budget,
+            stopping,
+            iteration: 0,
+            first_norm: T::ZERO,
+            last_norm: T::MAX,
+        })
+    }
+
+    /// Outer iterations taken.
+    pub fn iteration(&self) -> u32 {
+        self.iteration
+    }
+
+    /// `‖h‖` of the last estimate (`T::MAX` before the first step).
+    pub fn hypergradient_norm(&self) -> T {
+        self.last_norm
+    }
+
+    /// `‖h‖` of the first non-zero estimate (0 before there is one).
+    pub fn first_norm(&self) -> T {
+        self.first_norm
+    }
+
+    /// The outer update.
+    pub fn outer(&self) -> &Outer<T> {
+        &self.outer
+    }
+
+    /// A new budget (counted from iteration 0), e.g. more steps for a run that goes on.
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+    }
+
+    /// A new stopping test; an invalid one is refused and the old one kept.
+    pub fn set_stopping(&mut self, stopping: Stopping<T>) -> Result<(), Error> {
+        stopping.validate()?;
+        self.stopping = stopping;
+        Ok(())
+    }
+
+    /// Whether the last estimate passed the stopping test.
+    pub fn converged(&self) -> bool {
+        let norm = self.last_norm;
+        if self.iteration == 0 || (self.iteration == 1 && norm == T::ZERO) {
+            return false;
+        }
+        let Stopping { relative, absolute } = self.stopping;
+        (absolute > T::ZERO && norm <= absolute)
+            || (relative > T::ZERO && self.first_norm > T::ZERO && norm <= relative * self.first_norm)
+    }
+
+    /// One outer iteration: the solver's estimate at `x`, then the outer update. Returns the
+    /// step's report and, when the run is over, why. On error nothing changes: not `x`, not
+    /// the solver, not the driver.
+    pub fn step<P, S, const DX: usize, const DY: usize>(
+        &mut self,
+        solver: &mut S,
+        problem: &Counted<P>,
+        x: &mut [T; DX],
+    ) -> Result<(StepReport<T>, Option<Outcome>), Error>
+    where
+        P: Problem<T, DX, DY>,
+        S: Solver<T, DX, DY>,
+    {
+        let r = step(solver, problem, x, &self.outer, self.iteration)?;
+        self.iteration += 1;
+        self.last_norm = r.hypergradient_norm;
+        if self.first_norm == T::ZERO {
+            self.first_norm = r.hypergradient_norm;
+        }
+        let outcome = if self.converged() {
+            Some(Outcome::Converged)
+        } else if problem.counts().total() >= self.budget.max_oracle_calls {
+            Some(Outcome::OracleBudget)
+        } else if self.iteration >= self.budget.max_iterations {
+            Some(Outcome::IterationBudget)
+        } else {
+            None
+        };
+        Ok((r, outcome))
+    }
+
+    /// Steps until the stopping test holds, a budget runs out, or `observer` returns
+    /// `Break` (it sees each step, the updated `x` and the solver: log them, toggle a timing
+    /// pin, write a trace). An error ends the run with `x` at its last good value.
+    pub fn run<P, S, F, const DX: usize, const DY: usize>(
+        &mut self,
+        solver: &mut S,
+        problem: &Counted<P>,
+        x: &mut [T; DX],
+        mut observer: F,
+    ) -> Result<RunReport<T>, Error>
+    where
+        P: Problem<T, DX, DY>,
+        S: Solver<T, DX, DY>,
+        F: FnMut(&StepReport<T>, &[T; DX], &S) -> ControlFlow<()>,
+    {
+        let outcome = loop {
+            if self.iteration >= self.budget.max_iterations {
+                break Outcome::IterationBudget;
+            }
+            let (r, outcome) = self.step(solver, problem, x)?;
+            if observer(&r, x, solver).is_break() {
+                break Outcome::Stopped;
+            }
+            if let Some(o) = outcome {
+                break o;
+            }
+        };
+        Ok(RunReport {
+            outcome,
+            iterations: self.iteration,
+            hypergradient_norm: self.last_norm,
+            oracle_calls: problem.counts(),
+        })
+    }
+}
+
+/// Runs outer iterations from iteration 0 until `‖h‖ ≤ tol` (the estimate at the current
+/// `x`, before its step), a budget runs out, or `observer` returns `Break`: a [`Driver`] with
+/// an absolute tolerance. `tol = 0` runs the whole budget.
 pub fn run<T, P, S, F, const DX: usize, const DY: usize>(
     solver: &mut S,
     problem: &Counted<P>,
@@ -223,31 +405,5 @@ where
     S: Solver<T, DX, DY>,
     F: FnMut(&StepReport<T>, &[T; DX]) -> ControlFlow<()>,
 {
-    ensure(tol.is_finite() && tol >= T::ZERO, "tolerance", "finite and ≥ 0")?;
-    let mut last = T::MAX;
-    for t in 0..budget.max_iterations {
-        let r = step(solver, problem, x, outer, t)?;
-        last = r.hypergradient_norm;
-        let report = |outcome| RunReport {
-            outcome,
-            iterations: t + 1,
-            hypergradient_norm: last,
-            oracle_calls: problem.counts(),
-        };
-        if observer(&r, x).is_break() {
-            return Ok(report(Outcome::Stopped));
-        }
-        if tol > T::ZERO && last <= tol {
-            return Ok(report(Outcome::Converged));
-        }
-        if problem.counts().total() >= budget.max_oracle_calls {
-            return Ok(report(Outcome::OracleBudget));
-        }
-    }
-    Ok(RunReport {
-        outcome: Outcome::IterationBudget,
-        iterations: budget.max_iterations,
-        hypergradient_norm: last,
-        oracle_calls: problem.counts(),
-    })
+    Driver::new(*outer, budget, Stopping::absolute(tol))?.run(solver, problem, x, |r, x, _| observer(r, x))
 }

@@ -21,6 +21,7 @@ use bilevel::checkpoint::{self, Checkpoint, MaxSize, SLOT_HEADER_BYTES, Slots};
 use bilevel::linalg;
 use bilevel::problem::{Counted, OracleCounts};
 use bilevel::problems::{Logistic, Quadratic, Samples, penalty};
+use bilevel::registry::Method;
 use bilevel::rng::Rng128;
 use bilevel::run::{self, Budget, Outcome, Outer, RunReport, Solver, StepReport};
 use bilevel::sample::Ring;
@@ -221,9 +222,9 @@ pub fn tune_quadratic<W: Write>(out: &mut W) -> Result<[QuadraticResult; 2], Fai
         "problem: quadratic f32 DX={QUADRATIC_DX} DY={QUADRATIC_DY} seed={QUADRATIC_SEED} kappa={QUADRATIC_KAPPA} rho={QUADRATIC_RHO}"
     )?;
     let nbo = tune_nbo(&q)?;
-    write_quadratic_result(out, "nbo-gd", &nbo)?;
+    write_quadratic_result(out, Method::NboGd.name(), &nbo)?;
     let aid = tune_aid(&q)?;
-    write_quadratic_result(out, "aid-cg", &aid)?;
+    write_quadratic_result(out, Method::AidCg.name(), &aid)?;
     check_quadratic(&nbo)?;
     check_quadratic(&aid)?;
     Ok([nbo, aid])

@@ -85,12 +85,12 @@ pub fn bench(req: &BenchRequest) -> Result<Vec<MethodRuns>, BoxError> {
         let known = req
             .methods
             .iter()
-            .any(|m| tune::params(req.base.problem, m, 1.0, &[]).is_ok_and(|p| p.0.iter().any(|(k, _)| k == key)));
+            .any(|m| tune::params(req.base.problem, m, 1.0, &[]).is_ok_and(|p| p.keys().any(|k| k == key)));
         if !known {
             let mut valid: Vec<&str> = Vec::new();
             for m in &req.methods {
                 if let Ok(p) = tune::params(req.base.problem, m, 1.0, &[]) {
-                    for (k, _) in p.0 {
+                    for k in p.keys() {
                         if !valid.contains(&k) {
                             valid.push(k);
                         }
@@ -114,7 +114,7 @@ pub fn bench(req: &BenchRequest) -> Result<Vec<MethodRuns>, BoxError> {
             let mut one = req.base.clone();
             one.method = m.clone();
             one.seed = req.base.seed + u64::from(r);
-            one.settings.retain(|(k, _)| known.0.iter().any(|(name, _)| name == k));
+            one.settings.retain(|(k, _)| known.keys().any(|name| name == k));
             runs.push(tune::with_large_stack(move || tune::tune(&one))?);
         }
         out.push(MethodRuns {

@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bilevel::registry::Method;
 use bilevel_std::bench;
 use bilevel_std::datasets;
 use bilevel_std::demo;
@@ -16,6 +17,10 @@ macro_rules! out {
     ($($t:tt)*) => {{
         let _ = writeln!(std::io::stdout().lock(), $($t)*);
     }};
+}
+
+fn method_help() -> String {
+    format!("Method (`bilevel methods` describes them): {}", tune::method_list())
 }
 
 #[derive(Parser)]
@@ -33,6 +38,8 @@ struct Cli {
 enum Command {
     /// Tune the L2 strength of logistic regression on the bundled breast-cancer data.
     Demo,
+    /// List every method: its family, what it is for, and its --set keys with their defaults.
+    Methods,
     /// Tune hyperparameters of a problem read from CSV files with any method.
     Tune {
         /// The problem.
@@ -50,10 +57,7 @@ enum Command {
         /// Few-shot task file of --problem meta (task,part,features…,target).
         #[arg(long)]
         tasks: Option<PathBuf>,
-        /// Method: reference, qnbo-bfgs, qnbo-sr1, qnbo-lbfgs, shine, nbo-gd, nbo-cg,
-        /// nsbo-sgd, nsbo-saga, ma-nsbo-saga, aid-cg, aid-neumann, itd, amigo-gd, amigo-cg,
-        /// soba, saba, ma-soba, stocbio, f2sa, pzobo, pzobo-s.
-        #[arg(long, default_value = "qnbo-bfgs")]
+        #[arg(long, default_value = Method::QnboBfgs.name(), help = method_help())]
         method: String,
         #[command(flatten)]
         common: Common,
@@ -154,6 +158,9 @@ struct Common {
     /// Outer step (default per problem: 10 on ln λ, 7·n for hyperclean, 1/max‖â‖² for meta).
     #[arg(long)]
     step: Option<f64>,
+    /// Converged when the hypergradient estimate's norm is at most this.
+    #[arg(long, default_value_t = 1e-9)]
+    tol: f64,
     /// Starting value of every hyperparameter (default 0).
     #[arg(long, allow_hyphen_values = true)]
     x0: Option<f64>,
@@ -200,6 +207,7 @@ impl Common {
         r.seed = self.seed;
         r.step = self.step;
         r.x0 = self.x0;
+        r.tolerance = self.tol;
         r.settings = self.set.clone();
         r.precision = if self.f32 {
             tune::Precision::F32
@@ -462,6 +470,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Demo => run_demo(),
+        Command::Methods => {
+            out!("{}", tune::methods_table());
+            Ok(())
+        }
         Command::Tune {
             problem,
             train,

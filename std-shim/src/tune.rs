@@ -19,23 +19,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::ops::ControlFlow;
+
 use bilevel::Batch;
-use bilevel::algo::aid::{Aid, AidConfig};
-use bilevel::algo::f2sa::{F2sa, F2saConfig};
-use bilevel::algo::itd::{ItdConfig, ItdReverse};
-use bilevel::algo::nbo::{Nbo, NboConfig};
-use bilevel::algo::nsbo::{Nsbo, NsboConfig, NsboSaga};
-use bilevel::algo::pzobo::{Pzobo, PzoboConfig};
-use bilevel::algo::qnbo::{QnboBfgs, QnboConfig, QnboLbfgs, QnboSr1};
-use bilevel::algo::shine::{Shine, ShineConfig};
-use bilevel::algo::soba::{Saba, Soba, SobaConfig};
-use bilevel::algo::stocbio::{StocBio, StocBioConfig};
-use bilevel::algo::stochastic::MovingAverage;
 use bilevel::problem::{Counted, OracleCounts, Problem};
 use bilevel::problems::{HyperCleaning, Logistic, MetaLearning, Ridge, Samples, Task};
-use bilevel::reference::{ReferenceConfig, ReferenceSolver, reference_hypergradient, reference_value};
-use bilevel::run::{Outer, Solver, step};
-use bilevel::sample::{FullBatch, Minibatches, Order};
+use bilevel::reference::{ReferenceConfig, reference_hypergradient, reference_value};
+use bilevel::registry::{Method, SettingError, Settings, Start, Visit};
+use bilevel::run::{Budget, Driver, Outcome, Outer, Solver, Stopping};
 use bilevel::scalar::Real;
 use bilevel::schedule::Schedule;
 
@@ -58,37 +49,6 @@ pub const HYPERCLEAN_ROWS: [usize; 2] = [256, 2048];
 pub const META_WIDTH: usize = 8;
 /// Task counts of meta-learning (exact).
 pub const META_TASKS: [usize; 4] = [4, 8, 16, 32];
-/// Rows of the SAGA tables of NSBO-SAGA and SABA: the batch size grows so that each level
-/// has at most this many minibatches.
-pub const SAGA_BATCHES: usize = 64;
-
-/// Every method name `--method` accepts (`reference` is the Newton–CG reference
-/// hypergradient).
-pub const METHODS: [&str; 22] = [
-    "reference",
-    "qnbo-bfgs",
-    "qnbo-sr1",
-    "qnbo-lbfgs",
-    "shine",
-    "nbo-gd",
-    "nbo-cg",
-    "nsbo-sgd",
-    "nsbo-saga",
-    "ma-nsbo-saga",
-    "aid-cg",
-    "aid-neumann",
-    "itd",
-    "amigo-gd",
-    "amigo-cg",
-    "soba",
-    "saba",
-    "ma-soba",
-    "stocbio",
-    "f2sa",
-    "pzobo",
-    "pzobo-s",
-];
-
 /// The problem to tune.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProblemKind {
@@ -151,7 +111,7 @@ pub struct TuneRequest {
     pub test: Option<PathBuf>,
     /// Task file of `meta`.
     pub tasks: Option<PathBuf>,
-    /// Method name (one of [`METHODS`]).
+    /// Method name (one of [`Method::ALL`]).
     pub method: String,
     /// Outer iterations at most.
     pub iterations: u32,
@@ -169,6 +129,8 @@ pub struct TuneRequest {
     pub progress: bool,
     /// Early stop at a target.
     pub stop: Option<StopAt>,
+    /// The run has converged when the hypergradient estimate's norm is at most this.
+    pub tolerance: f64,
 }
 
 impl TuneRequest {
@@ -189,6 +151,7 @@ impl TuneRequest {
             precision: Precision::F64,
             progress: false,
             stop: None,
+            tolerance: 1e-9,
         }
     }
 }
@@ -271,91 +234,39 @@ impl TuneSummary {
 // ---------------------------------------------------------------------------------------
 // Hyperparameters and `--set`.
 
-/// Named hyperparameters with their values (defaults, then `--set` overrides).
+/// A method with its settings (registry defaults, then `--set` overrides) and the problem's
+/// settings.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Params(pub Vec<(&'static str, f64)>);
+pub struct Params {
+    /// The method.
+    pub method: Method,
+    /// Its settings.
+    pub settings: Settings,
+    /// The problem's settings.
+    pub problem: Vec<(&'static str, f64)>,
+}
 
 impl Params {
-    /// The value of `key` (a name from the defaults).
+    /// The value of a problem setting `key` (NaN if the problem has none).
     pub fn get(&self, key: &str) -> f64 {
-        self.0.iter().find(|(k, _)| *k == key).map_or(f64::NAN, |&(_, v)| v)
+        self.problem
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(f64::NAN, |&(_, v)| v)
     }
 
-    /// `key` as a count; an error unless it is a whole number in `u32`.
-    pub fn count(&self, key: &str) -> Result<u32, String> {
-        let v = self.get(key);
-        if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) {
-            Ok(v as u32)
-        } else {
-            Err(format!("{key} = {v} must be a whole number ≥ 0"))
-        }
+    /// Every key `--set` accepts: the method's, then the problem's.
+    pub fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.settings
+            .iter()
+            .map(|(s, _)| s.key)
+            .chain(self.problem.iter().map(|(k, _)| *k))
     }
 }
 
-/// The hyperparameters of `method` with their defaults; `beta` is the problem's safe lower
-/// step `1/L`. `None` for an unknown method.
-pub fn method_defaults(method: &str, beta: f64) -> Option<Vec<(&'static str, f64)>> {
-    let b = beta;
-    Some(match method {
-        "reference" => vec![],
-        "qnbo-bfgs" | "qnbo-sr1" | "qnbo-lbfgs" => vec![
-            ("warmup_step", b),
-            ("warmup_steps", 2.0),
-            ("qn_steps", 3.0),
-            ("adjoint_steps_cap", 30.0),
-        ],
-        "shine" => vec![
-            ("max_inner_steps", 1000.0),
-            ("tolerance", 1e-3),
-            ("tolerance_decay", 0.78),
-        ],
-        "nbo-gd" => vec![("lower_step", b), ("steps", 1.0)],
-        "nbo-cg" => vec![("steps", 5.0)],
-        "nsbo-sgd" | "nsbo-saga" => vec![("lower_step", b), ("steps", 1.0), ("batch_size", 32.0)],
-        "ma-nsbo-saga" => vec![("lower_step", b), ("steps", 1.0), ("theta", 0.1), ("batch_size", 32.0)],
-        "aid-cg" => vec![("lower_step", b), ("lower_steps", 10.0), ("cg_steps", 10.0)],
-        "aid-neumann" => vec![
-            ("lower_step", b),
-            ("lower_steps", 10.0),
-            ("neumann_step", b),
-            ("neumann_terms", 50.0),
-        ],
-        "itd" => vec![("lower_step", b), ("lower_steps", 50.0)],
-        "amigo-gd" | "amigo-cg" => vec![("lower_step", b), ("lower_steps", 10.0), ("adjoint_steps", 10.0)],
-        "soba" => vec![("lower_step", b), ("batch_size", 32.0)],
-        "saba" => vec![("rho", b), ("batch_size", 32.0)],
-        "ma-soba" => vec![("rho", b), ("theta", 0.1), ("batch_size", 32.0)],
-        "stocbio" => vec![
-            ("lower_step", b),
-            ("lower_steps", 10.0),
-            ("neumann_step", b),
-            ("neumann_terms", 10.0),
-            ("batch_size", 32.0),
-        ],
-        "f2sa" => vec![
-            ("lower_step", b),
-            ("inner_steps", 10.0),
-            ("penalty", 1.0),
-            ("penalty_growth", 0.1),
-            ("lower_smoothness", 1.0 / b),
-            ("upper_smoothness", 1.0 / b),
-            ("batch_size", 32.0),
-        ],
-        "pzobo" => vec![
-            ("lower_step", b),
-            ("lower_steps", 10.0),
-            ("directions", 10.0),
-            ("radius", 0.1),
-        ],
-        "pzobo-s" => vec![
-            ("lower_step", b),
-            ("lower_steps", 10.0),
-            ("directions", 10.0),
-            ("radius", 0.1),
-            ("batch_size", 32.0),
-        ],
-        _ => return None,
-    })
+/// Every method name, comma-separated (for messages and help).
+pub fn method_list() -> String {
+    Method::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
 }
 
 /// Problem settings accepted by `--set` besides the method's.
@@ -367,18 +278,64 @@ pub fn problem_defaults(problem: ProblemKind) -> Vec<(&'static str, f64)> {
     }
 }
 
-/// The method's and the problem's hyperparameters with `settings` applied; an unknown key
-/// is an error naming it and listing the valid ones.
-pub fn params(problem: ProblemKind, method: &str, beta: f64, settings: &[(String, f64)]) -> Result<Params, String> {
-    let Some(mut all) = method_defaults(method, beta) else {
-        return Err(format!("unknown method {method:?}; one of: {}", METHODS.join(", ")));
+/// Every method with its family, summary and settings (defaults in terms of the lower
+/// level's smoothness `L`).
+pub fn methods_table() -> String {
+    use bilevel::registry::{Initial, Kind};
+    let mut s = String::new();
+    for m in Method::ALL {
+        let info = m.info();
+        let noise = if info.stochastic { ", stochastic" } else { "" };
+        let _ = writeln!(s, "{} ({}{noise}): {}", info.name, info.family.name(), info.summary);
+        for setting in info.settings {
+            let default = match setting.initial {
+                Initial::Value(v) => format!("{v}"),
+                Initial::OverLipschitz(1.0) => "1/L".to_string(),
+                Initial::OverLipschitz(c) => format!("{c}/L"),
+                Initial::TimesLipschitz(1.0) => "L".to_string(),
+                Initial::TimesLipschitz(c) => format!("{c}·L"),
+            };
+            let range = match setting.kind {
+                Kind::Count { min, max } if max == u32::MAX => format!("whole, ≥ {min}"),
+                Kind::Count { min, max } => format!("whole, {min}..={max}"),
+                Kind::Positive => "> 0".to_string(),
+                Kind::Fraction => "in [0, 1]".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "    {:<18} {} (default {default}; {range})",
+                setting.key, setting.doc
+            );
+        }
+    }
+    s
+}
+
+/// The method's and the problem's settings with `overrides` applied, for a lower level of
+/// smoothness `lipschitz`; an unknown key is an error naming it and listing the valid ones.
+pub fn params(
+    problem: ProblemKind,
+    method: &str,
+    lipschitz: f64,
+    overrides: &[(String, f64)],
+) -> Result<Params, String> {
+    let Some(m) = Method::from_name(method) else {
+        return Err(format!("unknown method {method:?}; one of: {}", method_list()));
     };
-    all.extend(problem_defaults(problem));
-    for (key, value) in settings {
-        match all.iter_mut().find(|(k, _)| k == key) {
-            Some(entry) => entry.1 = *value,
-            None => {
-                let valid: Vec<&str> = all.iter().map(|(k, _)| *k).collect();
+    let mut p = Params {
+        method: m,
+        settings: Settings::new(m, lipschitz),
+        problem: problem_defaults(problem),
+    };
+    for (key, value) in overrides {
+        if let Some(entry) = p.problem.iter_mut().find(|(k, _)| k == key) {
+            entry.1 = *value;
+            continue;
+        }
+        match p.settings.set(key, *value) {
+            Ok(()) => {}
+            Err(SettingError::Unknown) => {
+                let valid: Vec<&str> = p.keys().collect();
                 let valid = if valid.is_empty() {
                     "none".to_string()
                 } else {
@@ -389,9 +346,10 @@ pub fn params(problem: ProblemKind, method: &str, beta: f64, settings: &[(String
                     problem.name()
                 ));
             }
+            Err(SettingError::Invalid(e)) => return Err(format!("--set {key}={value}: {e}")),
         }
     }
-    Ok(Params(all))
+    Ok(p)
 }
 
 /// Parses one `key=value` of `--set`.
@@ -407,21 +365,23 @@ pub fn parse_setting(s: &str) -> Result<(String, f64), String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The generic driver: one dispatch over every method, for any problem and size.
+// Running a method: the registry builds the solver, the core's driver steps it, and an
+// observer keeps the trace, the progress bar and the exact targets.
 
 /// What every run needs besides the problem.
-struct Ctx {
+struct RunPlan {
     iterations: u32,
     seed: u64,
     step: f64,
     bounds: Option<(f64, f64)>,
+    tolerance: f64,
     progress: bool,
     label: String,
     stop: Option<StopAt>,
 }
 
 /// What one run produced.
-struct Driven<T, const DX: usize> {
+struct RunResult<T, const DX: usize> {
     x: [T; DX],
     iterations: u32,
     status: String,
@@ -431,295 +391,121 @@ struct Driven<T, const DX: usize> {
     trace: Vec<TraceRow>,
 }
 
-fn schedule<T: Real>(v: f64) -> Schedule<T> {
-    Schedule::Constant(T::from_f64(v))
-}
-
-/// Builds the solver `method` names with `prm` and runs it on `problem` from `x0`, `y0`.
-fn drive<T, P, const DX: usize, const DY: usize>(
+/// Builds the method's solver from `params` and runs it on `problem` from `x0`, `y0`.
+fn run_method<T, P, const DX: usize, const DY: usize>(
     problem: &P,
-    method: &str,
-    prm: &Params,
-    ctx: &Ctx,
+    params: &Params,
+    plan: &RunPlan,
     x0: [T; DX],
     y0: [T; DY],
-) -> Result<Driven<T, DX>, BoxError>
+) -> Result<RunResult<T, DX>, BoxError>
 where
     T: Real,
     P: Problem<T, DX, DY>,
 {
-    let t = T::from_f64;
-    let samples = problem.samples();
-    let batches = |saga: bool| -> Result<[Minibatches; 2], BoxError> {
-        let mut b = prm.count("batch_size")?.max(1) as usize;
-        if saga {
-            b = b
-                .max(samples.0.div_ceil(SAGA_BATCHES))
-                .max(samples.1.div_ceil(SAGA_BATCHES));
-        }
-        Ok(Minibatches::for_levels(samples, b, Order::Shuffled, ctx.seed)?)
-    };
-    let qnbo = || -> Result<QnboConfig<T>, BoxError> {
-        let mut c = QnboConfig {
-            warmup_step: t(prm.get("warmup_step")),
-            warmup_steps: prm.count("warmup_steps")?,
-            qn_steps: prm.count("qn_steps")?,
-            ..QnboConfig::default()
-        };
-        if let bilevel::algo::qnbo::AdjointSource::SubroutineB { steps, .. } = &mut c.adjoint {
-            *steps = bilevel::algo::qnbo::ExtraSteps::Growing {
-                cap: prm.count("adjoint_steps_cap")?,
-            };
-        }
-        Ok(c)
-    };
-    let nsbo = || -> Result<NsboConfig<T>, BoxError> {
-        Ok(NsboConfig::constant(t(prm.get("lower_step")), prm.count("steps")?))
-    };
-    let pzobo = || -> Result<PzoboConfig<T>, BoxError> {
-        Ok(PzoboConfig {
-            lower_step: t(prm.get("lower_step")),
-            lower_steps: prm.count("lower_steps")?,
-            directions: prm.count("directions")?,
-            radius: t(prm.get("radius")),
-            ..PzoboConfig::default()
-        })
-    };
-    match method {
-        "reference" => go(problem, ReferenceSolver::new(ReferenceConfig::default(), y0), x0, ctx),
-        "qnbo-bfgs" => go(problem, QnboBfgs::new(qnbo()?, y0), x0, ctx),
-        "qnbo-sr1" => go(problem, QnboSr1::<T, DY, 34>::new(qnbo()?, y0), x0, ctx),
-        "qnbo-lbfgs" => go(problem, QnboLbfgs::<T, DY, 8>::new(qnbo()?, y0), x0, ctx),
-        "shine" => {
-            let cfg = ShineConfig {
-                max_inner_steps: prm.count("max_inner_steps")?,
-                tolerance: t(prm.get("tolerance")),
-                tolerance_decay: t(prm.get("tolerance_decay")),
-                ..ShineConfig::default()
-            };
-            go(problem, Shine::<T, DY, 8>::new(cfg, y0), x0, ctx)
-        }
-        "nbo-gd" => {
-            let cfg = NboConfig::gradient_descent(t(prm.get("lower_step")), prm.count("steps")?);
-            go(problem, Nbo::new(cfg, y0), x0, ctx)
-        }
-        "nbo-cg" => go(
-            problem,
-            Nbo::new(NboConfig::conjugate_gradient(prm.count("steps")?), y0),
-            x0,
-            ctx,
-        ),
-        "nsbo-sgd" => {
-            let [lower, upper] = batches(false)?;
-            go(problem, Nsbo::new(nsbo()?, y0, lower, upper), x0, ctx)
-        }
-        "nsbo-saga" | "ma-nsbo-saga" => {
-            let [lower, upper] = batches(true)?;
-            let mut cfg = nsbo()?;
-            if method == "ma-nsbo-saga" {
-                cfg.average = Some(MovingAverage::constant(t(prm.get("theta"))));
-            }
-            let solver = NsboSaga::<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>::new(cfg, y0, lower, upper)?;
-            go(problem, solver, x0, ctx)
-        }
-        "aid-cg" => {
-            let cfg = AidConfig::conjugate_gradient(
-                t(prm.get("lower_step")),
-                prm.count("lower_steps")?,
-                prm.count("cg_steps")?,
-            );
-            go(problem, Aid::new(cfg, y0), x0, ctx)
-        }
-        "aid-neumann" => {
-            let cfg = AidConfig::neumann(
-                t(prm.get("lower_step")),
-                prm.count("lower_steps")?,
-                t(prm.get("neumann_step")),
-                prm.count("neumann_terms")?,
-            );
-            go(problem, Aid::new(cfg, y0), x0, ctx)
-        }
-        "itd" => {
-            let cfg = ItdConfig {
-                lower_step: t(prm.get("lower_step")),
-                lower_steps: prm.count("lower_steps")?,
-            };
-            if cfg.lower_steps > 50 {
-                return Err("itd: lower_steps is at most 50 (the stored trajectory)".into());
-            }
-            go(problem, ItdReverse::<T, DY, 50>::new(cfg, y0), x0, ctx)
-        }
-        "amigo-gd" | "amigo-cg" => {
-            let (step, lower, adjoint) = (
-                t(prm.get("lower_step")),
-                prm.count("lower_steps")?,
-                prm.count("adjoint_steps")?,
-            );
-            let cfg = if method == "amigo-gd" {
-                AidConfig::amigo_gd(step, lower, adjoint)
-            } else {
-                AidConfig::amigo_cg(step, lower, adjoint)
-            };
-            go(problem, Aid::new(cfg, y0), x0, ctx)
-        }
-        "soba" => {
-            let [lower, upper] = batches(false)?;
-            let cfg = SobaConfig::soba(schedule(prm.get("lower_step")));
-            go(problem, Soba::new(cfg, y0, lower, upper), x0, ctx)
-        }
-        "saba" => {
-            let [lower, upper] = batches(true)?;
-            let cfg = SobaConfig::saba(t(prm.get("rho")));
-            let solver = Saba::<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>::new(cfg, y0, lower, upper)?;
-            go(problem, solver, x0, ctx)
-        }
-        "ma-soba" => {
-            let [lower, upper] = batches(false)?;
-            let cfg = SobaConfig::ma_soba(t(prm.get("rho")), t(prm.get("theta")));
-            go(problem, Soba::new(cfg, y0, lower, upper), x0, ctx)
-        }
-        "stocbio" => {
-            let [lower, upper] = batches(false)?;
-            let cfg = StocBioConfig {
-                lower_step: schedule(prm.get("lower_step")),
-                lower_steps: prm.count("lower_steps")?,
-                neumann_step: t(prm.get("neumann_step")),
-                neumann_terms: prm.count("neumann_terms")?,
-            };
-            go(problem, StocBio::new(cfg, y0, lower, upper), x0, ctx)
-        }
-        "f2sa" => {
-            let [lower, upper] = batches(false)?;
-            let cfg = F2saConfig {
-                lower_step: schedule(prm.get("lower_step")),
-                inner_steps: prm.count("inner_steps")?,
-                penalty: t(prm.get("penalty")),
-                penalty_growth: Some(Schedule::Decay {
-                    c: t(prm.get("penalty_growth")),
-                    exponent: t(1.0 / 7.0),
-                }),
-                lower_smoothness: t(prm.get("lower_smoothness")),
-                upper_smoothness: t(prm.get("upper_smoothness")),
-                ..F2saConfig::default()
-            };
-            go(problem, F2sa::new(cfg, y0, lower, upper), x0, ctx)
-        }
-        "pzobo" => go(
-            problem,
-            Pzobo::new(pzobo()?, y0, ctx.seed, FullBatch, FullBatch),
-            x0,
-            ctx,
-        ),
-        "pzobo-s" => {
-            let [lower, upper] = batches(false)?;
-            go(problem, Pzobo::new(pzobo()?, y0, ctx.seed, lower, upper), x0, ctx)
-        }
-        other => Err(format!("unknown method {other:?}; one of: {}", METHODS.join(", ")).into()),
-    }
+    let start = Start::new(y0, problem.samples(), plan.seed);
+    let runner = Runner { problem, plan, x0 };
+    params.method.build(&params.settings, &start, runner)?
 }
 
-/// Runs `solver` for the request's iterations; a failing step ends the run with status
-/// `failed: …` and keeps the trace so far.
-fn go<T, P, S, const DX: usize, const DY: usize>(
-    problem: &P,
-    mut solver: S,
+/// Runs the solver it is handed.
+struct Runner<'a, P, T, const DX: usize> {
+    problem: &'a P,
+    plan: &'a RunPlan,
     x0: [T; DX],
-    ctx: &Ctx,
-) -> Result<Driven<T, DX>, BoxError>
-where
-    T: Real,
-    P: Problem<T, DX, DY>,
-    S: Solver<T, DX, DY>,
-{
-    let counted = Counted::new(problem);
-    let mut x = x0;
-    let outer = Outer {
-        schedule: schedule(ctx.step),
-        bounds: ctx.bounds.map(|(a, b)| (T::from_f64(a), T::from_f64(b))),
-    };
-    // Exact F and ‖∇F‖ for the targets, warm-started from the last lower solution.
-    let mut y_ref = [T::ZERO; DY];
-    let mut exact = |x: &[T; DX]| -> (f64, f64) {
-        match reference_hypergradient(problem, x, &y_ref, &ReferenceConfig::default()) {
-            Ok(r) => {
-                y_ref = r.y;
-                let f = problem.upper_value(x, &r.y, Batch::Full).map_or(f64::NAN, T::to_f64);
-                (f, bilevel::linalg::norm(&r.hypergradient).to_f64())
-            }
-            Err(_) => (f64::NAN, f64::NAN),
-        }
-    };
-    let exact_start = if ctx.stop.is_some() {
-        exact(&x)
-    } else {
-        (f64::NAN, f64::NAN)
-    };
-    let mut excluded = std::time::Duration::ZERO;
-    let start = Instant::now();
-    let mut trace = Vec::new();
-    let mut status = String::from("iteration budget");
-    let mut last = f64::NAN;
-    let mut first = None;
-    let mut bar = Progress::new(ctx.progress, ctx.iterations, &ctx.label);
-    for k in 0..ctx.iterations {
-        let r = match step(&mut solver, &counted, &mut x, &outer, k) {
-            Ok(r) => r,
-            Err(e) => {
-                status = format!("failed: {e}");
-                break;
+}
+
+impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, DX, DY> for Runner<'_, P, T, DX> {
+    type Output = Result<RunResult<T, DX>, BoxError>;
+
+    fn visit<S: Solver<T, DX, DY>>(self, mut solver: S) -> Self::Output {
+        let Runner { problem, plan, x0 } = self;
+        let counted = Counted::new(problem);
+        let mut x = x0;
+        let outer = Outer {
+            schedule: Schedule::Constant(T::from_f64(plan.step)),
+            bounds: plan.bounds.map(|(a, b)| (T::from_f64(a), T::from_f64(b))),
+        };
+        let stopping = Stopping::absolute(T::from_f64(plan.tolerance));
+        let mut driver = Driver::new(outer, Budget::iterations(plan.iterations), stopping)?;
+        // Exact F and ‖∇F‖ for the targets, warm-started from the last lower solution.
+        let mut y_ref = [T::ZERO; DY];
+        let mut exact = |x: &[T; DX]| -> (f64, f64) {
+            match reference_hypergradient(problem, x, &y_ref, &ReferenceConfig::default()) {
+                Ok(r) => {
+                    y_ref = r.y;
+                    let f = problem.upper_value(x, &r.y, Batch::Full).map_or(f64::NAN, T::to_f64);
+                    (f, bilevel::linalg::norm(&r.hypergradient).to_f64())
+                }
+                Err(_) => (f64::NAN, f64::NAN),
             }
         };
-        last = r.hypergradient_norm.to_f64();
-        // Single-loop methods start with a zero adjoint: their first estimate can be 0.
-        if first.is_none() && last > 0.0 {
-            first = Some(last);
-        }
-        let loss = problem
-            .upper_value(&x, solver.lower(), Batch::Full)
-            .map_or(f64::NAN, T::to_f64);
-        let seconds = (start.elapsed() - excluded).as_secs_f64();
-        let (exact_value, exact_gradient_norm) = if ctx.stop.is_some() {
-            let t0 = Instant::now();
-            let e = exact(&x);
-            excluded += t0.elapsed();
-            e
+        let exact_start = if plan.stop.is_some() {
+            exact(&x)
         } else {
             (f64::NAN, f64::NAN)
         };
-        trace.push(TraceRow {
-            iteration: k,
-            hypergradient_norm: last,
-            validation_loss: loss,
-            oracle_calls: r.oracle_calls.total(),
-            seconds,
-            exact_value,
-            exact_gradient_norm,
+        let mut excluded = std::time::Duration::ZERO;
+        let start = Instant::now();
+        let mut trace = Vec::new();
+        let mut bar = Progress::new(plan.progress, plan.iterations, &plan.label);
+        let mut target = false;
+        let result = driver.run(&mut solver, &counted, &mut x, |r, x, solver| {
+            let norm = r.hypergradient_norm.to_f64();
+            let loss = problem
+                .upper_value(x, solver.lower(), Batch::Full)
+                .map_or(f64::NAN, T::to_f64);
+            let seconds = (start.elapsed() - excluded).as_secs_f64();
+            let (exact_value, exact_gradient_norm) = if plan.stop.is_some() {
+                let t0 = Instant::now();
+                let e = exact(x);
+                excluded += t0.elapsed();
+                e
+            } else {
+                (f64::NAN, f64::NAN)
+            };
+            trace.push(TraceRow {
+                iteration: r.iteration,
+                hypergradient_norm: norm,
+                validation_loss: loss,
+                oracle_calls: r.oracle_calls.total(),
+                seconds,
+                exact_value,
+                exact_gradient_norm,
+            });
+            bar.tick(r.iteration + 1, norm, loss);
+            target = match plan.stop {
+                Some(StopAt::RelativeGradient(e)) => exact_gradient_norm <= e * exact_start.1,
+                Some(StopAt::Loss(v)) => exact_value <= v,
+                None => false,
+            };
+            if target {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         });
-        bar.tick(k + 1, last, loss);
-        if k > 0 && last <= 1e-9 {
-            status = "converged".into();
-            break;
-        }
-        let reached = match ctx.stop {
-            Some(StopAt::RelativeGradient(e)) => exact_gradient_norm <= e * exact_start.1,
-            Some(StopAt::Loss(v)) => exact_value <= v,
-            None => false,
+        bar.finish();
+        let status = match result {
+            Ok(_) if target => "target".to_string(),
+            Ok(report) => match report.outcome {
+                Outcome::Converged => "converged".to_string(),
+                Outcome::IterationBudget => "iteration budget".to_string(),
+                Outcome::OracleBudget => "oracle budget".to_string(),
+                Outcome::Stopped => "stopped".to_string(),
+            },
+            Err(e) => format!("failed: {e}"),
         };
-        if reached {
-            status = "target".into();
-            break;
-        }
+        Ok(RunResult {
+            x,
+            iterations: driver.iteration(),
+            status,
+            calls: counted.counts(),
+            hypergradient_norm: driver.hypergradient_norm().to_f64(),
+            seconds: (start.elapsed() - excluded).as_secs_f64(),
+            trace,
+        })
     }
-    bar.finish();
-    Ok(Driven {
-        x,
-        iterations: trace.len() as u32,
-        status,
-        calls: counted.counts(),
-        hypergradient_norm: last,
-        seconds: (start.elapsed() - excluded).as_secs_f64(),
-        trace,
-    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -909,7 +695,7 @@ fn tune_in<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> {
 
 fn outcome_summary<T: Real, const DX: usize>(
     req: &TuneRequest,
-    d: &Driven<T, DX>,
+    d: &RunResult<T, DX>,
     x: Vec<f64>,
     x_meaning: &'static str,
     upper_value: f64,
@@ -952,25 +738,26 @@ fn regression<T: Real, const W: usize, const DX: usize, const DY: usize>(
     let test = files.test.as_ref().map(Converted::<T, W>::new);
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); DX];
     let y0 = [T::ZERO; DY];
-    let ctx = |beta: f64| -> Result<(Ctx, Params), BoxError> {
-        let prm = params(req.problem, &req.method, beta, &req.settings)?;
-        let ctx = Ctx {
+    let plan = |lipschitz: f64| -> Result<(RunPlan, Params), BoxError> {
+        let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+        let plan = RunPlan {
             iterations: req.iterations,
             seed: req.seed,
             step: req.step.unwrap_or(10.0),
             bounds: Some((-12.0, 12.0)),
             progress: req.progress,
+            tolerance: req.tolerance,
             label: format!("{} {}", req.problem.name(), req.method),
             stop: req.stop,
         };
-        Ok((ctx, prm))
+        Ok((plan, prm))
     };
     let used = if DX == 1 { 1 } else { width };
     let meaning = if DX == 1 { "ln λ" } else { "ln λ per feature" };
     if ridge {
         let p: Ridge<'_, T, W, DX, DY> = Ridge::new(train.samples()?, validation.samples()?)?;
-        let (ctx, prm) = ctx(1.0 / p.lower_lipschitz(&x0).to_f64())?;
-        let d = drive(&p, &req.method, &prm, &ctx, x0, y0)?;
+        let (plan, prm) = plan(p.lower_lipschitz(&x0).to_f64())?;
+        let d = run_method(&p, &prm, &plan, x0, y0)?;
         let model = p.lower_solution(&d.x)?;
         let value = p.value(&d.x)?.to_f64();
         let test = match &test {
@@ -985,8 +772,8 @@ fn regression<T: Real, const W: usize, const DX: usize, const DY: usize>(
         Ok(outcome_summary(req, &d, x, meaning, value, test, (width, W)))
     } else {
         let p: Logistic<'_, T, W, DX, DY> = Logistic::new(train.samples()?, validation.samples()?)?;
-        let (ctx, prm) = ctx(1.0 / p.lower_lipschitz(&x0).to_f64())?;
-        let d = drive(&p, &req.method, &prm, &ctx, x0, y0)?;
+        let (plan, prm) = plan(p.lower_lipschitz(&x0).to_f64())?;
+        let d = run_method(&p, &prm, &plan, x0, y0)?;
         let (value, model) = reference_value(&p, &d.x, &y0, &ReferenceConfig::default())?;
         let test = match &test {
             Some(t) => Some(TestScore {
@@ -1142,19 +929,20 @@ fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>(
         HyperCleaning::new(train.samples()?, validation.samples()?)?.with_l2(T::from_f64(l2))?;
     let p = FirstRows { inner, rows: n };
     let lipschitz = 0.5 * max_row_norm2(&train.rows[..n]) + l2;
-    let prm = params(req.problem, &req.method, 1.0 / lipschitz, &req.settings)?;
-    let ctx = Ctx {
+    let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+    let plan = RunPlan {
         iterations: req.iterations,
         seed: req.seed,
         step: req.step.unwrap_or(7.0 * n as f64),
         bounds: Some((-8.0, 8.0)),
         progress: req.progress,
+        tolerance: req.tolerance,
         label: format!("hyperclean {}", req.method),
         stop: req.stop,
     };
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); N];
     let y0 = [T::ZERO; DY];
-    let d = drive(&p, &req.method, &prm, &ctx, x0, y0)?;
+    let d = run_method(&p, &prm, &plan, x0, y0)?;
     let (value, model) = reference_value(&p, &d.x, &y0, &ReferenceConfig::default())?;
     let test = match &test {
         Some(t) => Some(TestScore {
@@ -1279,19 +1067,20 @@ fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
     let support_norm = data.iter().map(|(s, _)| max_row_norm2(&s.rows)).fold(0.0, f64::max);
     let query_norm = data.iter().map(|(_, q)| max_row_norm2(&q.rows)).fold(0.0, f64::max);
     let lipschitz = (support_norm + lambda) / TASKS as f64;
-    let prm = params(req.problem, &req.method, 1.0 / lipschitz, &req.settings)?;
-    let ctx = Ctx {
+    let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+    let plan = RunPlan {
         iterations: req.iterations,
         seed: req.seed,
         step: req.step.unwrap_or(1.0 / query_norm),
         bounds: None,
         progress: req.progress,
+        tolerance: req.tolerance,
         label: format!("meta {}", req.method),
         stop: req.stop,
     };
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); DX];
     let y0 = [T::ZERO; DY];
-    let d = drive(&p, &req.method, &prm, &ctx, x0, y0)?;
+    let d = run_method(&p, &prm, &plan, x0, y0)?;
     let value = p.value(&d.x)?.to_f64();
     let test = match test {
         Some(tasks) => {

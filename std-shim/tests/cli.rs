@@ -453,7 +453,7 @@ fn every_method_runs_on_ridge() {
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
     std::fs::write(dir.join("rtrain.csv"), regression_csv(30, 4)).unwrap();
     std::fs::write(dir.join("rval.csv"), regression_csv(30, 5)).unwrap();
-    for method in bilevel_std::tune::METHODS {
+    for method in bilevel::registry::Method::ALL.iter().map(|m| m.name()) {
         tune_ok(
             &dir,
             &[

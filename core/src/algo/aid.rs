@@ -272,3 +272,74 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
         &self.y
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entries.
+
+use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+
+pub(crate) const LOWER_STEPS: Setting = Setting::count(
+    "lower_steps",
+    "lower-level gradient steps D per outer step",
+    1,
+    u32::MAX,
+    10,
+);
+const CG_STEPS: Setting = Setting::count("cg_steps", "conjugate-gradient steps on the adjoint", 1, u32::MAX, 10);
+const NEUMANN_STEP: Setting = Setting::lower_step("neumann_step", "step η of the Neumann series (< 2/L)");
+const NEUMANN_TERMS: Setting = Setting::count("neumann_terms", "terms of the Neumann series", 0, u32::MAX, 50);
+
+/// AID-CG.
+pub struct AidCgMethod;
+/// AID-Neumann.
+pub struct AidNeumannMethod;
+
+pub(crate) fn build_aid<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    c: AidConfig<T>,
+    start: &Start<T, DY>,
+    visit: V,
+) -> Result<V::Output, Error> {
+    c.validate()?;
+    Ok(visit.visit(Aid::new(c, start.y0)))
+}
+
+impl MethodSpec for AidCgMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "aid-cg",
+        family: Family::Aid,
+        summary: "D warm-started gradient steps, then the adjoint by warm-started conjugate gradient",
+        stochastic: false,
+        settings: &[LOWER_STEP, LOWER_STEPS, CG_STEPS],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = AidConfig::conjugate_gradient(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&CG_STEPS));
+        build_aid(c, start, visit)
+    }
+}
+
+impl MethodSpec for AidNeumannMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "aid-neumann",
+        family: Family::Aid,
+        summary: "D warm-started gradient steps, then the adjoint by a truncated Neumann series",
+        stochastic: false,
+        settings: &[LOWER_STEP, LOWER_STEPS, NEUMANN_STEP, NEUMANN_TERMS],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = AidConfig::neumann(
+            s.real(&LOWER_STEP),
+            s.count(&LOWER_STEPS),
+            s.real(&NEUMANN_STEP),
+            s.count(&NEUMANN_TERMS),
+        );
+        build_aid(c, start, visit)
+    }
+}

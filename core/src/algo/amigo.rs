@@ -47,3 +47,53 @@ impl<T: Real> AidConfig<T> {
         AidConfig::amigo_gd(T::from_f64(0.1), 10, 10)
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entries.
+
+use crate::algo::aid::{LOWER_STEPS, build_aid};
+use crate::error::Error;
+use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+
+const ADJOINT_STEPS: Setting = Setting::count("adjoint_steps", "warm-started steps N on the adjoint", 1, u32::MAX, 10);
+
+/// AmIGO-GD.
+pub struct AmigoGdMethod;
+/// AmIGO-CG.
+pub struct AmigoCgMethod;
+
+impl MethodSpec for AmigoGdMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "amigo-gd",
+        family: Family::Aid,
+        summary: "amortized implicit gradient: warm-started gradient descent on y and on the adjoint",
+        stochastic: false,
+        settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = AidConfig::amigo_gd(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&ADJOINT_STEPS));
+        build_aid(c, start, visit)
+    }
+}
+
+impl MethodSpec for AmigoCgMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "amigo-cg",
+        family: Family::Aid,
+        summary: "amortized implicit gradient with warm-started conjugate gradient on the adjoint",
+        stochastic: false,
+        settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = AidConfig::amigo_cg(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&ADJOINT_STEPS));
+        build_aid(c, start, visit)
+    }
+}

@@ -235,3 +235,70 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         &self.z
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entry.
+
+use crate::registry::{
+    BATCH_SIZE, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit,
+};
+
+const INNER_STEPS: Setting = Setting::count("inner_steps", "steps T on y and z per outer step", 1, u32::MAX, 10);
+const PENALTY: Setting = Setting::positive("penalty", "initial penalty λ_0", Initial::Value(1.0));
+const PENALTY_GROWTH: Setting = Setting::positive(
+    "penalty_growth",
+    "c of the penalty increments δ_k = c/(k+1)^(1/7)",
+    Initial::Value(0.1),
+);
+const LOWER_SMOOTHNESS: Setting = Setting::positive(
+    "lower_smoothness",
+    "L_g, smoothness of ∇_y g",
+    Initial::TimesLipschitz(1.0),
+);
+const UPPER_SMOOTHNESS: Setting = Setting::positive(
+    "upper_smoothness",
+    "L_f, smoothness of ∇_y f",
+    Initial::TimesLipschitz(1.0),
+);
+
+/// F2SA.
+pub struct F2saMethod;
+
+impl MethodSpec for F2saMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "f2sa",
+        family: Family::F2sa,
+        summary: "fully first order: a growing penalty λ(g − min g) replaces second derivatives",
+        stochastic: true,
+        settings: &[
+            LOWER_STEP,
+            INNER_STEPS,
+            PENALTY,
+            PENALTY_GROWTH,
+            LOWER_SMOOTHNESS,
+            UPPER_SMOOTHNESS,
+            BATCH_SIZE,
+        ],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = F2saConfig {
+            lower_step: Schedule::Constant(s.real(&LOWER_STEP)),
+            inner_steps: s.count(&INNER_STEPS),
+            penalty: s.real(&PENALTY),
+            penalty_growth: Some(Schedule::Decay {
+                c: s.real(&PENALTY_GROWTH),
+                exponent: T::from_f64(1.0 / 7.0),
+            }),
+            lower_smoothness: s.real(&LOWER_SMOOTHNESS),
+            upper_smoothness: s.real(&UPPER_SMOOTHNESS),
+            ..F2saConfig::default()
+        };
+        c.validate()?;
+        let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
+        Ok(visit.visit(F2sa::new(c, start.y0, lower, upper)))
+    }
+}

@@ -288,3 +288,44 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for ItdForward
         &self.y
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entry.
+
+use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+
+/// Stored trajectory of the registry's ITD: its `lower_steps` at most.
+pub const ITD_STEPS: usize = 50;
+
+const LOWER_STEPS: Setting = Setting::count(
+    "lower_steps",
+    "unrolled lower-level steps (at most the stored trajectory)",
+    1,
+    ITD_STEPS as u32,
+    50,
+);
+
+/// ITD in reverse mode over [`ITD_STEPS`] stored steps.
+pub struct ItdMethod;
+
+impl MethodSpec for ItdMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "itd",
+        family: Family::Itd,
+        summary: "differentiates through the unrolled lower-level gradient steps (reverse mode)",
+        stochastic: false,
+        settings: &[LOWER_STEP, LOWER_STEPS],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = ItdConfig {
+            lower_step: s.real(&LOWER_STEP),
+            lower_steps: s.count(&LOWER_STEPS),
+        };
+        c.validate()?;
+        Ok(visit.visit(ItdReverse::<T, DY, ITD_STEPS>::new(c, start.y0)))
+    }
+}

@@ -322,3 +322,65 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Nbo<T, DY>
         &self.y
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entries.
+
+use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+
+use crate::registry::LOWER_STEP;
+
+pub(crate) const STEPS: Setting = Setting::count("steps", "inner steps T per outer step", 0, u32::MAX, 1);
+const CG_STEPS: Setting = Setting::count("steps", "conjugate-gradient steps per outer step", 1, u32::MAX, 5);
+
+/// NBO with gradient descent.
+pub struct NboGdMethod;
+/// NBO with conjugate gradient.
+pub struct NboCgMethod;
+
+fn build_nbo<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    c: NboConfig<T>,
+    start: &Start<T, DY>,
+    visit: V,
+) -> Result<V::Output, Error> {
+    c.validate()?;
+    Ok(visit.visit(Nbo::new(c, start.y0)))
+}
+
+impl MethodSpec for NboGdMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "nbo-gd",
+        family: Family::Nbo,
+        summary: "inexact Newton step and adjoint by gradient descent on one shared Hessian",
+        stochastic: false,
+        settings: &[LOWER_STEP, STEPS],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        build_nbo(
+            NboConfig::gradient_descent(s.real(&LOWER_STEP), s.count(&STEPS)),
+            start,
+            visit,
+        )
+    }
+}
+
+impl MethodSpec for NboCgMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "nbo-cg",
+        family: Family::Nbo,
+        summary: "inexact Newton step and adjoint by conjugate gradient on one shared Hessian: few outer steps",
+        stochastic: false,
+        settings: &[CG_STEPS],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        build_nbo(NboConfig::conjugate_gradient(s.count(&CG_STEPS)), start, visit)
+    }
+}

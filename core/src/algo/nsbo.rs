@@ -313,3 +313,95 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
         &self.state.y
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entries.
+
+use crate::algo::nbo::STEPS;
+use crate::registry::{
+    BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start, Visit,
+};
+
+const THETA: Setting = Setting::fraction("theta", "weight θ of the new direction in the moving average", 0.1);
+
+/// NSBO-SGD.
+pub struct NsboSgdMethod;
+/// NSBO-SAGA with tables of [`SAGA_BATCHES`] rows.
+pub struct NsboSagaMethod;
+/// MA-NSBO-SAGA.
+pub struct MaNsboSagaMethod;
+
+fn saga<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    c: NsboConfig<T>,
+    s: &Settings,
+    start: &Start<T, DY>,
+    visit: V,
+) -> Result<V::Output, Error> {
+    c.validate()?;
+    let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), Some(SAGA_BATCHES))?;
+    let solver = NsboSaga::<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>::new(c, start.y0, lower, upper)?;
+    Ok(visit.visit(solver))
+}
+
+impl MethodSpec for NsboSgdMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "nsbo-sgd",
+        family: Family::Nsbo,
+        summary: "NBO on minibatches: stochastic Newton step and adjoint by SGD on a shared sampled Hessian",
+        stochastic: true,
+        settings: &[LOWER_STEP, STEPS, BATCH_SIZE],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = NsboConfig::constant(s.real(&LOWER_STEP), s.count(&STEPS));
+        c.validate()?;
+        let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
+        Ok(visit.visit(Nsbo::new(c, start.y0, lower, upper)))
+    }
+}
+
+impl MethodSpec for NsboSagaMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "nsbo-saga",
+        family: Family::Nsbo,
+        summary: "NSBO with SAGA variance reduction of every oracle (tables of one row per minibatch)",
+        stochastic: true,
+        settings: &[LOWER_STEP, STEPS, BATCH_SIZE],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        saga(
+            NsboConfig::constant(s.real(&LOWER_STEP), s.count(&STEPS)),
+            s,
+            start,
+            visit,
+        )
+    }
+}
+
+impl MethodSpec for MaNsboSagaMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "ma-nsbo-saga",
+        family: Family::Nsbo,
+        summary: "NSBO-SAGA with a moving average of the hypergradient",
+        stochastic: true,
+        settings: &[LOWER_STEP, STEPS, THETA, BATCH_SIZE],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = NsboConfig {
+            average: Some(MovingAverage::constant(s.real(&THETA))),
+            ..NsboConfig::constant(s.real(&LOWER_STEP), s.count(&STEPS))
+        };
+        saga(c, s, start, visit)
+    }
+}

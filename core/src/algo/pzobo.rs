@@ -211,3 +211,66 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         &self.y
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entries.
+
+use crate::registry::{
+    BATCH_SIZE, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit,
+};
+
+const LOWER_STEPS: Setting = Setting::count("lower_steps", "lower-level steps N per path", 1, u32::MAX, 10);
+const DIRECTIONS: Setting = Setting::count("directions", "random directions Q per outer step", 1, u32::MAX, 10);
+const RADIUS: Setting = Setting::positive("radius", "smoothing radius μ", Initial::Value(0.1));
+
+/// PZOBO on full batches.
+pub struct PzoboMethod;
+/// PZOBO on minibatches.
+pub struct PzoboSMethod;
+
+fn config<T: Real>(s: &Settings) -> Result<PzoboConfig<T>, Error> {
+    let c = PzoboConfig {
+        lower_step: s.real(&LOWER_STEP),
+        lower_steps: s.count(&LOWER_STEPS),
+        directions: s.count(&DIRECTIONS),
+        radius: s.real(&RADIUS),
+        ..PzoboConfig::default()
+    };
+    c.validate()?;
+    Ok(c)
+}
+
+impl MethodSpec for PzoboMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "pzobo",
+        family: Family::Pzobo,
+        summary: "Hessian-free: the response Jacobian from perturbed lower-level paths (first-order oracles only)",
+        stochastic: false,
+        settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        Ok(visit.visit(Pzobo::new(config(s)?, start.y0, start.seed, FullBatch, FullBatch)))
+    }
+}
+
+impl MethodSpec for PzoboSMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "pzobo-s",
+        family: Family::Pzobo,
+        summary: "PZOBO on minibatches",
+        stochastic: true,
+        settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS, BATCH_SIZE],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
+        Ok(visit.visit(Pzobo::new(config(s)?, start.y0, start.seed, lower, upper)))
+    }
+}

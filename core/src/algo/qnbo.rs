@@ -448,6 +448,104 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Registry entries.
+
+use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+
+/// Secant pairs of the registry's qNBO-SR1 (`Q_k` reaches 32 adjoint steps; A adds its own).
+pub const SR1_PAIRS: usize = 34;
+/// Secant pairs of the registry's qNBO-L-BFGS.
+pub const LBFGS_PAIRS: usize = 8;
+
+const WARMUP_STEP: Setting = Setting::lower_step("warmup_step", "step β of the gradient warm-up");
+const WARMUP_STEPS: Setting = Setting::count("warmup_steps", "gradient warm-up steps P", 0, u32::MAX, 2);
+const QN_STEPS: Setting = Setting::count("qn_steps", "Subroutine A's quasi-Newton steps T", 0, u32::MAX, 3);
+const ADJOINT_STEPS_CAP: Setting = Setting::count(
+    "adjoint_steps_cap",
+    "cap of Subroutine B's steps Q_k = min(k + 1, cap)",
+    1,
+    u32::MAX,
+    32,
+);
+const SETTINGS: &[Setting] = &[WARMUP_STEP, WARMUP_STEPS, QN_STEPS, ADJOINT_STEPS_CAP];
+
+fn config<T: Real>(s: &Settings) -> Result<QnboConfig<T>, Error> {
+    let mut c = QnboConfig {
+        warmup_step: s.real(&WARMUP_STEP),
+        warmup_steps: s.count(&WARMUP_STEPS),
+        qn_steps: s.count(&QN_STEPS),
+        ..QnboConfig::default()
+    };
+    let cap = s.count(&ADJOINT_STEPS_CAP);
+    match &mut c.adjoint {
+        AdjointSource::AdjointSteps { steps, .. } | AdjointSource::SubroutineB { steps, .. } => {
+            *steps = ExtraSteps::Growing { cap }
+        }
+        AdjointSource::ReuseA => {}
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// qNBO with dense inverse BFGS.
+pub struct QnboBfgsMethod;
+/// qNBO with matrix-free inverse SR1 of [`SR1_PAIRS`] pairs.
+pub struct QnboSr1Method;
+/// qNBO with L-BFGS of [`LBFGS_PAIRS`] pairs.
+pub struct QnboLbfgsMethod;
+
+impl MethodSpec for QnboBfgsMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "qnbo-bfgs",
+        family: Family::Qnbo,
+        summary: "quasi-Newton lower level and adjoint, dense BFGS (dy² memory); no Hessian-vector product",
+        stochastic: false,
+        settings: SETTINGS,
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        Ok(visit.visit(QnboBfgs::new(config(s)?, start.y0)))
+    }
+}
+
+impl MethodSpec for QnboSr1Method {
+    const INFO: MethodInfo = MethodInfo {
+        name: "qnbo-sr1",
+        family: Family::Qnbo,
+        summary: "qNBO with matrix-free inverse SR1 (indefinite curvature allowed)",
+        stochastic: false,
+        settings: SETTINGS,
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        Ok(visit.visit(QnboSr1::<T, DY, SR1_PAIRS>::new(config(s)?, start.y0)))
+    }
+}
+
+impl MethodSpec for QnboLbfgsMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "qnbo-lbfgs",
+        family: Family::Qnbo,
+        summary: "qNBO with L-BFGS (memory linear in dy): large lower levels",
+        stochastic: false,
+        settings: SETTINGS,
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        Ok(visit.visit(QnboLbfgs::<T, DY, LBFGS_PAIRS>::new(config(s)?, start.y0)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

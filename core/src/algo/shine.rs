@@ -311,6 +311,55 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Registry entry.
+
+use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+
+/// L-BFGS pairs of the registry's SHINE.
+pub const SHINE_PAIRS: usize = 8;
+
+const MAX_INNER_STEPS: Setting = Setting::count(
+    "max_inner_steps",
+    "L-BFGS steps at most per outer step",
+    1,
+    u32::MAX,
+    1000,
+);
+const TOLERANCE: Setting = Setting::positive(
+    "tolerance",
+    "ε_0 of the relative lower tolerance",
+    crate::registry::Initial::Value(1e-3),
+);
+const TOLERANCE_DECAY: Setting = Setting::fraction("tolerance_decay", "per-step factor of the tolerance", 0.78);
+
+/// SHINE with [`SHINE_PAIRS`] pairs.
+pub struct ShineMethod;
+
+impl MethodSpec for ShineMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "shine",
+        family: Family::Shine,
+        summary: "L-BFGS lower solve to a decreasing tolerance; its memory gives the adjoint for free",
+        stochastic: false,
+        settings: &[MAX_INNER_STEPS, TOLERANCE, TOLERANCE_DECAY],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = ShineConfig {
+            max_inner_steps: s.count(&MAX_INNER_STEPS),
+            tolerance: s.real(&TOLERANCE),
+            tolerance_decay: s.real(&TOLERANCE_DECAY),
+            ..ShineConfig::default()
+        };
+        c.validate()?;
+        Ok(visit.visit(Shine::<T, DY, SHINE_PAIRS>::new(c, start.y0)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

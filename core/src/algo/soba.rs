@@ -347,3 +347,81 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
         &self.state.y
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entries.
+
+use crate::registry::{
+    BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start, Visit,
+};
+
+const RHO: Setting = Setting::lower_step("rho", "step ρ of y and of the adjoint (≤ 1/L)");
+const THETA: Setting = Setting::fraction("theta", "weight θ of the new direction in the moving average", 0.1);
+
+/// SOBA.
+pub struct SobaMethod;
+/// SABA with tables of [`SAGA_BATCHES`] rows.
+pub struct SabaMethod;
+/// MA-SOBA.
+pub struct MaSobaMethod;
+
+impl MethodSpec for SobaMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "soba",
+        family: Family::Soba,
+        summary: "single loop: one SGD step on y and on the adjoint per outer step; cheapest step",
+        stochastic: true,
+        settings: &[LOWER_STEP, BATCH_SIZE],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = SobaConfig::soba(Schedule::Constant(s.real(&LOWER_STEP)));
+        c.validate()?;
+        let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
+        Ok(visit.visit(Soba::new(c, start.y0, lower, upper)))
+    }
+}
+
+impl MethodSpec for SabaMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "saba",
+        family: Family::Soba,
+        summary: "SOBA with SAGA variance reduction: converges with constant steps",
+        stochastic: true,
+        settings: &[RHO, BATCH_SIZE],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = SobaConfig::saba(s.real(&RHO));
+        c.validate()?;
+        let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), Some(SAGA_BATCHES))?;
+        let solver = Saba::<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>::new(c, start.y0, lower, upper)?;
+        Ok(visit.visit(solver))
+    }
+}
+
+impl MethodSpec for MaSobaMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "ma-soba",
+        family: Family::Soba,
+        summary: "SOBA with a moving average of the hypergradient",
+        stochastic: true,
+        settings: &[RHO, THETA, BATCH_SIZE],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = SobaConfig::ma_soba(s.real(&RHO), s.real(&THETA));
+        c.validate()?;
+        let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
+        Ok(visit.visit(Soba::new(c, start.y0, lower, upper)))
+    }
+}

@@ -165,3 +165,40 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         &self.y
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entry.
+
+use crate::registry::{BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+
+const LOWER_STEPS: Setting = Setting::count("lower_steps", "lower-level SGD steps D per outer step", 1, u32::MAX, 10);
+const NEUMANN_STEP: Setting = Setting::lower_step("neumann_step", "step η of the Neumann series (< 2/L)");
+const NEUMANN_TERMS: Setting = Setting::count("neumann_terms", "terms Q of the Neumann series", 0, u32::MAX, 10);
+
+/// stocBiO.
+pub struct StocBioMethod;
+
+impl MethodSpec for StocBioMethod {
+    const INFO: MethodInfo = MethodInfo {
+        name: "stocbio",
+        family: Family::StocBio,
+        summary: "D lower SGD steps, then the adjoint by a Neumann series of sampled Hessian products",
+        stochastic: true,
+        settings: &[LOWER_STEP, LOWER_STEPS, NEUMANN_STEP, NEUMANN_TERMS, BATCH_SIZE],
+    };
+    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+        s: &Settings,
+        start: &Start<T, DY>,
+        visit: V,
+    ) -> Result<V::Output, Error> {
+        let c = StocBioConfig {
+            lower_step: Schedule::Constant(s.real(&LOWER_STEP)),
+            lower_steps: s.count(&LOWER_STEPS),
+            neumann_step: s.real(&NEUMANN_STEP),
+            neumann_terms: s.count(&NEUMANN_TERMS),
+        };
+        c.validate()?;
+        let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
+        Ok(visit.visit(StocBio::new(c, start.y0, lower, upper)))
+    }
+}

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+use bilevel::registry::Method;
 use bilevel_cortex_m_examples::scenario::{self, Failure, QuadraticResult};
 use bilevel_cortex_m_examples::{exit, exit_code, stack};
 use cortex_m as _; // links the critical-section implementation defmt needs
@@ -50,9 +51,9 @@ fn run() -> Result<(), Failure> {
     stack::repaint();
     let q = scenario::quadratic();
     let nbo = scenario::tune_nbo(&q)?;
-    log("nbo-gd", &nbo);
+    log(Method::NboGd.name(), &nbo);
     let aid = scenario::tune_aid(&q)?;
-    log("aid-cg", &aid);
+    log(Method::AidCg.name(), &aid);
     defmt::info!("device: stack high-water mark {=usize} B", stack::high_water());
     scenario::check_quadratic(&nbo)?;
     scenario::check_quadratic(&aid)
