@@ -1,6 +1,7 @@
 /* Tunes two problems through the bilevel C API and prints the results with their exact bits:
  *   1. a quadratic bilevel problem written here as callbacks (NBO-GD);
- *   2. the built-in logistic regression on a data set generated here (NBO-GD, NSBO-SGD, qNBO);
+ *   2. the built-in logistic regression on a data set generated here (one method of every
+ *      family: qNBO, SHINE, NBO, NSBO, AID/AmIGO, ITD, SOBA, stocBiO, F2SA, PZOBO);
  *   3. the built-in ridge regression on the same rows with real targets (NBO-GD).
  * The same source runs on the host (gcc) and on a Cortex-M4F under QEMU (arm-none-eabi-gcc);
  * both print the same bits as the Rust API (tests/examples/capi_reference.rs). */
@@ -105,8 +106,8 @@ static void print_bits(const char *name, const float *v, int n) {
     printf("\n");
 }
 
-/* Solver memory: bl_solver_size() bytes aligned to bl_solver_align() (checked below). */
-static _Alignas(16) uint8_t memory[8192];
+/* Solver memory: bl_solver_size(method) bytes aligned to bl_solver_align() (checked below). */
+static _Alignas(16) uint8_t memory[16384];
 
 static int check(const char *what, uint32_t status) {
     if (status != BL_OK) {
@@ -116,25 +117,31 @@ static int check(const char *what, uint32_t status) {
     return 0;
 }
 
-int main(void) {
-    if (bl_solver_size() > sizeof memory || bl_solver_align() > 16) {
-        printf("solver memory too small: need %lu bytes\n", (unsigned long)bl_solver_size());
-        return 2;
+static int fits(const BlMethod *method) {
+    if (bl_solver_size(method) > sizeof memory || bl_solver_align() > 16) {
+        printf("solver memory too small for %s: need %lu bytes\n", bl_method_name(method),
+               (unsigned long)bl_solver_size(method));
+        return 0;
     }
-    printf("bilevel C API %lu, solver memory %lu bytes\n", (unsigned long)bl_version(),
-           (unsigned long)bl_solver_size());
+    return 1;
+}
+
+int main(void) {
+    printf("bilevel C API %lu, solver memory of nbo-gd %lu bytes\n", (unsigned long)bl_version(),
+           (unsigned long)bl_solver_size(&bl_method_nbo_gd));
 
     /* 1. quadratic through callbacks, NBO-GD */
     struct calls calls = {0};
     BlProblem quad;
     memset(&quad, 0, sizeof quad);
     quad.kind = BL_PROBLEM_CALLBACKS;
-    quad.callbacks = (BlCallbacks){&calls, QDX, QDY, 0, 0, q_lower_grad, q_upper_grad, q_hvp, q_cross};
+    quad.callbacks = (BlCallbacks){&calls, QDX, QDY, 0, 0, 5.0f, q_lower_grad, q_upper_grad, q_hvp, q_cross};
     BlConfig cfg;
-    if (check("config", bl_default_config(BL_METHOD_NBO_GD, &cfg))) return 1;
-    cfg.inner_step = 0.2f;
-    cfg.outer_step = 0.3f;
     const float x0[QDX] = {0.0f, 0.0f};
+    if (!fits(&bl_method_nbo_gd)) return 2;
+    if (check("config", bl_default_config(&bl_method_nbo_gd, &quad, x0, QDX, &cfg))) return 1;
+    if (check("lower_step", bl_config_set(&cfg, "lower_step", 0.2f))) return 1;
+    cfg.outer_step = 0.3f;
     if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &quad, x0, QDX))) return 1;
     BlReport report;
     uint32_t status = bl_run(memory, &quad, 400, 1e-6f, &report);
@@ -167,29 +174,37 @@ int main(void) {
     memset(&logreg, 0, sizeof logreg);
     logreg.kind = BL_PROBLEM_LOGISTIC;
     logreg.data = (BlDataset){&train_x[0][0], train_t, NTRAIN, &val_x[0][0], val_t, NVAL};
-    const uint32_t methods[4] = {BL_METHOD_NBO_GD, BL_METHOD_NSBO_SGD, BL_METHOD_QNBO_BFGS, BL_METHOD_QNBO_SR1};
-    const char *labels[4] = {"nbo-gd", "nsbo-sgd", "qnbo-bfgs", "qnbo-sr1"};
-    const char *names[4] = {"bits logistic-nbo-gd", "bits logistic-nsbo-sgd", "bits logistic-qnbo-bfgs",
-                            "bits logistic-qnbo-sr1"};
-    for (int m = 0; m < 4; m++) {
-        if (check("config", bl_default_config(methods[m], &cfg))) return 1;
-        cfg.inner_step = 0.25f;
-        cfg.outer_step = 2.0f;
-        cfg.batch_size = 16;
-        cfg.use_bounds = 1;
+    const BlMethod *methods[] = {&bl_method_nbo_gd,  &bl_method_nsbo_sgd, &bl_method_qnbo_lbfgs, &bl_method_qnbo_sr1,
+                                 &bl_method_shine,   &bl_method_aid_cg,   &bl_method_amigo_gd,   &bl_method_itd,
+                                 &bl_method_soba,    &bl_method_stocbio,  &bl_method_f2sa,       &bl_method_pzobo};
+    const int n_methods = (int)(sizeof methods / sizeof methods[0]);
+    for (int m = 0; m < n_methods; m++) {
+        const char *name = bl_method_name(methods[m]);
         const float lam0[1] = {-2.0f};
+        if (!fits(methods[m])) return 2;
+        if (check("config", bl_default_config(methods[m], &logreg, lam0, 1, &cfg))) return 1;
+        /* the steps the command line would take are 1/L; these runs pin their own */
+        bl_config_set(&cfg, "lower_step", 0.25f);
+        bl_config_set(&cfg, "warmup_step", 0.25f);
+        bl_config_set(&cfg, "rho", 0.25f);
+        bl_config_set(&cfg, "batch_size", 16.0f);
+        cfg.outer_step = 2.0f;
+        cfg.use_bounds = 1;
         if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &logreg, lam0, 1))) return 1;
         status = bl_run(memory, &logreg, 300, 1e-5f, &report);
-        if (status != BL_OK && status != BL_ERR_BUDGET) return check("run", status);
+        if (status != BL_OK && status != BL_ERR_BUDGET) return check(name, status);
         float lam[1], w[BL_MAX_DY];
         bl_solver_x(memory, lam, 1);
         bl_solver_y(memory, w, BL_MAX_DY);
-        printf("logistic %s: %lu iterations, ln lambda = %g, |h| = %g, %lu gradients, %lu Hessian products\n",
-               labels[m], (unsigned long)report.iterations, (double)lam[0],
+        printf("logistic %s: %s after %lu iterations, ln lambda = %g, |h| = %g, %lu gradients, %lu Hessian products, "
+               "%lu bytes\n",
+               name, status == BL_OK ? "converged" : "budget", (unsigned long)report.iterations, (double)lam[0],
                (double)report.hypergradient_norm, (unsigned long)report.lower_grad_calls,
-               (unsigned long)report.lower_hvp_calls);
-        print_bits(names[m], lam, 1);
-        print_bits(names[m], w, NFEAT);
+               (unsigned long)report.lower_hvp_calls, (unsigned long)bl_solver_size(methods[m]));
+        char label[64];
+        snprintf(label, sizeof label, "bits logistic-%s", name);
+        print_bits(label, lam, 1);
+        print_bits(label, w, NFEAT);
     }
     /* 3. built-in ridge regression: the same rows, targets a noisy linear function */
     static float ridge_train_t[NTRAIN], ridge_val_t[NVAL];
@@ -201,11 +216,11 @@ int main(void) {
     memset(&ridge, 0, sizeof ridge);
     ridge.kind = BL_PROBLEM_RIDGE;
     ridge.data = (BlDataset){&train_x[0][0], ridge_train_t, NTRAIN, &val_x[0][0], ridge_val_t, NVAL};
-    if (check("config", bl_default_config(BL_METHOD_NBO_GD, &cfg))) return 1;
-    cfg.inner_step = 0.2f;
+    const float ridge_lam0[1] = {0.0f};
+    if (check("config", bl_default_config(&bl_method_nbo_gd, &ridge, ridge_lam0, 1, &cfg))) return 1;
+    if (check("lower_step", bl_config_set(&cfg, "lower_step", 0.2f))) return 1;
     cfg.outer_step = 1.0f;
     cfg.use_bounds = 1;
-    const float ridge_lam0[1] = {0.0f};
     if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &ridge, ridge_lam0, 1))) return 1;
     status = bl_run(memory, &ridge, 300, 1e-6f, &report);
     if (status != BL_OK && status != BL_ERR_BUDGET) return check("run", status);

@@ -31,19 +31,8 @@
 // Problem kind: built-in ridge regression (squared loss), one L2 strength (`dx = 1`).
 #define BL_PROBLEM_RIDGE 4
 
-// Method: NBO-GD (inexact Newton, gradient-descent inner solver; deterministic).
-#define BL_METHOD_NBO_GD 1
-
-// Method: NSBO-SGD (NBO-GD on minibatches, shuffled epochs; the stochastic outer loop).
-#define BL_METHOD_NSBO_SGD 2
-
-// Method: qNBO-BFGS (the BFGS two-loop recursion on the newest 8 secant pairs; no
-// Hessian-vector products). `inner_step` is the warm-up step, `inner_steps` the quasi-Newton
-// steps per outer step.
-#define BL_METHOD_QNBO_BFGS 3
-
-// Method: qNBO-SR1 (matrix-free inverse SR1 on up to 16 pairs).
-#define BL_METHOD_QNBO_SR1 4
+// Settings per method at most (the length of `BlConfig::settings`).
+#define BL_MAX_SETTINGS 8
 
 // Success.
 #define BL_OK 0
@@ -88,28 +77,8 @@
 // Any other library failure.
 #define BL_ERR_OTHER 13
 
-// Solver configuration. `bl_default_config` fills one.
-typedef struct BlConfig {
-  // `BL_METHOD_*`.
-  uint32_t method;
-  // Inner step `β` of the Newton/adjoint solves (`≤ 1/L` of `∇_y g`). Default 0.1.
-  float inner_step;
-  // Inner steps `T` per outer step: NBO-GD takes `T + 1` (default 1), qNBO `T`
-  // quasi-Newton steps (default 3).
-  uint32_t inner_steps;
-  // Outer step `α` on `x`. Default 0.1.
-  float outer_step;
-  // Minibatch size of stochastic methods. Default 32.
-  uint32_t batch_size;
-  // Seed of stochastic methods. Default 1.
-  uint64_t seed;
-  // Non-zero: keep every `x_i` in `[lower_bound, upper_bound]`. Default 0.
-  uint32_t use_bounds;
-  // Lower end of the box.
-  float lower_bound;
-  // Upper end of the box.
-  float upper_bound;
-} BlConfig;
+// A method of the library: pass `&bl_method_<name>` (e.g. `&bl_method_nbo_gd`). Opaque.
+typedef struct BlMethod BlMethod;
 
 // `∇_y g(x, y)` into `out` (`dy` floats). `start`, `len`: the minibatch of lower-level samples
 // (`len = 0`: all samples). Returns 0, or a non-zero code that stops the step.
@@ -154,6 +123,9 @@ typedef struct BlCallbacks {
   uint32_t n_lower;
   // Upper-level samples (0 if the callbacks ignore batches).
   uint32_t n_upper;
+  // Lipschitz constant `L` of `∇_y g` (an upper bound); the default lower-level steps are
+  // `1/L`. 0 if unknown: `bl_default_config` then refuses, and the steps must be set.
+  float lower_smoothness;
   // ∇_y g.
   BlLowerGrad lower_grad;
   // ∇_x f and ∇_y f.
@@ -193,6 +165,25 @@ typedef struct BlProblem {
   struct BlDataset data;
 } BlProblem;
 
+// Solver configuration. `bl_default_config` fills one; `bl_config_set` changes a setting.
+typedef struct BlConfig {
+  // The method (`&bl_method_<name>`).
+  const struct BlMethod *method;
+  // Outer step `α` on `x`. Default 0.1.
+  float outer_step;
+  // Seed of stochastic methods. Default 1.
+  uint64_t seed;
+  // Non-zero: keep every `x_i` in `[lower_bound, upper_bound]`. Default 0.
+  uint32_t use_bounds;
+  // Lower end of the box. Default −12.
+  float lower_bound;
+  // Upper end of the box. Default 12.
+  float upper_bound;
+  // The method's settings in its order (`bilevel methods` lists them); set them by key
+  // with `bl_config_set`.
+  float settings[BL_MAX_SETTINGS];
+} BlConfig;
+
 // What a step or run did, for the caller.
 typedef struct BlReport {
   // Outer iterations taken by this solver so far.
@@ -223,21 +214,46 @@ uint32_t bl_version(void);
 // The name of a status code (a static NUL-terminated string; never null).
 const char *bl_status_str(uint32_t status);
 
-// Bytes of solver memory `bl_solver_init` needs.
-size_t bl_solver_size(void);
-
-// Alignment, in bytes, that solver memory needs.
-size_t bl_solver_align(void);
-
-// Fills `config` with the documented defaults for `method` (`BL_METHOD_*`).
+// The method's name as the command line spells it (a static NUL-terminated string; `""` for
+// null).
 //
 // # Safety
-// `config` must be null or point to a writable `BlConfig`.
-uint32_t bl_default_config(uint32_t method, struct BlConfig *config);
+// `method` must be null or `&bl_method_<name>`.
+const char *bl_method_name(const struct BlMethod *method);
 
-// Initializes a solver in `memory` (`size` bytes, aligned to `bl_solver_align()`) for
-// `problem`, starting from the `dx` hyperparameters `x0` (the problem's dimension) and the
-// lower variable at 0.
+// Bytes of solver memory `method` needs (0 for null).
+//
+// # Safety
+// `method` must be null or `&bl_method_<name>`.
+size_t bl_solver_size(const struct BlMethod *method);
+
+// Alignment, in bytes, that solver memory needs (every method).
+size_t bl_solver_align(void);
+
+// Fills `config` with the documented defaults of `method` for `problem` at the `dx`
+// hyperparameters `x0`: the lower-level steps are `1/L`, with `L` the smoothness of `∇_y g`
+// there (`BlCallbacks.lower_smoothness` for callbacks, which must then be > 0).
+//
+// # Safety
+// `method` null or `&bl_method_<name>`; `problem` null or valid; `x0` null or `dx` floats;
+// `config` null or writable.
+uint32_t bl_default_config(const struct BlMethod *method,
+                           const struct BlProblem *problem,
+                           const float *x0,
+                           uint32_t dx,
+                           struct BlConfig *config);
+
+// Sets the setting `key` (NUL-terminated, e.g. `"lower_step"`) of `config`'s method to
+// `value` after checking it. `BL_ERR_KIND` for a key the method does not have,
+// `BL_ERR_CONFIG` for a value out of the setting's range; `config` is unchanged on error.
+//
+// # Safety
+// `config` null or valid with a method from this library; `key` null or NUL-terminated.
+uint32_t bl_config_set(struct BlConfig *config, const char *key, float value);
+
+// Initializes a solver of `config->method` in `memory` (`size` bytes, at least
+// `bl_solver_size(method)`, aligned to `bl_solver_align()`) for `problem`, starting from the
+// `dx` hyperparameters `x0` (the problem's dimension) and the lower variable at 0.
 //
 // # Safety
 // `memory` must point to `size` writable bytes; `config`, `problem` and `x0` (`dx` floats)
@@ -259,7 +275,8 @@ uint32_t bl_step(uint8_t *memory, const struct BlProblem *problem, struct BlRepo
 // Up to `max_iterations` outer steps on `problem`, stopping early when the hypergradient
 // estimate's norm falls to `tolerance` or below. Returns `BL_OK` when the tolerance was met
 // (or `tolerance < 0` and all steps ran), `BL_ERR_BUDGET` when the steps ran out first, or
-// the error that stopped a step (the steps before it are kept).
+// the error that stopped a step (the steps before it are kept, and `report` describes the
+// last of them).
 //
 // # Safety
 // As for `bl_step`.
@@ -286,3 +303,145 @@ uint32_t bl_solver_y(uint8_t *memory, float *y, uint32_t dy);
 #endif  // __cplusplus
 
 #endif  /* BILEVEL_H */
+
+
+/* The methods: pass &bl_method_<name> in BlConfig.method. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * reference (exact): Newton–CG lower solve and CG adjoint to tolerance every step: exact and costly; the yardstick.
+ * Settings: none.
+ */
+extern const BlMethod bl_method_reference;
+
+/**
+ * qnbo-bfgs (qNBO): quasi-Newton lower level and adjoint, dense BFGS (dy² memory); no Hessian-vector product.
+ * Settings: warmup_step (1/L), warmup_steps (2), qn_steps (3), adjoint_steps_cap (32).
+ */
+extern const BlMethod bl_method_qnbo_bfgs;
+
+/**
+ * qnbo-sr1 (qNBO): qNBO with matrix-free inverse SR1 (indefinite curvature allowed).
+ * Settings: warmup_step (1/L), warmup_steps (2), qn_steps (3), adjoint_steps_cap (32).
+ */
+extern const BlMethod bl_method_qnbo_sr1;
+
+/**
+ * qnbo-lbfgs (qNBO): qNBO with L-BFGS (memory linear in dy): large lower levels.
+ * Settings: warmup_step (1/L), warmup_steps (2), qn_steps (3), adjoint_steps_cap (32).
+ */
+extern const BlMethod bl_method_qnbo_lbfgs;
+
+/**
+ * shine (SHINE): L-BFGS lower solve to a decreasing tolerance; its memory gives the adjoint for free.
+ * Settings: max_inner_steps (1000), tolerance (0.001), tolerance_decay (0.78).
+ */
+extern const BlMethod bl_method_shine;
+
+/**
+ * nbo-gd (NBO): inexact Newton step and adjoint by gradient descent on one shared Hessian.
+ * Settings: lower_step (1/L), steps (1).
+ */
+extern const BlMethod bl_method_nbo_gd;
+
+/**
+ * nbo-cg (NBO): inexact Newton step and adjoint by conjugate gradient on one shared Hessian: few outer steps.
+ * Settings: steps (5).
+ */
+extern const BlMethod bl_method_nbo_cg;
+
+/**
+ * nsbo-sgd (NSBO): NBO on minibatches: stochastic Newton step and adjoint by SGD on a shared sampled Hessian.
+ * Settings: lower_step (1/L), steps (1), batch_size (32).
+ */
+extern const BlMethod bl_method_nsbo_sgd;
+
+/**
+ * nsbo-saga (NSBO): NSBO with SAGA variance reduction of every oracle (tables of one row per minibatch).
+ * Settings: lower_step (1/L), steps (1), batch_size (32).
+ */
+extern const BlMethod bl_method_nsbo_saga;
+
+/**
+ * ma-nsbo-saga (NSBO): NSBO-SAGA with a moving average of the hypergradient.
+ * Settings: lower_step (1/L), steps (1), theta (0.1), batch_size (32).
+ */
+extern const BlMethod bl_method_ma_nsbo_saga;
+
+/**
+ * aid-cg (AID/AmIGO): D warm-started gradient steps, then the adjoint by warm-started conjugate gradient.
+ * Settings: lower_step (1/L), lower_steps (10), cg_steps (10).
+ */
+extern const BlMethod bl_method_aid_cg;
+
+/**
+ * aid-neumann (AID/AmIGO): D warm-started gradient steps, then the adjoint by a truncated Neumann series.
+ * Settings: lower_step (1/L), lower_steps (10), neumann_step (1/L), neumann_terms (50).
+ */
+extern const BlMethod bl_method_aid_neumann;
+
+/**
+ * itd (ITD): differentiates through the unrolled lower-level gradient steps (reverse mode).
+ * Settings: lower_step (1/L), lower_steps (50).
+ */
+extern const BlMethod bl_method_itd;
+
+/**
+ * amigo-gd (AID/AmIGO): amortized implicit gradient: warm-started gradient descent on y and on the adjoint.
+ * Settings: lower_step (1/L), lower_steps (10), adjoint_steps (10).
+ */
+extern const BlMethod bl_method_amigo_gd;
+
+/**
+ * amigo-cg (AID/AmIGO): amortized implicit gradient with warm-started conjugate gradient on the adjoint.
+ * Settings: lower_step (1/L), lower_steps (10), adjoint_steps (10).
+ */
+extern const BlMethod bl_method_amigo_cg;
+
+/**
+ * soba (SOBA): single loop: one SGD step on y and on the adjoint per outer step; cheapest step.
+ * Settings: lower_step (1/L), batch_size (32).
+ */
+extern const BlMethod bl_method_soba;
+
+/**
+ * saba (SOBA): SOBA with SAGA variance reduction: converges with constant steps.
+ * Settings: rho (1/L), batch_size (32).
+ */
+extern const BlMethod bl_method_saba;
+
+/**
+ * ma-soba (SOBA): SOBA with a moving average of the hypergradient.
+ * Settings: rho (1/L), theta (0.1), batch_size (32).
+ */
+extern const BlMethod bl_method_ma_soba;
+
+/**
+ * stocbio (stocBiO): D lower SGD steps, then the adjoint by a Neumann series of sampled Hessian products.
+ * Settings: lower_step (1/L), lower_steps (10), neumann_step (1/L), neumann_terms (10), batch_size (32).
+ */
+extern const BlMethod bl_method_stocbio;
+
+/**
+ * f2sa (F2SA): fully first order: a growing penalty λ(g − min g) replaces second derivatives.
+ * Settings: lower_step (1/L), inner_steps (10), penalty (1), penalty_growth (0.1), lower_smoothness (1*L), upper_smoothness (1*L), batch_size (32).
+ */
+extern const BlMethod bl_method_f2sa;
+
+/**
+ * pzobo (PZOBO): Hessian-free: the response Jacobian from perturbed lower-level paths (first-order oracles only).
+ * Settings: lower_step (1/L), lower_steps (10), directions (10), radius (0.1).
+ */
+extern const BlMethod bl_method_pzobo;
+
+/**
+ * pzobo-s (PZOBO): PZOBO on minibatches.
+ * Settings: lower_step (1/L), lower_steps (10), directions (10), radius (0.1), batch_size (32).
+ */
+extern const BlMethod bl_method_pzobo_s;
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif

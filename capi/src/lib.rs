@@ -21,16 +21,15 @@ pub use problem::{
     BL_PROBLEM_LOGISTIC_PER_FEATURE, BL_PROBLEM_RIDGE, BlCallbacks, BlDataset, BlLowerGrad, BlProblem, BlProduct,
     BlUpperGrad,
 };
-pub use solver::{BL_METHOD_NBO_GD, BL_METHOD_NSBO_SGD, BL_METHOD_QNBO_BFGS, BL_METHOD_QNBO_SR1, BlConfig, BlReport};
+pub use solver::*;
 pub use status::*;
 
-use problem::{CallbackProblem, logistic, ridge};
-use solver::{MAGIC, Slot};
+use solver::{MAGIC, SOLVER_ALIGN};
 
 /// The library version, `major·10000 + minor·100 + patch`.
 #[unsafe(no_mangle)]
 pub extern "C" fn bl_version() -> u32 {
-    100
+    200
 }
 
 /// The name of a status code (a static NUL-terminated string; never null).
@@ -39,62 +38,113 @@ pub extern "C" fn bl_status_str(status: u32) -> *const c_char {
     status::name(status).as_ptr().cast()
 }
 
-/// Bytes of solver memory `bl_solver_init` needs.
-#[unsafe(no_mangle)]
-pub extern "C" fn bl_solver_size() -> usize {
-    size_of::<Slot>()
-}
-
-/// Alignment, in bytes, that solver memory needs.
-#[unsafe(no_mangle)]
-pub extern "C" fn bl_solver_align() -> usize {
-    align_of::<Slot>()
-}
-
-/// Fills `config` with the documented defaults for `method` (`BL_METHOD_*`).
+/// The method's name as the command line spells it (a static NUL-terminated string; `""` for
+/// null).
 ///
 /// # Safety
-/// `config` must be null or point to a writable `BlConfig`.
+/// `method` must be null or `&bl_method_<name>`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn bl_default_config(method: u32, config: *mut BlConfig) -> u32 {
-    if config.is_null() {
+pub unsafe extern "C" fn bl_method_name(method: *const BlMethod) -> *const c_char {
+    // SAFETY: null or one of the library's method tables (caller).
+    match unsafe { method.as_ref() } {
+        Some(m) => m.name().as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+
+/// Bytes of solver memory `method` needs (0 for null).
+///
+/// # Safety
+/// `method` must be null or `&bl_method_<name>`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bl_solver_size(method: *const BlMethod) -> usize {
+    // SAFETY: as above.
+    unsafe { method.as_ref() }.map_or(0, BlMethod::size)
+}
+
+/// Alignment, in bytes, that solver memory needs (every method).
+#[unsafe(no_mangle)]
+pub extern "C" fn bl_solver_align() -> usize {
+    SOLVER_ALIGN
+}
+
+/// Fills `config` with the documented defaults of `method` for `problem` at the `dx`
+/// hyperparameters `x0`: the lower-level steps are `1/L`, with `L` the smoothness of `∇_y g`
+/// there (`BlCallbacks.lower_smoothness` for callbacks, which must then be > 0).
+///
+/// # Safety
+/// `method` null or `&bl_method_<name>`; `problem` null or valid; `x0` null or `dx` floats;
+/// `config` null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bl_default_config(
+    method: *const BlMethod,
+    problem: *const BlProblem,
+    x0: *const f32,
+    dx: u32,
+    config: *mut BlConfig,
+) -> u32 {
+    if config.is_null() || x0.is_null() {
         return BL_ERR_NULL;
     }
-    if !(BL_METHOD_NBO_GD..=BL_METHOD_QNBO_SR1).contains(&method) {
-        return BL_ERR_KIND;
+    // SAFETY: null or valid (caller).
+    let (Some(method), Some(problem)) = (unsafe { method.as_ref() }, unsafe { problem.as_ref() }) else {
+        return BL_ERR_NULL;
+    };
+    // SAFETY: forwarded.
+    let (pdx, _, _) = match unsafe { problem::shape(problem) } {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if dx != pdx {
+        return BL_ERR_SIZE;
     }
+    // SAFETY: `x0` holds `dx ≤ BL_MAX_DX` floats.
+    let x0 = unsafe { core::slice::from_raw_parts(x0, dx as usize) };
+    // SAFETY: forwarded.
+    let lipschitz = match unsafe { problem::lower_smoothness(problem, x0) } {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     // SAFETY: non-null, and the caller promised a writable `BlConfig`.
-    unsafe { config.write(BlConfig::default_for(method)) };
+    unsafe { config.write(BlConfig::defaults(method, f64::from(lipschitz))) };
     BL_OK
 }
 
-/// Checks `problem` and returns its `(dx, dy, samples)`.
+/// Sets the setting `key` (NUL-terminated, e.g. `"lower_step"`) of `config`'s method to
+/// `value` after checking it. `BL_ERR_KIND` for a key the method does not have,
+/// `BL_ERR_CONFIG` for a value out of the setting's range; `config` is unchanged on error.
 ///
 /// # Safety
-/// The problem's pointers must be valid as documented on `BlProblem`.
-unsafe fn shape(problem: &BlProblem) -> Result<(u32, u32, (usize, usize)), u32> {
-    use bilevel::Problem;
-    match problem.kind {
-        BL_PROBLEM_CALLBACKS => {
-            let p = CallbackProblem::new(&problem.callbacks)?;
-            Ok((problem.callbacks.dx, problem.callbacks.dy, p.samples()))
-        }
-        // SAFETY: forwarded.
-        BL_PROBLEM_LOGISTIC => Ok((1, BL_MAX_DY, unsafe { logistic::<1>(&problem.data)? }.samples())),
-        // SAFETY: forwarded.
-        BL_PROBLEM_RIDGE => Ok((1, BL_MAX_DY, unsafe { ridge(&problem.data)? }.samples())),
-        BL_PROBLEM_LOGISTIC_PER_FEATURE => {
-            // SAFETY: forwarded.
-            let p = unsafe { logistic::<{ BL_LOGREG_FEATURES as usize }>(&problem.data)? };
-            Ok((BL_LOGREG_FEATURES, BL_MAX_DY, p.samples()))
-        }
-        _ => Err(BL_ERR_KIND),
+/// `config` null or valid with a method from this library; `key` null or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bl_config_set(config: *mut BlConfig, key: *const c_char, value: f32) -> u32 {
+    if config.is_null() || key.is_null() {
+        return BL_ERR_NULL;
     }
+    // SAFETY: non-null and valid (caller).
+    let config = unsafe { &mut *config };
+    // SAFETY: null or a method table (caller).
+    let Some(method) = (unsafe { config.method.as_ref() }) else {
+        return BL_ERR_NULL;
+    };
+    // SAFETY: NUL-terminated (caller).
+    let key = unsafe { core::ffi::CStr::from_ptr(key) }.to_bytes();
+    let Some(i) = method.settings().iter().position(|s| s.key.as_bytes() == key) else {
+        return BL_ERR_KIND;
+    };
+    let (Some(setting), Some(slot)) = (method.settings().get(i), config.settings.get_mut(i)) else {
+        return BL_ERR_KIND;
+    };
+    if setting.check(f64::from(value)).is_err() {
+        return BL_ERR_CONFIG;
+    }
+    *slot = value;
+    BL_OK
 }
 
-/// Initializes a solver in `memory` (`size` bytes, aligned to `bl_solver_align()`) for
-/// `problem`, starting from the `dx` hyperparameters `x0` (the problem's dimension) and the
-/// lower variable at 0.
+/// Initializes a solver of `config->method` in `memory` (`size` bytes, at least
+/// `bl_solver_size(method)`, aligned to `bl_solver_align()`) for `problem`, starting from the
+/// `dx` hyperparameters `x0` (the problem's dimension) and the lower variable at 0.
 ///
 /// # Safety
 /// `memory` must point to `size` writable bytes; `config`, `problem` and `x0` (`dx` floats)
@@ -111,51 +161,48 @@ pub unsafe extern "C" fn bl_solver_init(
     if memory.is_null() || config.is_null() || problem.is_null() || x0.is_null() {
         return BL_ERR_NULL;
     }
-    if size < size_of::<Slot>() || !(memory as usize).is_multiple_of(align_of::<Slot>()) {
-        return BL_ERR_SIZE;
-    }
     // SAFETY: non-null and valid by the caller's promise.
     let (config, problem) = unsafe { (&*config, &*problem) };
+    // SAFETY: null or a method table (caller).
+    let Some(method) = (unsafe { config.method.as_ref() }) else {
+        return BL_ERR_NULL;
+    };
+    if size < method.size() || !(memory as usize).is_multiple_of(SOLVER_ALIGN) {
+        return BL_ERR_SIZE;
+    }
     // SAFETY: forwarded.
-    let (pdx, pdy, samples) = match unsafe { shape(problem) } {
+    let shape = match unsafe { problem::shape(problem) } {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if dx != pdx {
+    if dx != shape.0 {
         return BL_ERR_SIZE;
     }
     // SAFETY: `x0` holds `dx ≤ BL_MAX_DX` floats.
     let x0 = unsafe { core::slice::from_raw_parts(x0, dx as usize) };
-    match Slot::new(config, x0, pdy, samples) {
-        Ok(slot) => {
-            // SAFETY: `memory` is non-null, large enough and aligned (checked above).
-            unsafe { memory.cast::<Slot>().write(slot) };
-            BL_OK
-        }
-        Err(code) => code,
-    }
+    // SAFETY: `memory` is non-null, large enough and aligned (checked above).
+    unsafe { solver::init(memory, config, method, x0, shape) }
 }
 
-/// The initialized solver in `memory`, or the status saying why not.
+/// Initialized solver memory, or the status saying why not.
 ///
 /// # Safety
-/// `memory` must be null or point to at least `bl_solver_size()` bytes, aligned.
-unsafe fn slot<'a>(memory: *mut u8) -> Result<&'a mut Slot, u32> {
+/// `memory` must be null or point to initialized solver memory or at least 4 readable bytes,
+/// aligned.
+unsafe fn checked(memory: *mut u8) -> Result<*mut u8, u32> {
     if memory.is_null() {
         return Err(BL_ERR_NULL);
     }
-    if !(memory as usize).is_multiple_of(align_of::<Slot>()) {
+    if !(memory as usize).is_multiple_of(SOLVER_ALIGN) {
         return Err(BL_ERR_SIZE);
     }
-    let slot = memory.cast::<Slot>();
-    // SAFETY: aligned, and the caller promised `bl_solver_size()` bytes; only the magic word is
-    // read (through a raw pointer, no reference) before the memory is treated as a solver.
-    let magic = unsafe { core::ptr::addr_of!((*slot).magic).read() };
+    // SAFETY: aligned and readable (caller); only the magic word is read, through a raw
+    // pointer, before the memory is treated as a solver.
+    let magic = unsafe { memory.cast::<u32>().read() };
     if magic != MAGIC {
         return Err(BL_ERR_STATE);
     }
-    // SAFETY: `bl_solver_init` wrote a `Slot` here (magic word checked).
-    Ok(unsafe { &mut *slot })
+    Ok(memory)
 }
 
 /// One outer step on `problem`; `report` (may be null) receives the progress. On error the
@@ -172,7 +219,8 @@ pub unsafe extern "C" fn bl_step(memory: *mut u8, problem: *const BlProblem, rep
 /// Up to `max_iterations` outer steps on `problem`, stopping early when the hypergradient
 /// estimate's norm falls to `tolerance` or below. Returns `BL_OK` when the tolerance was met
 /// (or `tolerance < 0` and all steps ran), `BL_ERR_BUDGET` when the steps ran out first, or
-/// the error that stopped a step (the steps before it are kept).
+/// the error that stopped a step (the steps before it are kept, and `report` describes the
+/// last of them).
 ///
 /// # Safety
 /// As for `bl_step`.
@@ -185,8 +233,8 @@ pub unsafe extern "C" fn bl_run(
     report: *mut BlReport,
 ) -> u32 {
     // SAFETY: forwarded.
-    let slot = match unsafe { slot(memory) } {
-        Ok(s) => s,
+    let memory = match unsafe { checked(memory) } {
+        Ok(m) => m,
         Err(code) => return code,
     };
     if problem.is_null() {
@@ -197,61 +245,17 @@ pub unsafe extern "C" fn bl_run(
     }
     // SAFETY: non-null and valid by the caller's promise.
     let problem = unsafe { &*problem };
-    // SAFETY: forwarded.
-    match unsafe { shape(problem) } {
-        Ok((dx, dy, _)) if dx == slot.dx && dy == slot.dy => {}
-        Ok(_) => return BL_ERR_SIZE,
-        Err(code) => return code,
+    // SAFETY: initialized (magic checked); `problem` valid.
+    if let Err(code) = unsafe { solver::same_shape(memory, problem) } {
+        return code;
     }
-    let mut last = None;
-    for _ in 0..max_iterations {
-        let result = match problem.kind {
-            BL_PROBLEM_CALLBACKS => match CallbackProblem::new(&problem.callbacks) {
-                Ok(p) => slot.step(&p),
-                Err(code) => return code,
-            },
-            // SAFETY: checked by `shape` above; the pointers are the caller's.
-            BL_PROBLEM_LOGISTIC => match unsafe { logistic::<1>(&problem.data) } {
-                Ok(p) => slot.step(&p),
-                Err(code) => return code,
-            },
-            // SAFETY: as above.
-            BL_PROBLEM_RIDGE => match unsafe { ridge(&problem.data) } {
-                Ok(p) => slot.step(&p),
-                Err(code) => return code,
-            },
-            // SAFETY: as above.
-            _ => match unsafe { logistic::<{ BL_LOGREG_FEATURES as usize }>(&problem.data) } {
-                Ok(p) => slot.step(&p),
-                Err(code) => return code,
-            },
-        };
-        match result {
-            Ok(r) => {
-                last = Some(r);
-                if r.hypergradient_norm <= tolerance {
-                    break;
-                }
-            }
-            Err(e) => {
-                if let (Some(r), false) = (last, report.is_null()) {
-                    // SAFETY: non-null and writable by the caller's promise.
-                    unsafe { report.write(r) };
-                }
-                return status::code(&e);
-            }
-        }
-    }
-    let Some(r) = last else { return BL_OK };
-    if !report.is_null() {
-        // SAFETY: as above.
+    // SAFETY: as above.
+    let ran = unsafe { solver::run_of(memory, problem, max_iterations, tolerance) };
+    if let (Some(r), false) = (ran.report, report.is_null()) {
+        // SAFETY: non-null and writable by the caller's promise.
         unsafe { report.write(r) };
     }
-    if tolerance >= 0.0 && r.hypergradient_norm > tolerance {
-        BL_ERR_BUDGET
-    } else {
-        BL_OK
-    }
+    ran.status
 }
 
 /// Copies the `dx` hyperparameters into `x`. `dx` must be the problem's dimension.
@@ -261,18 +265,20 @@ pub unsafe extern "C" fn bl_run(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bl_solver_x(memory: *mut u8, x: *mut f32, dx: u32) -> u32 {
     // SAFETY: forwarded.
-    let slot = match unsafe { slot(memory) } {
-        Ok(s) => s,
+    let memory = match unsafe { checked(memory) } {
+        Ok(m) => m,
         Err(code) => return code,
     };
     if x.is_null() {
         return BL_ERR_NULL;
     }
-    if dx != slot.dx {
+    // SAFETY: initialized (magic checked).
+    let common = unsafe { solver::common(memory) };
+    if dx != common.dx {
         return BL_ERR_SIZE;
     }
     // SAFETY: `x` holds `dx` writable floats (caller), `dx ≤ BL_MAX_DX`.
-    unsafe { core::ptr::copy_nonoverlapping(slot.x().as_ptr(), x, dx as usize) };
+    unsafe { core::ptr::copy_nonoverlapping(common.x.as_ptr(), x, dx as usize) };
     BL_OK
 }
 
@@ -283,18 +289,21 @@ pub unsafe extern "C" fn bl_solver_x(memory: *mut u8, x: *mut f32, dx: u32) -> u
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bl_solver_y(memory: *mut u8, y: *mut f32, dy: u32) -> u32 {
     // SAFETY: forwarded.
-    let slot = match unsafe { slot(memory) } {
-        Ok(s) => s,
+    let memory = match unsafe { checked(memory) } {
+        Ok(m) => m,
         Err(code) => return code,
     };
     if y.is_null() {
         return BL_ERR_NULL;
     }
-    if dy != slot.dy {
+    // SAFETY: initialized (magic checked).
+    if dy != unsafe { solver::common(memory) }.dy {
         return BL_ERR_SIZE;
     }
+    // SAFETY: as above.
+    let lower = unsafe { solver::lower_of(memory) };
     // SAFETY: as in `bl_solver_x`.
-    unsafe { core::ptr::copy_nonoverlapping(slot.y().as_ptr(), y, dy as usize) };
+    unsafe { core::ptr::copy_nonoverlapping(lower.as_ptr(), y, dy as usize) };
     BL_OK
 }
 

@@ -79,6 +79,9 @@ pub struct BlCallbacks {
     pub n_lower: u32,
     /// Upper-level samples (0 if the callbacks ignore batches).
     pub n_upper: u32,
+    /// Lipschitz constant `L` of `∇_y g` (an upper bound); the default lower-level steps are
+    /// `1/L`. 0 if unknown: `bl_default_config` then refuses, and the steps must be set.
+    pub lower_smoothness: f32,
     /// ∇_y g.
     pub lower_grad: BlLowerGrad,
     /// ∇_x f and ∇_y f.
@@ -398,4 +401,55 @@ pub(crate) unsafe fn ridge<'a>(l: &BlDataset) -> Result<PadX<Ridge<'a, f32, FEAT
     let val = unsafe { samples(l.val_features, l.val_labels, l.n_val)? };
     let p = Ridge::new(train, val).map_err(|_| crate::status::BL_ERR_DATA)?;
     Ok(PadX(p))
+}
+
+/// Checks `problem` and returns its `(dx, dy, samples)`.
+///
+/// # Safety
+/// The problem's pointers must be valid as documented on `BlProblem`.
+pub(crate) unsafe fn shape(problem: &BlProblem) -> Result<(u32, u32, (usize, usize)), u32> {
+    use crate::status::BL_ERR_KIND;
+    match problem.kind {
+        BL_PROBLEM_CALLBACKS => {
+            let p = CallbackProblem::new(&problem.callbacks)?;
+            Ok((problem.callbacks.dx, problem.callbacks.dy, p.samples()))
+        }
+        // SAFETY: forwarded.
+        BL_PROBLEM_LOGISTIC => Ok((1, BL_MAX_DY, unsafe { logistic::<1>(&problem.data)? }.samples())),
+        // SAFETY: forwarded.
+        BL_PROBLEM_RIDGE => Ok((1, BL_MAX_DY, unsafe { ridge(&problem.data)? }.samples())),
+        BL_PROBLEM_LOGISTIC_PER_FEATURE => {
+            // SAFETY: forwarded.
+            let p = unsafe { logistic::<FEATURES>(&problem.data)? };
+            Ok((BL_LOGREG_FEATURES, BL_MAX_DY, p.samples()))
+        }
+        _ => Err(BL_ERR_KIND),
+    }
+}
+
+/// The smoothness `L` of `∇_y g` at `x` (the first `dx` entries used), as the problem knows it.
+///
+/// # Safety
+/// As for [`shape`].
+pub(crate) unsafe fn lower_smoothness(problem: &BlProblem, x: &[f32]) -> Result<f32, u32> {
+    use crate::status::{BL_ERR_CONFIG, BL_ERR_KIND};
+    let at = |i: usize| x.get(i).copied().unwrap_or(0.0);
+    let l = match problem.kind {
+        BL_PROBLEM_CALLBACKS => problem.callbacks.lower_smoothness,
+        // SAFETY: forwarded.
+        BL_PROBLEM_LOGISTIC => unsafe { logistic::<1>(&problem.data)? }.0.lower_lipschitz(&[at(0)]),
+        // SAFETY: forwarded.
+        BL_PROBLEM_RIDGE => unsafe { ridge(&problem.data)? }.0.lower_lipschitz(&[at(0)]),
+        BL_PROBLEM_LOGISTIC_PER_FEATURE => {
+            // SAFETY: forwarded.
+            let p = unsafe { logistic::<FEATURES>(&problem.data)? };
+            p.0.lower_lipschitz(&core::array::from_fn(at))
+        }
+        _ => return Err(BL_ERR_KIND),
+    };
+    if l.is_finite() && l > 0.0 {
+        Ok(l)
+    } else {
+        Err(BL_ERR_CONFIG)
+    }
 }

@@ -61,22 +61,50 @@ int main(int argc, char **argv) {
     if (bl_status_str(BL_OK) == NULL || bl_status_str(9999) == NULL) { printf("FAIL: null status string\n"); failures++; }
     if (strcmp(bl_status_str(BL_ERR_NULL), "null pointer") != 0) { printf("FAIL: status name\n"); failures++; }
 
-    /* bl_default_config */
-    EXPECT(bl_default_config(BL_METHOD_NBO_GD, NULL), BL_ERR_NULL);
-    EXPECT(bl_default_config(99, &cfg), BL_ERR_KIND);
-    EXPECT(bl_default_config(BL_METHOD_NBO_GD, &cfg), BL_OK);
+    /* methods */
+    if (strcmp(bl_method_name(&bl_method_nbo_gd), "nbo-gd") != 0 || strcmp(bl_method_name(NULL), "") != 0) {
+        printf("FAIL: method name\n");
+        failures++;
+    }
+    if (bl_solver_size(NULL) != 0 || bl_solver_size(&bl_method_nbo_gd) == 0) { printf("FAIL: solver size\n"); failures++; }
 
     BlProblem p;
     memset(&p, 0, sizeof p);
     p.kind = BL_PROBLEM_CALLBACKS;
-    p.callbacks = (BlCallbacks){NULL, 1, 1, 0, 0, grad, upper, NULL, NULL};
+    p.callbacks = (BlCallbacks){NULL, 1, 1, 0, 0, 2.0f, grad, upper, NULL, NULL};
+
+    /* bl_default_config and bl_config_set */
+    EXPECT(bl_default_config(&bl_method_nbo_gd, &p, x0, 1, NULL), BL_ERR_NULL);
+    EXPECT(bl_default_config(NULL, &p, x0, 1, &cfg), BL_ERR_NULL);
+    EXPECT(bl_default_config(&bl_method_nbo_gd, NULL, x0, 1, &cfg), BL_ERR_NULL);
+    EXPECT(bl_default_config(&bl_method_nbo_gd, &p, NULL, 1, &cfg), BL_ERR_NULL);
+    EXPECT(bl_default_config(&bl_method_nbo_gd, &p, x0, 2, &cfg), BL_ERR_SIZE);
+    BlProblem unknown_smoothness = p;
+    unknown_smoothness.callbacks.lower_smoothness = 0.0f;
+    given = "callbacks without lower_smoothness";
+    EXPECT(bl_default_config(&bl_method_nbo_gd, &unknown_smoothness, x0, 1, &cfg), BL_ERR_CONFIG);
+    given = "";
+    EXPECT(bl_default_config(&bl_method_nbo_gd, &p, x0, 1, &cfg), BL_OK);
+    if (cfg.settings[0] != 0.5f) { printf("FAIL: default lower step %g, want 1/L = 0.5\n", (double)cfg.settings[0]); failures++; }
+    EXPECT(bl_config_set(NULL, "lower_step", 0.1f), BL_ERR_NULL);
+    EXPECT(bl_config_set(&cfg, NULL, 0.1f), BL_ERR_NULL);
+    given = "key \"momentum\" that nbo-gd lacks";
+    EXPECT(bl_config_set(&cfg, "momentum", 0.9f), BL_ERR_KIND);
+    const BlConfig kept = cfg;
+    given = "steps = 1.5";
+    EXPECT(bl_config_set(&cfg, "steps", 1.5f), BL_ERR_CONFIG);
+    given = "steps = -1";
+    EXPECT(bl_config_set(&cfg, "steps", -1.0f), BL_ERR_CONFIG);
+    if (memcmp(&kept, &cfg, sizeof cfg) != 0) { printf("FAIL: a refused setting changed the config\n"); failures++; }
+    given = "";
+    EXPECT(bl_config_set(&cfg, "steps", 2.0f), BL_OK);
 
     /* bl_solver_init: pointers, sizes, alignment, dimensions, callbacks, kinds */
     EXPECT(bl_solver_init(NULL, sizeof memory, &cfg, &p, x0, 1), BL_ERR_NULL);
     EXPECT(bl_solver_init(memory, sizeof memory, NULL, &p, x0, 1), BL_ERR_NULL);
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, NULL, x0, 1), BL_ERR_NULL);
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, NULL, 1), BL_ERR_NULL);
-    EXPECT(bl_solver_init(memory, bl_solver_size() - 1, &cfg, &p, x0, 1), BL_ERR_SIZE);
+    EXPECT(bl_solver_init(memory, bl_solver_size(&bl_method_nbo_gd) - 1, &cfg, &p, x0, 1), BL_ERR_SIZE);
     EXPECT(bl_solver_init(memory + 1, sizeof memory - 1, &cfg, &p, x0, 1), BL_ERR_SIZE);
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &p, x0, 2), BL_ERR_SIZE);
     BlProblem q = p;
@@ -96,24 +124,26 @@ int main(int argc, char **argv) {
     given = "problem kind 77";
     EXPECT(bl_solver_init(memory, sizeof memory, &cfg, &q, x0, 1), BL_ERR_KIND);
 
-    /* configuration values: zero, negative, NaN and infinite steps; unknown method; NaN x0 */
+    /* configuration values: zero, negative, NaN and infinite steps (set by key or written into
+     * the settings directly); no method; NaN x0 */
     const float bad_steps[4] = {0.0f, -0.1f, NAN, INFINITY};
     const char *outer_names[4] = {"outer step 0", "outer step -0.1", "outer step NaN", "outer step +inf"};
-    const char *inner_names[4] = {"inner step 0", "inner step -0.1", "inner step NaN", "inner step +inf"};
+    const char *inner_names[4] = {"lower_step 0", "lower_step -0.1", "lower_step NaN", "lower_step +inf"};
     for (int i = 0; i < 4; i++) {
         BlConfig c = cfg;
         c.outer_step = bad_steps[i];
         given = outer_names[i];
         EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
         c = cfg;
-        c.inner_step = bad_steps[i];
         given = inner_names[i];
+        EXPECT(bl_config_set(&c, "lower_step", bad_steps[i]), BL_ERR_CONFIG);
+        c.settings[0] = bad_steps[i];
         EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
     }
     BlConfig c = cfg;
-    c.method = 99;
-    given = "method 99";
-    EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_KIND);
+    c.method = NULL;
+    given = "no method";
+    EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_NULL);
     c = cfg;
     c.use_bounds = 1;
     c.lower_bound = 1.0f;
@@ -163,10 +193,16 @@ int main(int argc, char **argv) {
     labels[3] = 1.0f;
     given = "";
     BlConfig sc;
-    EXPECT(bl_default_config(BL_METHOD_NSBO_SGD, &sc), BL_OK);
-    sc.batch_size = 0;
+    EXPECT(bl_default_config(&bl_method_nsbo_sgd, &lr, x0, 1, &sc), BL_OK);
     given = "NSBO-SGD, batch size 0";
+    EXPECT(bl_config_set(&sc, "batch_size", 0.0f), BL_ERR_CONFIG);
+    sc.settings[2] = 0.0f;
     EXPECT(bl_solver_init(memory, sizeof memory, &sc, &lr, x0, 1), BL_ERR_CONFIG);
+    BlConfig big;
+    given = "";
+    EXPECT(bl_default_config(&bl_method_saba, &lr, x0, 1, &big), BL_OK);
+    given = "SABA in memory smaller than bl_solver_size";
+    EXPECT(bl_solver_init(memory, sizeof memory, &big, &lr, x0, 1), BL_ERR_SIZE);
 
     /* uninitialized memory, null arguments, mismatched problems */
     memset(memory, 0, sizeof memory);

@@ -292,11 +292,11 @@ impl crate::registry::MethodSpec for ReferenceMethod {
         settings: &[],
     };
 
-    fn build<T: Real, V: crate::registry::Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = ReferenceSolver<T, DY>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         _: &crate::registry::Settings,
         start: &crate::registry::Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
-        Ok(visit.visit(ReferenceSolver::new(ReferenceConfig::default(), start.y0)))
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
+        Ok(ReferenceSolver::new(ReferenceConfig::default(), start.y0))
     }
 }

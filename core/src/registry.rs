@@ -226,6 +226,7 @@ pub const SAGA_BATCHES: usize = 64;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Settings {
     method: Method,
+    info: &'static MethodInfo,
     values: [f64; MAX_SETTINGS],
 }
 
@@ -251,11 +252,23 @@ impl fmt::Display for SettingError {
 impl Settings {
     /// The defaults of `method` for a lower level whose gradient is `lipschitz`-smooth.
     pub fn new(method: Method, lipschitz: f64) -> Self {
+        Settings::described(method, method.info(), lipschitz)
+    }
+
+    /// [`Settings::new`] for the method that `M` describes, reading only `M`'s description
+    /// (a firmware that links one method keeps only that method's strings).
+    pub fn of<M: MethodSpec>(method: Method, lipschitz: f64) -> Self {
+        Settings::described(method, &M::INFO, lipschitz)
+    }
+
+    /// [`Settings::new`] with `method`'s description given (it must be `method.info()`; a
+    /// caller that holds it avoids linking every method's description).
+    pub fn described(method: Method, info: &'static MethodInfo, lipschitz: f64) -> Self {
         let mut values = [0.0; MAX_SETTINGS];
-        for (v, s) in values.iter_mut().zip(method.info().settings) {
+        for (v, s) in values.iter_mut().zip(info.settings) {
             *v = s.default_for(lipschitz);
         }
-        Settings { method, values }
+        Settings { method, info, values }
     }
 
     /// The method these settings are for.
@@ -265,7 +278,7 @@ impl Settings {
 
     /// Sets `key` to `value` after checking it; nothing changes on error.
     pub fn set(&mut self, key: &str, value: f64) -> Result<(), SettingError> {
-        let settings = self.method.info().settings;
+        let settings = self.info.settings;
         let i = settings
             .iter()
             .position(|s| s.key == key)
@@ -280,7 +293,7 @@ impl Settings {
 
     /// Every setting with its value, in declaration order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static Setting, f64)> + '_ {
-        self.method.info().settings.iter().zip(self.values.iter().copied())
+        self.info.settings.iter().zip(self.values.iter().copied())
     }
 
     /// The value of `key`, if the method has it.
@@ -342,7 +355,7 @@ pub trait Visit<T: Real, const DX: usize, const DY: usize> {
     /// What the visit returns.
     type Output;
     /// Takes the built solver.
-    fn visit<S: Solver<T, DX, DY>>(self, solver: S) -> Self::Output;
+    fn visit<S: Solver<T, DX, DY> + Clone + fmt::Debug>(self, solver: S) -> Self::Output;
 }
 
 /// One method: its description and how to build its solver from [`Settings`].
@@ -350,13 +363,15 @@ pub trait MethodSpec {
     /// Name, family, summary and settings.
     const INFO: MethodInfo;
 
-    /// Builds the solver from `settings` (which are this method's) and hands it to `visit`.
-    /// Errors: an invalid configuration (naming the field) or sampler.
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    /// The solver it builds, at given scalar and sizes (its memory is this type's size).
+    type Solver<T: Real, const DX: usize, const DY: usize>: Solver<T, DX, DY> + Clone + fmt::Debug;
+
+    /// Builds the solver from `settings` (which are this method's). Errors: an invalid
+    /// configuration (naming the field) or sampler.
+    fn build<T: Real, const DX: usize, const DY: usize>(
         settings: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error>;
+    ) -> Result<Self::Solver<T, DX, DY>, Error>;
 }
 
 /// Declares [`Method`] from one line per method: its variant and the type implementing
@@ -373,6 +388,14 @@ macro_rules! methods {
         impl Method {
             /// Every method, in the order of tables and of the C library's ids (`id = index + 1`).
             pub const ALL: &'static [Method] = &[$(Method::$variant,)*];
+
+            /// The path of the type implementing [`MethodSpec`] (for code generators such as
+            /// the C library's build script, which declares one symbol per method).
+            pub const fn spec_path(self) -> &'static str {
+                match self {
+                    $(Method::$variant => stringify!($spec),)*
+                }
+            }
 
             /// Its description.
             pub const fn info(self) -> &'static MethodInfo {
@@ -391,7 +414,7 @@ macro_rules! methods {
             ) -> Result<V::Output, Error> {
                 ensure(settings.method == self, "settings", "those of the method built")?;
                 match self {
-                    $(Method::$variant => <$spec as MethodSpec>::build(settings, start, visit),)*
+                    $(Method::$variant => Ok(visit.visit(<$spec as MethodSpec>::build::<T, DX, DY>(settings, start)?)),)*
                 }
             }
         }

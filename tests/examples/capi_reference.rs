@@ -7,12 +7,10 @@
 //! ```
 
 use bilevel::algo::nbo::{Nbo, NboConfig};
-use bilevel::algo::nsbo::{Nsbo, NsboConfig};
-use bilevel::algo::qnbo::{QnboConfig, QnboLbfgs, QnboSr1};
 use bilevel::problem::Counted;
 use bilevel::problems::{Logistic, Ridge, Samples};
-use bilevel::run::{Outer, Solver, step};
-use bilevel::sample::{Minibatches, Order};
+use bilevel::registry::{Method, SettingError, Settings, Start, Visit};
+use bilevel::run::{Budget, Driver, Outer, Solver, Stopping};
 use bilevel::schedule::Schedule;
 use bilevel::{Batch, Error, Oracle, Problem};
 
@@ -94,7 +92,8 @@ fn bits(name: &str, v: &[f32]) {
     println!("{name} {}", hex.join(" "));
 }
 
-/// `bl_run`: steps until `‖h‖ ≤ tol`, the budget, or an error (steps before it are kept).
+/// `bl_run`: the driver steps until `‖h‖ ≤ tol` (never for `tol < 0`), the budget, or an
+/// error (steps before it are kept).
 fn run<P: Problem<f32, DX, DY>, S: Solver<f32, DX, DY>, const DX: usize, const DY: usize>(
     solver: &mut S,
     p: &P,
@@ -103,15 +102,77 @@ fn run<P: Problem<f32, DX, DY>, S: Solver<f32, DX, DY>, const DX: usize, const D
     max: u32,
     tol: f32,
 ) -> Result<(), Error> {
-    let counted = Counted::new(p);
-    for t in 0..max {
-        let r = step(solver, &counted, x, outer, t)?;
-        if r.hypergradient_norm <= tol {
-            break;
-        }
-    }
+    let stopping = if tol > 0.0 {
+        Stopping::absolute(tol)
+    } else {
+        Stopping::never()
+    };
+    let mut driver = Driver::new(*outer, Budget::iterations(max), stopping)?;
+    driver.run(solver, &Counted::new(p), x, |_, _, _| {
+        core::ops::ControlFlow::Continue(())
+    })?;
     Ok(())
 }
+
+/// Runs the logistic problem from `ln λ = −2` with the solver it is handed, as the C example.
+struct Logreg<'a, P>(&'a P);
+
+impl<P: Problem<f32, DX, 32>, const DX: usize> Visit<f32, DX, 32> for Logreg<'_, P> {
+    type Output = (f32, [f32; 32]);
+    fn visit<S: Solver<f32, DX, 32> + Clone + std::fmt::Debug>(self, mut solver: S) -> Self::Output {
+        let outer = Outer {
+            schedule: Schedule::Constant(2.0),
+            bounds: Some((-12.0, 12.0)),
+        };
+        let mut lam = [0.0f32; DX];
+        lam[0] = -2.0;
+        run(&mut solver, self.0, &mut lam, &outer, 300, 1e-5).unwrap();
+        (lam[0], *solver.lower())
+    }
+}
+
+/// One strength seen as the C library's 32 hyperparameters (the rest inert): PZOBO draws its
+/// random directions in the space of `x`, so its bits depend on that space's size.
+struct Padded<P>(P);
+
+impl<P: Problem<f32, 1, 32>> Problem<f32, 32, 32> for Padded<P> {
+    fn lower_grad(&self, x: &[f32; 32], y: &[f32; 32], b: Batch, out: &mut [f32; 32]) -> Result<(), Error> {
+        self.0.lower_grad(&[x[0]], y, b, out)
+    }
+    fn upper_grad(
+        &self,
+        x: &[f32; 32],
+        y: &[f32; 32],
+        b: Batch,
+        gx: &mut [f32; 32],
+        gy: &mut [f32; 32],
+    ) -> Result<(), Error> {
+        let mut g = [0.0];
+        self.0.upper_grad(&[x[0]], y, b, &mut g, gy)?;
+        *gx = [0.0; 32];
+        gx[0] = g[0];
+        Ok(())
+    }
+    fn samples(&self) -> (usize, usize) {
+        self.0.samples()
+    }
+}
+
+/// The methods of the C example's logistic runs, one of every family.
+const LOGISTIC_METHODS: [Method; 12] = [
+    Method::NboGd,
+    Method::NsboSgd,
+    Method::QnboLbfgs,
+    Method::QnboSr1,
+    Method::Shine,
+    Method::AidCg,
+    Method::AmigoGd,
+    Method::Itd,
+    Method::Soba,
+    Method::StocBio,
+    Method::F2sa,
+    Method::Pzobo,
+];
 
 fn hash(mut v: u32) -> u32 {
     v ^= v >> 16;
@@ -170,39 +231,35 @@ fn main() {
     let (vx, vt) = rows(64, 777_777);
     let p: Logistic<'_, f32, 31, 1, 32> =
         Logistic::new(Samples::new(&tx, &tt).unwrap(), Samples::new(&vx, &vt).unwrap()).unwrap();
-    let outer = Outer {
-        schedule: Schedule::Constant(2.0),
-        bounds: Some((-12.0, 12.0)),
-    };
-
-    let mut nbo = Nbo::new(NboConfig::gradient_descent(0.25f32, 1), [0.0; 32]);
-    let mut lam = [-2.0f32];
-    run(&mut nbo, &p, &mut lam, &outer, 300, 1e-5).unwrap();
-    bits("bits logistic-nbo-gd", &lam);
-    bits("bits logistic-nbo-gd", &Solver::<f32, 1, 32>::lower(&nbo)[..4]);
-
-    let [l, u] = Minibatches::for_levels(p.samples(), 16, Order::Shuffled, 1).unwrap();
-    let mut nsbo = Nsbo::new(NsboConfig::constant(0.25f32, 1), [0.0; 32], l, u);
-    let mut lam = [-2.0f32];
-    run(&mut nsbo, &p, &mut lam, &outer, 300, 1e-5).unwrap();
-    bits("bits logistic-nsbo-sgd", &lam);
-    bits("bits logistic-nsbo-sgd", &nsbo.lower()[..4]);
-
-    let qnbo = QnboConfig {
-        warmup_step: 0.25f32,
-        qn_steps: 3,
-        ..QnboConfig::default()
-    };
-    let mut bfgs = QnboLbfgs::<f32, 32, 8>::new(qnbo, [0.0; 32]);
-    let mut lam = [-2.0f32];
-    run(&mut bfgs, &p, &mut lam, &outer, 300, 1e-5).unwrap();
-    bits("bits logistic-qnbo-bfgs", &lam);
-    bits("bits logistic-qnbo-bfgs", &Solver::<f32, 1, 32>::lower(&bfgs)[..4]);
-    let mut sr1 = QnboSr1::<f32, 32, 16>::new(qnbo, [0.0; 32]);
-    let mut lam = [-2.0f32];
-    run(&mut sr1, &p, &mut lam, &outer, 300, 1e-5).unwrap();
-    bits("bits logistic-qnbo-sr1", &lam);
-    bits("bits logistic-qnbo-sr1", &Solver::<f32, 1, 32>::lower(&sr1)[..4]);
+    // The C library's defaults: its steps are 1/L at the start, stored as floats.
+    let lipschitz = f64::from(p.lower_lipschitz(&[-2.0]));
+    for m in LOGISTIC_METHODS {
+        let mut settings = Settings::new(m, lipschitz);
+        let defaults: Vec<(&str, f64)> = settings.iter().map(|(s, v)| (s.key, f64::from(v as f32))).collect();
+        for (key, v) in defaults {
+            settings.set(key, v).unwrap();
+        }
+        for (key, v) in [
+            ("lower_step", 0.25),
+            ("warmup_step", 0.25),
+            ("rho", 0.25),
+            ("batch_size", 16.0),
+        ] {
+            match settings.set(key, v) {
+                Ok(()) | Err(SettingError::Unknown) => {}
+                Err(e) => panic!("{key}: {e}"),
+            }
+        }
+        let start = Start::new([0.0; 32], p.samples(), 1);
+        let (lam, w) = if m == Method::Pzobo {
+            m.build(&settings, &start, Logreg(&Padded(&p))).unwrap()
+        } else {
+            m.build(&settings, &start, Logreg(&p)).unwrap()
+        };
+        let label = format!("bits logistic-{}", m.name());
+        bits(&label, &[lam]);
+        bits(&label, &w[..4]);
+    }
 
     let rt: Vec<f32> = tx
         .iter()

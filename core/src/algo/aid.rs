@@ -276,7 +276,7 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 pub(crate) const LOWER_STEPS: Setting = Setting::count(
     "lower_steps",
@@ -294,13 +294,9 @@ pub struct AidCgMethod;
 /// AID-Neumann.
 pub struct AidNeumannMethod;
 
-pub(crate) fn build_aid<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
-    c: AidConfig<T>,
-    start: &Start<T, DY>,
-    visit: V,
-) -> Result<V::Output, Error> {
+pub(crate) fn build_aid<T: Real, const DY: usize>(c: AidConfig<T>, start: &Start<T, DY>) -> Result<Aid<T, DY>, Error> {
     c.validate()?;
-    Ok(visit.visit(Aid::new(c, start.y0)))
+    Ok(Aid::new(c, start.y0))
 }
 
 impl MethodSpec for AidCgMethod {
@@ -311,13 +307,13 @@ impl MethodSpec for AidCgMethod {
         stochastic: false,
         settings: &[LOWER_STEP, LOWER_STEPS, CG_STEPS],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = AidConfig::conjugate_gradient(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&CG_STEPS));
-        build_aid(c, start, visit)
+        build_aid(c, start)
     }
 }
 
@@ -329,17 +325,17 @@ impl MethodSpec for AidNeumannMethod {
         stochastic: false,
         settings: &[LOWER_STEP, LOWER_STEPS, NEUMANN_STEP, NEUMANN_TERMS],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = AidConfig::neumann(
             s.real(&LOWER_STEP),
             s.count(&LOWER_STEPS),
             s.real(&NEUMANN_STEP),
             s.count(&NEUMANN_TERMS),
         );
-        build_aid(c, start, visit)
+        build_aid(c, start)
     }
 }

@@ -53,7 +53,7 @@ impl<T: Real> AidConfig<T> {
 
 use crate::algo::aid::{LOWER_STEPS, build_aid};
 use crate::error::Error;
-use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 const ADJOINT_STEPS: Setting = Setting::count("adjoint_steps", "warm-started steps N on the adjoint", 1, u32::MAX, 10);
 
@@ -70,13 +70,13 @@ impl MethodSpec for AmigoGdMethod {
         stochastic: false,
         settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = AidConfig::amigo_gd(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&ADJOINT_STEPS));
-        build_aid(c, start, visit)
+        build_aid(c, start)
     }
 }
 
@@ -88,12 +88,12 @@ impl MethodSpec for AmigoCgMethod {
         stochastic: false,
         settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = AidConfig::amigo_cg(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&ADJOINT_STEPS));
-        build_aid(c, start, visit)
+        build_aid(c, start)
     }
 }

@@ -239,9 +239,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{
-    BATCH_SIZE, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit,
-};
+use crate::registry::{BATCH_SIZE, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 const INNER_STEPS: Setting = Setting::count("inner_steps", "steps T on y and z per outer step", 1, u32::MAX, 10);
 const PENALTY: Setting = Setting::positive("penalty", "initial penalty λ_0", Initial::Value(1.0));
@@ -280,11 +278,11 @@ impl MethodSpec for F2saMethod {
             BATCH_SIZE,
         ],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = F2sa<T, DY, Minibatches>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = F2saConfig {
             lower_step: Schedule::Constant(s.real(&LOWER_STEP)),
             inner_steps: s.count(&INNER_STEPS),
@@ -299,6 +297,6 @@ impl MethodSpec for F2saMethod {
         };
         c.validate()?;
         let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
-        Ok(visit.visit(F2sa::new(c, start.y0, lower, upper)))
+        Ok(F2sa::new(c, start.y0, lower, upper))
     }
 }

@@ -292,7 +292,7 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for ItdForward
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 /// Stored trajectory of the registry's ITD: its `lower_steps` at most.
 pub const ITD_STEPS: usize = 50;
@@ -316,16 +316,16 @@ impl MethodSpec for ItdMethod {
         stochastic: false,
         settings: &[LOWER_STEP, LOWER_STEPS],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = ItdReverse<T, DY, ITD_STEPS>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = ItdConfig {
             lower_step: s.real(&LOWER_STEP),
             lower_steps: s.count(&LOWER_STEPS),
         };
         c.validate()?;
-        Ok(visit.visit(ItdReverse::<T, DY, ITD_STEPS>::new(c, start.y0)))
+        Ok(ItdReverse::<T, DY, ITD_STEPS>::new(c, start.y0))
     }
 }

@@ -326,7 +326,7 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Nbo<T, DY>
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 use crate::registry::LOWER_STEP;
 
@@ -338,13 +338,9 @@ pub struct NboGdMethod;
 /// NBO with conjugate gradient.
 pub struct NboCgMethod;
 
-fn build_nbo<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
-    c: NboConfig<T>,
-    start: &Start<T, DY>,
-    visit: V,
-) -> Result<V::Output, Error> {
+fn build_nbo<T: Real, const DY: usize>(c: NboConfig<T>, start: &Start<T, DY>) -> Result<Nbo<T, DY>, Error> {
     c.validate()?;
-    Ok(visit.visit(Nbo::new(c, start.y0)))
+    Ok(Nbo::new(c, start.y0))
 }
 
 impl MethodSpec for NboGdMethod {
@@ -355,16 +351,12 @@ impl MethodSpec for NboGdMethod {
         stochastic: false,
         settings: &[LOWER_STEP, STEPS],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Nbo<T, DY>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
-        build_nbo(
-            NboConfig::gradient_descent(s.real(&LOWER_STEP), s.count(&STEPS)),
-            start,
-            visit,
-        )
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
+        build_nbo(NboConfig::gradient_descent(s.real(&LOWER_STEP), s.count(&STEPS)), start)
     }
 }
 
@@ -376,11 +368,11 @@ impl MethodSpec for NboCgMethod {
         stochastic: false,
         settings: &[CG_STEPS],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Nbo<T, DY>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
-        build_nbo(NboConfig::conjugate_gradient(s.count(&CG_STEPS)), start, visit)
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
+        build_nbo(NboConfig::conjugate_gradient(s.count(&CG_STEPS)), start)
     }
 }

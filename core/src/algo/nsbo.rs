@@ -318,9 +318,7 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
 // Registry entries.
 
 use crate::algo::nbo::STEPS;
-use crate::registry::{
-    BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start, Visit,
-};
+use crate::registry::{BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start};
 
 const THETA: Setting = Setting::fraction("theta", "weight θ of the new direction in the moving average", 0.1);
 
@@ -331,16 +329,15 @@ pub struct NsboSagaMethod;
 /// MA-NSBO-SAGA.
 pub struct MaNsboSagaMethod;
 
-fn saga<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+fn saga<T: Real, const DX: usize, const DY: usize>(
     c: NsboConfig<T>,
     s: &Settings,
     start: &Start<T, DY>,
-    visit: V,
-) -> Result<V::Output, Error> {
+) -> Result<NsboSaga<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>, Error> {
     c.validate()?;
     let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), Some(SAGA_BATCHES))?;
     let solver = NsboSaga::<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>::new(c, start.y0, lower, upper)?;
-    Ok(visit.visit(solver))
+    Ok(solver)
 }
 
 impl MethodSpec for NsboSgdMethod {
@@ -351,15 +348,15 @@ impl MethodSpec for NsboSgdMethod {
         stochastic: true,
         settings: &[LOWER_STEP, STEPS, BATCH_SIZE],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Nsbo<T, DX, DY, Minibatches>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = NsboConfig::constant(s.real(&LOWER_STEP), s.count(&STEPS));
         c.validate()?;
         let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
-        Ok(visit.visit(Nsbo::new(c, start.y0, lower, upper)))
+        Ok(Nsbo::new(c, start.y0, lower, upper))
     }
 }
 
@@ -371,17 +368,12 @@ impl MethodSpec for NsboSagaMethod {
         stochastic: true,
         settings: &[LOWER_STEP, STEPS, BATCH_SIZE],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = NsboSaga<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
-        saga(
-            NsboConfig::constant(s.real(&LOWER_STEP), s.count(&STEPS)),
-            s,
-            start,
-            visit,
-        )
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
+        saga(NsboConfig::constant(s.real(&LOWER_STEP), s.count(&STEPS)), s, start)
     }
 }
 
@@ -393,15 +385,15 @@ impl MethodSpec for MaNsboSagaMethod {
         stochastic: true,
         settings: &[LOWER_STEP, STEPS, THETA, BATCH_SIZE],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = NsboSaga<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = NsboConfig {
             average: Some(MovingAverage::constant(s.real(&THETA))),
             ..NsboConfig::constant(s.real(&LOWER_STEP), s.count(&STEPS))
         };
-        saga(c, s, start, visit)
+        saga(c, s, start)
     }
 }

@@ -215,9 +215,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{
-    BATCH_SIZE, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit,
-};
+use crate::registry::{BATCH_SIZE, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 const LOWER_STEPS: Setting = Setting::count("lower_steps", "lower-level steps N per path", 1, u32::MAX, 10);
 const DIRECTIONS: Setting = Setting::count("directions", "random directions Q per outer step", 1, u32::MAX, 10);
@@ -248,12 +246,12 @@ impl MethodSpec for PzoboMethod {
         stochastic: false,
         settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Pzobo<T, DY, FullBatch>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
-        Ok(visit.visit(Pzobo::new(config(s)?, start.y0, start.seed, FullBatch, FullBatch)))
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
+        Ok(Pzobo::new(config(s)?, start.y0, start.seed, FullBatch, FullBatch))
     }
 }
 
@@ -265,12 +263,12 @@ impl MethodSpec for PzoboSMethod {
         stochastic: true,
         settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS, BATCH_SIZE],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Pzobo<T, DY, crate::sample::Minibatches>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
-        Ok(visit.visit(Pzobo::new(config(s)?, start.y0, start.seed, lower, upper)))
+        Ok(Pzobo::new(config(s)?, start.y0, start.seed, lower, upper))
     }
 }

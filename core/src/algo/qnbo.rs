@@ -451,7 +451,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 /// Secant pairs of the registry's qNBO-SR1 (`Q_k` reaches 32 adjoint steps; A adds its own).
 pub const SR1_PAIRS: usize = 34;
@@ -503,12 +503,12 @@ impl MethodSpec for QnboBfgsMethod {
         stochastic: false,
         settings: SETTINGS,
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = QnboBfgs<T, DY>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
-        Ok(visit.visit(QnboBfgs::new(config(s)?, start.y0)))
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
+        Ok(QnboBfgs::new(config(s)?, start.y0))
     }
 }
 
@@ -520,12 +520,12 @@ impl MethodSpec for QnboSr1Method {
         stochastic: false,
         settings: SETTINGS,
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = QnboSr1<T, DY, SR1_PAIRS>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
-        Ok(visit.visit(QnboSr1::<T, DY, SR1_PAIRS>::new(config(s)?, start.y0)))
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
+        Ok(QnboSr1::<T, DY, SR1_PAIRS>::new(config(s)?, start.y0))
     }
 }
 
@@ -537,12 +537,12 @@ impl MethodSpec for QnboLbfgsMethod {
         stochastic: false,
         settings: SETTINGS,
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = QnboLbfgs<T, DY, LBFGS_PAIRS>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
-        Ok(visit.visit(QnboLbfgs::<T, DY, LBFGS_PAIRS>::new(config(s)?, start.y0)))
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
+        Ok(QnboLbfgs::<T, DY, LBFGS_PAIRS>::new(config(s)?, start.y0))
     }
 }
 

@@ -314,7 +314,7 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 /// L-BFGS pairs of the registry's SHINE.
 pub const SHINE_PAIRS: usize = 8;
@@ -344,11 +344,11 @@ impl MethodSpec for ShineMethod {
         stochastic: false,
         settings: &[MAX_INNER_STEPS, TOLERANCE, TOLERANCE_DECAY],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Shine<T, DY, SHINE_PAIRS>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = ShineConfig {
             max_inner_steps: s.count(&MAX_INNER_STEPS),
             tolerance: s.real(&TOLERANCE),
@@ -356,7 +356,7 @@ impl MethodSpec for ShineMethod {
             ..ShineConfig::default()
         };
         c.validate()?;
-        Ok(visit.visit(Shine::<T, DY, SHINE_PAIRS>::new(c, start.y0)))
+        Ok(Shine::<T, DY, SHINE_PAIRS>::new(c, start.y0))
     }
 }
 

@@ -351,9 +351,7 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{
-    BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start, Visit,
-};
+use crate::registry::{BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start};
 
 const RHO: Setting = Setting::lower_step("rho", "step ρ of y and of the adjoint (≤ 1/L)");
 const THETA: Setting = Setting::fraction("theta", "weight θ of the new direction in the moving average", 0.1);
@@ -373,15 +371,15 @@ impl MethodSpec for SobaMethod {
         stochastic: true,
         settings: &[LOWER_STEP, BATCH_SIZE],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Soba<T, DX, DY, Minibatches>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = SobaConfig::soba(Schedule::Constant(s.real(&LOWER_STEP)));
         c.validate()?;
         let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
-        Ok(visit.visit(Soba::new(c, start.y0, lower, upper)))
+        Ok(Soba::new(c, start.y0, lower, upper))
     }
 }
 
@@ -393,16 +391,16 @@ impl MethodSpec for SabaMethod {
         stochastic: true,
         settings: &[RHO, BATCH_SIZE],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Saba<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = SobaConfig::saba(s.real(&RHO));
         c.validate()?;
         let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), Some(SAGA_BATCHES))?;
         let solver = Saba::<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>::new(c, start.y0, lower, upper)?;
-        Ok(visit.visit(solver))
+        Ok(solver)
     }
 }
 
@@ -414,14 +412,14 @@ impl MethodSpec for MaSobaMethod {
         stochastic: true,
         settings: &[RHO, THETA, BATCH_SIZE],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = Soba<T, DX, DY, Minibatches>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = SobaConfig::ma_soba(s.real(&RHO), s.real(&THETA));
         c.validate()?;
         let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
-        Ok(visit.visit(Soba::new(c, start.y0, lower, upper)))
+        Ok(Soba::new(c, start.y0, lower, upper))
     }
 }

@@ -169,7 +169,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start, Visit};
+use crate::registry::{BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 const LOWER_STEPS: Setting = Setting::count("lower_steps", "lower-level SGD steps D per outer step", 1, u32::MAX, 10);
 const NEUMANN_STEP: Setting = Setting::lower_step("neumann_step", "step η of the Neumann series (< 2/L)");
@@ -186,11 +186,11 @@ impl MethodSpec for StocBioMethod {
         stochastic: true,
         settings: &[LOWER_STEP, LOWER_STEPS, NEUMANN_STEP, NEUMANN_TERMS, BATCH_SIZE],
     };
-    fn build<T: Real, V: Visit<T, DX, DY>, const DX: usize, const DY: usize>(
+    type Solver<T: Real, const DX: usize, const DY: usize> = StocBio<T, DY, Minibatches>;
+    fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
-        visit: V,
-    ) -> Result<V::Output, Error> {
+    ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = StocBioConfig {
             lower_step: Schedule::Constant(s.real(&LOWER_STEP)),
             lower_steps: s.count(&LOWER_STEPS),
@@ -199,6 +199,6 @@ impl MethodSpec for StocBioMethod {
         };
         c.validate()?;
         let [lower, upper] = start.minibatches(s.count(&BATCH_SIZE), None)?;
-        Ok(visit.visit(StocBio::new(c, start.y0, lower, upper)))
+        Ok(StocBio::new(c, start.y0, lower, upper))
     }
 }
