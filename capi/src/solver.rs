@@ -150,7 +150,7 @@ pub(crate) struct Common {
     pub(crate) dx: u32,
     pub(crate) dy: u32,
     pub(crate) method: &'static BlMethod,
-    driver: Driver<f32>,
+    driver: Driver<f32, DX>,
     pub(crate) x: [f32; DX],
     calls: OracleCounts,
 }

@@ -82,10 +82,35 @@ impl<T: Real> Outer<T> {
         Ok(())
     }
 
+    /// `h` without the entries that cannot move: an entry at a bound of the box whose step
+    /// would leave it is set to 0.
+    pub fn free<const DX: usize>(&self, x: &[T; DX], h: &[T; DX]) -> [T; DX] {
+        let mut free = *h;
+        if let Some((lo, hi)) = self.bounds {
+            for (f, &xj) in free.iter_mut().zip(x) {
+                if (xj <= lo && *f > T::ZERO) || (xj >= hi && *f < T::ZERO) {
+                    *f = T::ZERO;
+                }
+            }
+        }
+        free
+    }
+
+    /// `‖h‖` over the entries that can move ([`Outer::free`]).
+    pub fn free_norm<const DX: usize>(&self, x: &[T; DX], h: &[T; DX]) -> T {
+        linalg::norm(&self.free(x, h))
+    }
+
     /// `x ← Π(x − α_t h)`; returns `α_t`. `x` is unchanged on error.
     pub fn apply<const DX: usize>(&self, t: u32, x: &mut [T; DX], h: &[T; DX]) -> Result<T, Error> {
         self.validate()?;
         let alpha = self.schedule.at(t);
+        self.move_by(alpha, x, h)?;
+        Ok(alpha)
+    }
+
+    /// `x ← Π(x − α h)` for any `α ≥ 0` (the schedule is not read); `x` is unchanged on error.
+    fn move_by<const DX: usize>(&self, alpha: T, x: &mut [T; DX], h: &[T; DX]) -> Result<(), Error> {
         let mut next = *x;
         linalg::axpy(-alpha, h, &mut next);
         if let Some((lo, hi)) = self.bounds {
@@ -100,7 +125,7 @@ impl<T: Real> Outer<T> {
             });
         }
         *x = next;
-        Ok(alpha)
+        Ok(())
     }
 }
 
@@ -132,6 +157,9 @@ pub struct StepReport<T> {
     pub iteration: u32,
     /// `‖h‖` of the hypergradient estimate used.
     pub hypergradient_norm: T,
+    /// `‖h‖` without the entries that push `x` out of the box where it sits on a bound
+    /// (the stationarity the stopping test measures; `hypergradient_norm` without a box).
+    pub free_norm: T,
     /// Outer step size used.
     pub step_size: T,
     /// Cumulative oracle calls after this iteration.
@@ -168,8 +196,55 @@ pub struct RunReport<T> {
     pub oracle_calls: OracleCounts,
 }
 
-/// One outer iteration `t`: the solver's hypergradient estimate at `x`, then the shared
-/// outer update. On error, `x` is unchanged.
+/// The solver's hypergradient estimate at `x` with its norm, checked: a non-finite estimate,
+/// or a finite one whose norm overflows (entries beyond ~√MAX), is no usable step.
+fn estimate<T, P, S, const DX: usize, const DY: usize>(
+    solver: &mut S,
+    problem: &Counted<P>,
+    x: &[T; DX],
+) -> Result<([T; DX], T, Diagnostics), Error>
+where
+    T: Real,
+    P: Problem<T, DX, DY>,
+    S: Solver<T, DX, DY>,
+{
+    let mut h = [T::ZERO; DX];
+    let diagnostics = solver.hypergradient(problem, x, &mut h)?;
+    let norm = linalg::norm(&h);
+    if !linalg::all_finite(&h) || !norm.is_finite() {
+        return Err(Error::NonFinite {
+            oracle: None,
+            stage: "hypergradient estimate",
+        });
+    }
+    Ok((h, norm, diagnostics))
+}
+
+/// `‖∇_y g(x, y)‖` on the full batch (one counted lower gradient).
+fn lower_residual<T, P, const DX: usize, const DY: usize>(
+    problem: &Counted<P>,
+    x: &[T; DX],
+    y: &[T; DY],
+) -> Result<T, Error>
+where
+    T: Real,
+    P: Problem<T, DX, DY>,
+{
+    let mut g = [T::ZERO; DY];
+    problem.lower_grad(x, y, crate::problem::Batch::Full, &mut g)?;
+    let r = linalg::norm(&g);
+    if r.is_finite() {
+        Ok(r)
+    } else {
+        Err(Error::NonFinite {
+            oracle: Some(crate::error::Oracle::LowerGrad),
+            stage: "lower-level residual",
+        })
+    }
+}
+
+/// One outer iteration `t` with a fixed schedule: the solver's hypergradient estimate at `x`,
+/// then the shared outer update. On error, `x` is unchanged.
 pub fn step<T, P, S, const DX: usize, const DY: usize>(
     solver: &mut S,
     problem: &Counted<P>,
@@ -183,26 +258,126 @@ where
     S: Solver<T, DX, DY>,
 {
     outer.validate()?;
-    let mut h = [T::ZERO; DX];
-    let diagnostics = solver.hypergradient(problem, x, &mut h)?;
-    // A finite estimate whose norm overflows (entries beyond ~√MAX) is no usable step either.
-    let hypergradient_norm = linalg::norm(&h);
-    if !linalg::all_finite(&h) || !hypergradient_norm.is_finite() {
-        return Err(Error::NonFinite {
-            oracle: None,
-            stage: "hypergradient estimate",
-        });
-    }
+    let (h, hypergradient_norm, diagnostics) = estimate(solver, problem, x)?;
+    let free_norm = outer.free_norm(x, &h);
     let step_size = outer.apply(t, x, &h)?;
     Ok(StepReport {
         iteration: t,
         hypergradient_norm,
+        free_norm,
         step_size,
         oracle_calls: problem.counts(),
         diagnostics,
     })
 }
 
+/// A scale-free outer step: the first move has a length in the units of `x` (`radius`), and
+/// every later step size comes from the estimates themselves, so no setting depends on the
+/// units of `F` (the scale of the data or of the targets).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Adaptive<T> {
+    /// Barzilai–Borwein steps `α = sᵀs / sᵀr` (`s`, `r`: the last changes of `x` and of the
+    /// estimate), each move at most twice as long as the one before. For deterministic
+    /// estimates.
+    BarzilaiBorwein {
+        /// Length of the first move.
+        radius: T,
+    },
+    /// AdaGrad-norm: `α_t = radius / √(Σ_{s≤t} ‖h_s‖²)`, a decreasing step that averages the
+    /// noise of stochastic estimates out.
+    AdaGradNorm {
+        /// Length of the first move.
+        radius: T,
+    },
+}
+
+impl<T: Real> Adaptive<T> {
+    /// The rule for a method: AdaGrad-norm if its estimates are stochastic, else
+    /// Barzilai–Borwein; first moves of length 1 in the units of `x` (one e-fold of a
+    /// log-parametrized strength).
+    pub fn for_estimates(stochastic: bool) -> Self {
+        if stochastic {
+            Adaptive::AdaGradNorm { radius: T::ONE }
+        } else {
+            Adaptive::BarzilaiBorwein { radius: T::ONE }
+        }
+    }
+
+    fn radius(&self) -> T {
+        match *self {
+            Adaptive::BarzilaiBorwein { radius } | Adaptive::AdaGradNorm { radius } => radius,
+        }
+    }
+
+    /// Checks the radius.
+    pub fn validate(&self) -> Result<(), Error> {
+        let r = self.radius();
+        ensure(r.is_finite() && r > T::ZERO, "outer radius", "finite and > 0")
+    }
+}
+
+/// What the adaptive step remembers between outer iterations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct Memory<T, const DX: usize> {
+    x: [T; DX],
+    h: [T; DX],
+    alpha: T,
+    last_move: T,
+    sum_squares: T,
+    started: bool,
+}
+
+impl<T: Real, const DX: usize> Memory<T, DX> {
+    fn new() -> Self {
+        Memory {
+            x: [T::ZERO; DX],
+            h: [T::ZERO; DX],
+            alpha: T::ZERO,
+            last_move: T::ZERO,
+            sum_squares: T::ZERO,
+            started: false,
+        }
+    }
+
+    /// The step size for estimate `h` (norm `norm`) at `x`.
+    fn step_size(&mut self, rule: &Adaptive<T>, x: &[T; DX], h: &[T; DX], norm: T) -> T {
+        if norm == T::ZERO {
+            return T::ZERO;
+        }
+        let radius = rule.radius();
+        match *rule {
+            Adaptive::AdaGradNorm { .. } => {
+                self.sum_squares += norm * norm;
+                radius / self.sum_squares.sqrt()
+            }
+            Adaptive::BarzilaiBorwein { .. } => {
+                let first = radius / norm;
+                if !self.started || !(self.alpha > T::ZERO) {
+                    return first;
+                }
+                let (mut ss, mut sr) = (T::ZERO, T::ZERO);
+                for j in 0..DX {
+                    let sj = x[j] - self.x[j];
+                    ss += sj * sj;
+                    sr += sj * (h[j] - self.h[j]);
+                }
+                let alpha = if sr > T::ZERO && ss > T::ZERO {
+                    ss / sr
+                } else {
+                    self.alpha + self.alpha
+                };
+                let longest = if self.last_move > T::ZERO {
+                    self.last_move + self.last_move
+                } else {
+                    radius
+                };
+                if alpha * norm > longest { longest / norm } else { alpha }
+            }
+        }
+    }
+}
 /// When a run has converged: `‖h_t‖ ≤ absolute` or `‖h_t‖ ≤ relative·‖h_first‖`, with
 /// `h_first` the first non-zero estimate of the run. A zero tolerance disables its test; an
 /// estimate that is exactly zero at the first step never counts (single-loop methods start
@@ -253,28 +428,53 @@ impl<T: Real> Stopping<T> {
 /// ([`Driver::run`]) and get the same bits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Driver<T> {
+pub struct Driver<T, const DX: usize> {
     outer: Outer<T>,
+    adaptive: Option<Adaptive<T>>,
+    memory: Memory<T, DX>,
     budget: Budget,
     stopping: Stopping<T>,
     iteration: u32,
     first_norm: T,
     last_norm: T,
+    first_residual: T,
 }
 
-impl<T: Real> Driver<T> {
-    /// A driver at iteration 0; errors name an invalid step, box or tolerance.
+impl<T: Real, const DX: usize> Driver<T, DX> {
+    /// A driver at iteration 0 stepping with `outer`'s schedule; errors name an invalid step,
+    /// box or tolerance.
     pub fn new(outer: Outer<T>, budget: Budget, stopping: Stopping<T>) -> Result<Self, Error> {
         outer.validate()?;
         stopping.validate()?;
         Ok(Driver {
             outer,
+            adaptive: None,
+            memory: Memory::new(),
             budget,
             stopping,
             iteration: 0,
             first_norm: T::ZERO,
             last_norm: T::MAX,
+            first_residual: T::ZERO,
         })
+    }
+
+    /// A driver at iteration 0 stepping with the scale-free `rule` inside `bounds` (`None`:
+    /// no box).
+    pub fn adaptive(
+        rule: Adaptive<T>,
+        bounds: Option<(T, T)>,
+        budget: Budget,
+        stopping: Stopping<T>,
+    ) -> Result<Self, Error> {
+        rule.validate()?;
+        let outer = Outer {
+            schedule: Schedule::Constant(T::ONE),
+            bounds,
+        };
+        let mut d = Driver::new(outer, budget, stopping)?;
+        d.adaptive = Some(rule);
+        Ok(d)
     }
 
     /// Outer iterations taken.
@@ -282,12 +482,13 @@ impl<T: Real> Driver<T> {
         self.iteration
     }
 
-    /// `‖h‖` of the last estimate (`T::MAX` before the first step).
+    /// `‖h‖` of the last estimate without the entries a bound blocks (`T::MAX` before the
+    /// first step): what the stopping test measures.
     pub fn hypergradient_norm(&self) -> T {
         self.last_norm
     }
 
-    /// `‖h‖` of the first non-zero estimate (0 before there is one).
+    /// The same norm of the first non-zero estimate (0 before there is one).
     pub fn first_norm(&self) -> T {
         self.first_norm
     }
@@ -309,21 +510,24 @@ impl<T: Real> Driver<T> {
         Ok(())
     }
 
-    /// Whether the last estimate passed the stopping test.
-    pub fn converged(&self) -> bool {
-        let norm = self.last_norm;
-        if self.iteration == 0 || (self.iteration == 1 && norm == T::ZERO) {
+    /// Whether an estimate of stationarity `norm` at this iteration passes the test on the
+    /// hypergradient (an exactly zero estimate at the first step never does).
+    fn norm_test(&self, norm: T, first_norm: T) -> bool {
+        if self.iteration == 0 && norm == T::ZERO {
             return false;
         }
         let Stopping { relative, absolute } = self.stopping;
         (absolute > T::ZERO && norm <= absolute)
-            || (relative > T::ZERO && self.first_norm > T::ZERO && norm <= relative * self.first_norm)
+            || (relative > T::ZERO && first_norm > T::ZERO && norm <= relative * first_norm)
     }
 
     /// One outer iteration: the solver's estimate at `x`, then the outer update. Returns the
-    /// step's report and, when the run is over, why. On error nothing changes: not `x`, not
+    /// step's report and, when the run is over, why. With a relative tolerance, the first step
+    /// (before its estimate, at the solver's starting lower iterate) and every step whose
+    /// estimate passes the test also evaluate the lower-level residual (one lower gradient
+    /// each). On error nothing changes: not `x`, not
     /// the solver, not the driver.
-    pub fn step<P, S, const DX: usize, const DY: usize>(
+    pub fn step<P, S, const DY: usize>(
         &mut self,
         solver: &mut S,
         problem: &Counted<P>,
@@ -333,13 +537,56 @@ impl<T: Real> Driver<T> {
         P: Problem<T, DX, DY>,
         S: Solver<T, DX, DY>,
     {
-        let r = step(solver, problem, x, &self.outer, self.iteration)?;
-        self.iteration += 1;
-        self.last_norm = r.hypergradient_norm;
-        if self.first_norm == T::ZERO {
-            self.first_norm = r.hypergradient_norm;
+        // The lower level's residual at the start sets the scale of the residual test below.
+        let checks_residual = self.stopping.relative > T::ZERO;
+        let mut first_residual = self.first_residual;
+        if checks_residual && self.iteration == 0 {
+            first_residual = lower_residual(problem, x, solver.lower())?;
         }
-        let outcome = if self.converged() {
+        let (h, hypergradient_norm, diagnostics) = estimate(solver, problem, x)?;
+        // Entries a bound blocks neither move nor shape the step size.
+        let h = self.outer.free(x, &h);
+        let free_norm = linalg::norm(&h);
+        let mut memory = self.memory;
+        let alpha = match self.adaptive {
+            None => self.outer.schedule.at(self.iteration),
+            Some(rule) => memory.step_size(&rule, x, &h, free_norm),
+        };
+        let first_norm = if self.first_norm == T::ZERO {
+            free_norm
+        } else {
+            self.first_norm
+        };
+        let h_test = self.norm_test(free_norm, first_norm);
+        // A run converges only when the lower level's residual where the estimate was made
+        // has also fallen by the relative tolerance: an estimate from a lagging lower iterate
+        // can be small without `x` being stationary.
+        let residual_ok = if checks_residual && h_test {
+            lower_residual(problem, x, solver.lower())? <= self.stopping.relative * first_residual
+        } else {
+            !checks_residual
+        };
+        let before = *x;
+        self.outer.move_by(alpha, x, &h)?;
+        memory.x = before;
+        memory.h = h;
+        memory.alpha = alpha;
+        memory.last_move = linalg::dist(x, &before);
+        memory.started = true;
+        self.memory = memory;
+        self.first_residual = first_residual;
+        let r = StepReport {
+            iteration: self.iteration,
+            hypergradient_norm,
+            free_norm,
+            step_size: alpha,
+            oracle_calls: problem.counts(),
+            diagnostics,
+        };
+        self.iteration += 1;
+        self.last_norm = free_norm;
+        self.first_norm = first_norm;
+        let outcome = if h_test && residual_ok {
             Some(Outcome::Converged)
         } else if problem.counts().total() >= self.budget.max_oracle_calls {
             Some(Outcome::OracleBudget)
@@ -354,7 +601,7 @@ impl<T: Real> Driver<T> {
     /// Steps until the stopping test holds, a budget runs out, or `observer` returns
     /// `Break` (it sees each step, the updated `x` and the solver: log them, toggle a timing
     /// pin, write a trace). An error ends the run with `x` at its last good value.
-    pub fn run<P, S, F, const DX: usize, const DY: usize>(
+    pub fn run<P, S, F, const DY: usize>(
         &mut self,
         solver: &mut S,
         problem: &Counted<P>,

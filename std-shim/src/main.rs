@@ -155,12 +155,21 @@ struct Common {
     /// Seed of stochastic methods and of the label noise.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Outer step (default per problem: 10 on ln λ, 7·n for hyperclean, 1/max‖â‖² for meta).
+    /// A fixed outer step (default: the scale-free adaptive step, Barzilai–Borwein for
+    /// deterministic methods and AdaGrad-norm for stochastic ones).
     #[arg(long)]
     step: Option<f64>,
-    /// Converged when the hypergradient estimate's norm is at most this.
-    #[arg(long, default_value_t = 1e-9)]
+    /// Length of the adaptive step's first move, in the units of the hyperparameters.
+    #[arg(long, default_value_t = 1.0)]
+    radius: f64,
+    /// Converged when the hypergradient estimate's norm is at most this times the first
+    /// estimate's (entries that push a hyperparameter out of its box at a bound left out).
+    #[arg(long, default_value_t = 1e-6)]
     tol: f64,
+    /// Converged also when the hypergradient estimate's norm is at most this (0: no absolute
+    /// test).
+    #[arg(long, default_value_t = 0.0)]
+    atol: f64,
     /// Starting value of every hyperparameter (default 0).
     #[arg(long, allow_hyphen_values = true)]
     x0: Option<f64>,
@@ -206,8 +215,10 @@ impl Common {
         r.iterations = self.iters;
         r.seed = self.seed;
         r.step = self.step;
+        r.radius = self.radius;
         r.x0 = self.x0;
         r.tolerance = self.tol;
+        r.absolute_tolerance = self.atol;
         r.settings = self.set.clone();
         r.precision = if self.f32 {
             tune::Precision::F32

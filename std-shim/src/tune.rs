@@ -26,7 +26,7 @@ use bilevel::problem::{Counted, OracleCounts, Problem};
 use bilevel::problems::{HyperCleaning, Logistic, MetaLearning, Ridge, Samples, Task};
 use bilevel::reference::{ReferenceConfig, reference_hypergradient, reference_value};
 use bilevel::registry::{Method, SettingError, Settings, Start, Visit};
-use bilevel::run::{Budget, Driver, Outcome, Outer, Solver, Stopping};
+use bilevel::run::{Adaptive, Budget, Driver, Outcome, Outer, Solver, Stopping};
 use bilevel::scalar::Real;
 use bilevel::schedule::Schedule;
 
@@ -117,8 +117,11 @@ pub struct TuneRequest {
     pub iterations: u32,
     /// Seed of stochastic methods (and of the label noise).
     pub seed: u64,
-    /// Outer step (a per-problem default when `None`).
+    /// A fixed outer step; `None`: the scale-free adaptive step (Barzilai–Borwein for
+    /// deterministic methods, AdaGrad-norm for stochastic ones).
     pub step: Option<f64>,
+    /// Length of the adaptive step's first move, in the units of `x`.
+    pub radius: f64,
     /// Starting value of every hyperparameter (a per-problem default when `None`).
     pub x0: Option<f64>,
     /// `--set key=value` overrides.
@@ -129,8 +132,11 @@ pub struct TuneRequest {
     pub progress: bool,
     /// Early stop at a target.
     pub stop: Option<StopAt>,
-    /// The run has converged when the hypergradient estimate's norm is at most this.
+    /// Converged when the hypergradient estimate's norm is at most this times the first one's
+    /// (entries a bound blocks left out).
     pub tolerance: f64,
+    /// Converged when the hypergradient estimate's norm is at most this (0: no absolute test).
+    pub absolute_tolerance: f64,
 }
 
 impl TuneRequest {
@@ -146,12 +152,14 @@ impl TuneRequest {
             iterations: 200,
             seed: 1,
             step: None,
+            radius: 1.0,
             x0: None,
             settings: Vec::new(),
             precision: Precision::F64,
             progress: false,
             stop: None,
-            tolerance: 1e-9,
+            tolerance: 1e-6,
+            absolute_tolerance: 0.0,
         }
     }
 }
@@ -372,9 +380,12 @@ pub fn parse_setting(s: &str) -> Result<(String, f64), String> {
 struct RunPlan {
     iterations: u32,
     seed: u64,
-    step: f64,
+    step: Option<f64>,
+    radius: f64,
+    stochastic: bool,
     bounds: Option<(f64, f64)>,
     tolerance: f64,
+    absolute_tolerance: f64,
     progress: bool,
     label: String,
     stop: Option<StopAt>,
@@ -422,12 +433,30 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
         let Runner { problem, plan, x0 } = self;
         let counted = Counted::new(problem);
         let mut x = x0;
-        let outer = Outer {
-            schedule: Schedule::Constant(T::from_f64(plan.step)),
-            bounds: plan.bounds.map(|(a, b)| (T::from_f64(a), T::from_f64(b))),
+        let bounds = plan.bounds.map(|(a, b)| (T::from_f64(a), T::from_f64(b)));
+        let stopping = Stopping {
+            relative: T::from_f64(plan.tolerance),
+            absolute: T::from_f64(plan.absolute_tolerance),
         };
-        let stopping = Stopping::absolute(T::from_f64(plan.tolerance));
-        let mut driver = Driver::new(outer, Budget::iterations(plan.iterations), stopping)?;
+        let budget = Budget::iterations(plan.iterations);
+        let mut driver = match plan.step {
+            Some(step) => Driver::new(
+                Outer {
+                    schedule: Schedule::Constant(T::from_f64(step)),
+                    bounds,
+                },
+                budget,
+                stopping,
+            )?,
+            None => {
+                let radius = T::from_f64(plan.radius);
+                let rule = match Adaptive::<T>::for_estimates(plan.stochastic) {
+                    Adaptive::AdaGradNorm { .. } => Adaptive::AdaGradNorm { radius },
+                    Adaptive::BarzilaiBorwein { .. } => Adaptive::BarzilaiBorwein { radius },
+                };
+                Driver::adaptive(rule, bounds, budget, stopping)?
+            }
+        };
         // Exact F and ‖∇F‖ for the targets, warm-started from the last lower solution.
         let mut y_ref = [T::ZERO; DY];
         let mut exact = |x: &[T; DX]| -> (f64, f64) {
@@ -743,10 +772,13 @@ fn regression<T: Real, const W: usize, const DX: usize, const DY: usize>(
         let plan = RunPlan {
             iterations: req.iterations,
             seed: req.seed,
-            step: req.step.unwrap_or(10.0),
+            step: req.step,
+            radius: req.radius,
+            stochastic: prm.method.info().stochastic,
             bounds: Some((-12.0, 12.0)),
             progress: req.progress,
             tolerance: req.tolerance,
+            absolute_tolerance: req.absolute_tolerance,
             label: format!("{} {}", req.problem.name(), req.method),
             stop: req.stop,
         };
@@ -933,10 +965,13 @@ fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>(
     let plan = RunPlan {
         iterations: req.iterations,
         seed: req.seed,
-        step: req.step.unwrap_or(7.0 * n as f64),
+        step: req.step,
+        radius: req.radius,
+        stochastic: prm.method.info().stochastic,
         bounds: Some((-8.0, 8.0)),
         progress: req.progress,
         tolerance: req.tolerance,
+        absolute_tolerance: req.absolute_tolerance,
         label: format!("hyperclean {}", req.method),
         stop: req.stop,
     };
@@ -1065,16 +1100,18 @@ fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
     let lambda = settings.get("lambda");
     let p: MetaLearning<'_, T, W, TASKS, DX, DY> = MetaLearning::new(array, T::from_f64(lambda))?;
     let support_norm = data.iter().map(|(s, _)| max_row_norm2(&s.rows)).fold(0.0, f64::max);
-    let query_norm = data.iter().map(|(_, q)| max_row_norm2(&q.rows)).fold(0.0, f64::max);
     let lipschitz = (support_norm + lambda) / TASKS as f64;
     let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
     let plan = RunPlan {
         iterations: req.iterations,
         seed: req.seed,
-        step: req.step.unwrap_or(1.0 / query_norm),
+        step: req.step,
+        radius: req.radius,
+        stochastic: prm.method.info().stochastic,
         bounds: None,
         progress: req.progress,
         tolerance: req.tolerance,
+        absolute_tolerance: req.absolute_tolerance,
         label: format!("meta {}", req.method),
         stop: req.stop,
     };

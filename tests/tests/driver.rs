@@ -1,0 +1,208 @@
+//! The one driver: its scale-free adaptive step, its stopping test (relative, on the entries a
+//! bound does not block, and on the lower level's residual) and its honesty about runs that
+//! did not converge.
+
+use core::ops::ControlFlow;
+
+use bilevel::problems::Quadratic;
+use bilevel::reference::{ReferenceConfig, ReferenceSolver};
+use bilevel::run::{Adaptive, Budget, Diagnostics, Driver, Outcome, RunReport, Solver, Stopping};
+use bilevel::{Batch, Counted, Error, Problem};
+
+const DX: usize = 2;
+const DY: usize = 4;
+type Q = Quadratic<f64, DX, DY>;
+
+/// The upper level multiplied by `c`: the same problem in other units of `F`.
+struct Scaled<'a> {
+    inner: &'a Q,
+    c: f64,
+}
+
+impl Problem<f64, DX, DY> for Scaled<'_> {
+    fn lower_grad(&self, x: &[f64; DX], y: &[f64; DY], b: Batch, out: &mut [f64; DY]) -> Result<(), Error> {
+        self.inner.lower_grad(x, y, b, out)
+    }
+    fn upper_grad(
+        &self,
+        x: &[f64; DX],
+        y: &[f64; DY],
+        b: Batch,
+        gx: &mut [f64; DX],
+        gy: &mut [f64; DY],
+    ) -> Result<(), Error> {
+        self.inner.upper_grad(x, y, b, gx, gy)?;
+        gx.iter_mut().chain(gy.iter_mut()).for_each(|g| *g *= self.c);
+        Ok(())
+    }
+    fn lower_hvp(
+        &self,
+        x: &[f64; DX],
+        y: &[f64; DY],
+        v: &[f64; DY],
+        b: Batch,
+        out: &mut [f64; DY],
+    ) -> Result<(), Error> {
+        self.inner.lower_hvp(x, y, v, b, out)
+    }
+    fn lower_cross(
+        &self,
+        x: &[f64; DX],
+        y: &[f64; DY],
+        v: &[f64; DY],
+        b: Batch,
+        out: &mut [f64; DX],
+    ) -> Result<(), Error> {
+        self.inner.lower_cross(x, y, v, b, out)
+    }
+}
+
+fn trajectory<P: Problem<f64, DX, DY>>(p: &P, rule: Adaptive<f64>, steps: u32) -> Vec<[f64; DX]> {
+    let mut driver = Driver::adaptive(rule, None, Budget::iterations(steps), Stopping::never()).unwrap();
+    let mut solver = ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
+    let mut x = [0.5, -0.5];
+    let mut xs = Vec::new();
+    driver
+        .run(&mut solver, &Counted::new(p), &mut x, |_, x, _| {
+            xs.push(*x);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    xs
+}
+
+#[test]
+fn the_adaptive_steps_do_not_depend_on_the_units_of_f() {
+    let q = Q::random(5, 20.0, 0.3);
+    for rule in [
+        Adaptive::BarzilaiBorwein { radius: 0.7 },
+        Adaptive::AdaGradNorm { radius: 0.7 },
+    ] {
+        let base = trajectory(&Scaled { inner: &q, c: 1.0 }, rule, 30);
+        // Powers of two scale every product exactly: the iterates must be the same bits.
+        for c in [1024.0, 1.0 / 1024.0] {
+            assert_eq!(
+                trajectory(&Scaled { inner: &q, c }, rule, 30),
+                base,
+                "{rule:?}, F × {c}"
+            );
+        }
+        // The first move has the radius as its length.
+        let first = bilevel::linalg::dist(&base[0], &[0.5, -0.5]);
+        assert!((first - 0.7).abs() < 1e-12, "{rule:?}: first move {first}");
+    }
+}
+
+fn run_to_tolerance<S: Solver<f64, DX, DY>>(
+    q: &Q,
+    solver: &mut S,
+    bounds: Option<(f64, f64)>,
+    x: &mut [f64; DX],
+) -> RunReport<f64> {
+    let rule = Adaptive::BarzilaiBorwein { radius: 1.0 };
+    let mut driver = Driver::adaptive(rule, bounds, Budget::iterations(500), Stopping::relative(1e-10)).unwrap();
+    driver
+        .run(solver, &Counted::new(q), x, |_, _, _| ControlFlow::Continue(()))
+        .unwrap()
+}
+
+#[test]
+fn barzilai_borwein_reaches_the_closed_form_optimum_without_settings() {
+    for seed in 1..=4 {
+        for kappa in [2.0, 50.0] {
+            let q = Q::random(seed, kappa, 0.5);
+            let x_star = q.solution().unwrap();
+            let mut solver = ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
+            let mut x = [0.0; DX];
+            let r = run_to_tolerance(&q, &mut solver, None, &mut x);
+            assert_eq!(r.outcome, Outcome::Converged, "seed {seed}, κ {kappa}");
+            let err = bilevel::linalg::dist(&x, &x_star) / bilevel::linalg::norm(&x_star).max(1.0);
+            assert!(
+                err < 1e-8,
+                "seed {seed}, κ {kappa}: |x − x*| = {err:e} after {}",
+                r.iterations
+            );
+        }
+    }
+}
+
+#[test]
+fn at_a_bound_the_blocked_entries_do_not_count_against_convergence() {
+    let q = Q::random(3, 10.0, 0.5);
+    let x_star = q.solution().unwrap();
+    // A box that excludes the optimum in the first coordinate only.
+    let (lo, hi) = if x_star[0] > 0.0 {
+        (-10.0, x_star[0] - 0.5)
+    } else {
+        (x_star[0] + 0.5, 10.0)
+    };
+    let (lo, hi) = (lo.min(x_star[1] - 1.0), hi.max(x_star[1] + 1.0));
+    let mut solver = ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
+    let mut x = [0.5 * (lo + hi); DX];
+    let r = run_to_tolerance(&q, &mut solver, Some((lo, hi)), &mut x);
+    assert_eq!(r.outcome, Outcome::Converged);
+    assert!(x[0] == lo || x[0] == hi, "x = {x:?} in [{lo}, {hi}]");
+    assert!(r.hypergradient_norm < 1e-6);
+}
+
+/// The reference's estimates, but a lower iterate that never moves from its start: its
+/// hypergradients shrink to zero while the lower level is not solved at all.
+#[derive(Clone, Debug)]
+struct Lagging(ReferenceSolver<f64, DY>, [f64; DY]);
+
+impl Solver<f64, DX, DY> for Lagging {
+    fn hypergradient<P: Problem<f64, DX, DY>>(
+        &mut self,
+        p: &P,
+        x: &[f64; DX],
+        h: &mut [f64; DX],
+    ) -> Result<Diagnostics, Error> {
+        self.0.hypergradient(p, x, h)
+    }
+    fn lower(&self) -> &[f64; DY] {
+        &self.1
+    }
+}
+
+#[test]
+fn a_small_estimate_from_an_unsolved_lower_level_is_not_convergence() {
+    let q = Q::random(2, 10.0, 0.5);
+    let mut lagging = Lagging(ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]), [0.0; DY]);
+    let mut x = [0.0; DX];
+    let r = run_to_tolerance(&q, &mut lagging, None, &mut x);
+    assert_eq!(r.outcome, Outcome::IterationBudget);
+    assert!(
+        r.hypergradient_norm < 1e-9,
+        "the estimate itself did pass: {:e}",
+        r.hypergradient_norm
+    );
+    // The same estimates with the lower level solved: converged.
+    let mut solver = ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
+    let mut x = [0.0; DX];
+    assert_eq!(
+        run_to_tolerance(&q, &mut solver, None, &mut x).outcome,
+        Outcome::Converged
+    );
+}
+
+#[test]
+fn a_radius_that_is_not_positive_is_refused() {
+    for radius in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let r = Driver::<f64, DX>::adaptive(
+            Adaptive::BarzilaiBorwein { radius },
+            None,
+            Budget::iterations(1),
+            Stopping::never(),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(Error::InvalidConfig {
+                    field: "outer radius",
+                    ..
+                })
+            ),
+            "{radius}"
+        );
+    }
+}
