@@ -206,6 +206,20 @@ int main(void) {
         print_bits(label, lam, 1);
         print_bits(label, w, NFEAT);
     }
+    /* the defaults alone: lower steps 1/L, the adaptive outer step, and bl_run's tolerance */
+    {
+        const float lam0[1] = {0.0f};
+        if (check("config", bl_default_config(&bl_method_nbo_cg, &logreg, lam0, 1, &cfg))) return 1;
+        if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &logreg, lam0, 1))) return 1;
+        status = bl_run(memory, &logreg, 300, 1e-5f, &report);
+        float lam[1];
+        bl_solver_x(memory, lam, 1);
+        printf("logistic nbo-cg, default configuration: %s after %lu iterations, ln lambda = %g\n",
+               bl_status_str(status), (unsigned long)report.iterations, (double)lam[0]);
+        print_bits("bits logistic-defaults", lam, 1);
+        if (status != BL_OK) return 1;
+    }
+
     /* 3. built-in ridge regression: the same rows, targets a noisy linear function */
     static float ridge_train_t[NTRAIN], ridge_val_t[NVAL];
     for (int i = 0; i < NTRAIN; i++)

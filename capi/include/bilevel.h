@@ -169,8 +169,11 @@ typedef struct BlProblem {
 typedef struct BlConfig {
   // The method (`&bl_method_<name>`).
   const struct BlMethod *method;
-  // Outer step `α` on `x`. Default 0.1.
+  // A fixed outer step `α` on `x`, or 0 (the default) for the scale-free adaptive step
+  // (Barzilai–Borwein, or AdaGrad-norm for stochastic methods).
   float outer_step;
+  // The adaptive step's first move changes no `x_i` by more than this. Default 1.
+  float outer_radius;
   // Seed of stochastic methods. Default 1.
   uint64_t seed;
   // Non-zero: keep every `x_i` in `[lower_bound, upper_bound]`. Default 0.

@@ -12,7 +12,7 @@ use core::ops::ControlFlow;
 
 use bilevel::problem::{Counted, OracleCounts};
 use bilevel::registry::{Method, MethodSpec, Settings, Start};
-use bilevel::run::{Budget, Driver, Outcome, Outer, Solver, StepReport, Stopping};
+use bilevel::run::{Adaptive, Budget, Driver, Outcome, Outer, Solver, StepReport, Stopping};
 use bilevel::schedule::Schedule;
 use bilevel::{Error, Problem};
 
@@ -74,8 +74,11 @@ impl BlMethod {
 pub struct BlConfig {
     /// The method (`&bl_method_<name>`).
     pub method: *const BlMethod,
-    /// Outer step `α` on `x`. Default 0.1.
+    /// A fixed outer step `α` on `x`, or 0 (the default) for the scale-free adaptive step
+    /// (Barzilai–Borwein, or AdaGrad-norm for stochastic methods).
     pub outer_step: f32,
+    /// The adaptive step's first move changes no `x_i` by more than this. Default 1.
+    pub outer_radius: f32,
     /// Seed of stochastic methods. Default 1.
     pub seed: u64,
     /// Non-zero: keep every `x_i` in `[lower_bound, upper_bound]`. Default 0.
@@ -98,7 +101,8 @@ impl BlConfig {
         }
         BlConfig {
             method,
-            outer_step: 0.1,
+            outer_step: 0.0,
+            outer_radius: 1.0,
             seed: 1,
             use_bounds: 0,
             lower_bound: -12.0,
@@ -188,11 +192,15 @@ pub(crate) unsafe fn init(
         Ok(s) => s,
         Err(code) => return code,
     };
-    let outer = Outer {
-        schedule: Schedule::Constant(config.outer_step),
-        bounds: (config.use_bounds != 0).then_some((config.lower_bound, config.upper_bound)),
+    let bounds = (config.use_bounds != 0).then_some((config.lower_bound, config.upper_bound));
+    let driver = if config.outer_step == 0.0 {
+        let rule = Adaptive::for_estimates(method.info.estimates, config.outer_radius);
+        Driver::adaptive(rule, bounds, Budget::iterations(0), Stopping::never())
+    } else {
+        let schedule = Schedule::Constant(config.outer_step);
+        Driver::new(Outer { schedule, bounds }, Budget::iterations(0), Stopping::never())
     };
-    let driver = match Driver::new(outer, Budget::iterations(0), Stopping::never()) {
+    let driver = match driver {
         Ok(d) => d,
         Err(e) => return status::code(&e),
     };

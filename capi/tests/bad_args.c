@@ -127,11 +127,15 @@ int main(int argc, char **argv) {
     /* configuration values: zero, negative, NaN and infinite steps (set by key or written into
      * the settings directly); no method; NaN x0 */
     const float bad_steps[4] = {0.0f, -0.1f, NAN, INFINITY};
-    const char *outer_names[4] = {"outer step 0", "outer step -0.1", "outer step NaN", "outer step +inf"};
+    const char *outer_names[4] = {"outer radius 0 (adaptive step)", "outer step -0.1", "outer step NaN",
+                                  "outer step +inf"};
     const char *inner_names[4] = {"lower_step 0", "lower_step -0.1", "lower_step NaN", "lower_step +inf"};
     for (int i = 0; i < 4; i++) {
         BlConfig c = cfg;
-        c.outer_step = bad_steps[i];
+        if (i == 0)
+            c.outer_radius = 0.0f;
+        else
+            c.outer_step = bad_steps[i];
         given = outer_names[i];
         EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
         c = cfg;

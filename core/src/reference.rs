@@ -288,7 +288,7 @@ impl crate::registry::MethodSpec for ReferenceMethod {
         name: "reference",
         family: crate::registry::Family::Reference,
         summary: "Newton–CG lower solve and CG adjoint to tolerance every step: exact and costly; the yardstick",
-        stochastic: false,
+        estimates: crate::registry::Estimates::Converged,
         settings: &[],
     };
 

@@ -191,6 +191,20 @@ impl Setting {
     }
 }
 
+/// What a method's hypergradient estimates are, which decides its default outer step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Estimates {
+    /// From a lower level solved to a tolerance (or by quasi-Newton steps) every outer step:
+    /// Barzilai–Borwein steps use their curvature.
+    Converged,
+    /// From fixed inner budgets (truncated, warm-started): they lag the lower level, so the
+    /// step decreases (AdaGrad-norm).
+    Truncated,
+    /// From minibatches: noisy, so the step decreases (AdaGrad-norm); a seed matters.
+    Stochastic,
+}
+
 /// Description of one method.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -201,8 +215,8 @@ pub struct MethodInfo {
     pub family: Family,
     /// One line: what it is and when to use it.
     pub summary: &'static str,
-    /// Whether it samples minibatches (its estimates are noisy; a seed matters).
-    pub stochastic: bool,
+    /// What its hypergradient estimates are (which outer step suits them).
+    pub estimates: Estimates,
     /// Its settings, at most [`MAX_SETTINGS`].
     pub settings: &'static [Setting],
 }
@@ -466,6 +480,13 @@ methods! {
     Pzobo => crate::algo::pzobo::PzoboMethod,
     /// PZOBO on minibatches.
     PzoboS => crate::algo::pzobo::PzoboSMethod,
+}
+
+impl MethodInfo {
+    /// Whether it samples minibatches (or random directions), so that a seed matters.
+    pub const fn stochastic(&self) -> bool {
+        matches!(self.estimates, Estimates::Stochastic)
+    }
 }
 
 impl Method {

@@ -271,36 +271,37 @@ where
     })
 }
 
-/// A scale-free outer step: the first move has a length in the units of `x` (`radius`), and
-/// every later step size comes from the estimates themselves, so no setting depends on the
-/// units of `F` (the scale of the data or of the targets).
+/// A scale-free outer step: the first move changes the hyperparameters by at most `radius`
+/// (in the units of `x`, measured in the largest coordinate so that neither their number nor
+/// zero padding matters), and every later step size comes from the estimates themselves, so no
+/// setting depends on the units of `F` (the scale of the data or of the targets).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Adaptive<T> {
     /// Barzilai–Borwein steps `α = sᵀs / sᵀr` (`s`, `r`: the last changes of `x` and of the
-    /// estimate), each move at most twice as long as the one before. For deterministic
-    /// estimates.
+    /// estimate), each move at most twice as long as the one before (largest coordinate). For
+    /// deterministic estimates.
     BarzilaiBorwein {
-        /// Length of the first move.
+        /// Largest change of a hyperparameter in the first move.
         radius: T,
     },
-    /// AdaGrad-norm: `α_t = radius / √(Σ_{s≤t} ‖h_s‖²)`, a decreasing step that averages the
-    /// noise of stochastic estimates out.
+    /// AdaGrad-norm: `α_t = radius / √(Σ_{s≤t} ‖h_s‖²_∞)`, a decreasing step that averages
+    /// the noise of stochastic estimates out.
     AdaGradNorm {
-        /// Length of the first move.
+        /// Largest change of a hyperparameter in the first move.
         radius: T,
     },
 }
 
 impl<T: Real> Adaptive<T> {
-    /// The rule for a method: AdaGrad-norm if its estimates are stochastic, else
-    /// Barzilai–Borwein; first moves of length 1 in the units of `x` (one e-fold of a
-    /// log-parametrized strength).
-    pub fn for_estimates(stochastic: bool) -> Self {
-        if stochastic {
-            Adaptive::AdaGradNorm { radius: T::ONE }
-        } else {
-            Adaptive::BarzilaiBorwein { radius: T::ONE }
+    /// The rule for a method's estimates: Barzilai–Borwein for estimates from a converged
+    /// lower level, AdaGrad-norm for truncated or stochastic ones (their errors do not vanish
+    /// with the step, so the step must). A `radius` of 1 changes a log-parametrized strength
+    /// by one e-fold at most in the first move.
+    pub fn for_estimates(estimates: crate::registry::Estimates, radius: T) -> Self {
+        match estimates {
+            crate::registry::Estimates::Converged => Adaptive::BarzilaiBorwein { radius },
+            _ => Adaptive::AdaGradNorm { radius },
         }
     }
 
@@ -342,18 +343,21 @@ impl<T: Real, const DX: usize> Memory<T, DX> {
     }
 
     /// The step size for estimate `h` (norm `norm`) at `x`.
-    fn step_size(&mut self, rule: &Adaptive<T>, x: &[T; DX], h: &[T; DX], norm: T) -> T {
-        if norm == T::ZERO {
+    fn step_size(&mut self, rule: &Adaptive<T>, x: &[T; DX], h: &[T; DX]) -> T {
+        // Lengths are measured in the largest coordinate: a move of `radius` changes no
+        // hyperparameter by more than `radius`, whatever their number (and zero padding).
+        let largest = linalg::norm_inf(h);
+        if largest == T::ZERO {
             return T::ZERO;
         }
         let radius = rule.radius();
         match *rule {
             Adaptive::AdaGradNorm { .. } => {
-                self.sum_squares += norm * norm;
+                self.sum_squares += largest * largest;
                 radius / self.sum_squares.sqrt()
             }
             Adaptive::BarzilaiBorwein { .. } => {
-                let first = radius / norm;
+                let first = radius / largest;
                 if !self.started || !(self.alpha > T::ZERO) {
                     return first;
                 }
@@ -373,11 +377,16 @@ impl<T: Real, const DX: usize> Memory<T, DX> {
                 } else {
                     radius
                 };
-                if alpha * norm > longest { longest / norm } else { alpha }
+                if alpha * largest > longest {
+                    longest / largest
+                } else {
+                    alpha
+                }
             }
         }
     }
 }
+
 /// When a run has converged: `‖h_t‖ ≤ absolute` or `‖h_t‖ ≤ relative·‖h_first‖`, with
 /// `h_first` the first non-zero estimate of the run. A zero tolerance disables its test; an
 /// estimate that is exactly zero at the first step never counts (single-loop methods start
@@ -550,7 +559,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         let mut memory = self.memory;
         let alpha = match self.adaptive {
             None => self.outer.schedule.at(self.iteration),
-            Some(rule) => memory.step_size(&rule, x, &h, free_norm),
+            Some(rule) => memory.step_size(&rule, x, &h),
         };
         let first_norm = if self.first_norm == T::ZERO {
             free_norm
@@ -571,7 +580,9 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         memory.x = before;
         memory.h = h;
         memory.alpha = alpha;
-        memory.last_move = linalg::dist(x, &before);
+        let mut moved = *x;
+        linalg::axpy(-T::ONE, &before, &mut moved);
+        memory.last_move = linalg::norm_inf(&moved);
         memory.started = true;
         self.memory = memory;
         self.first_residual = first_residual;

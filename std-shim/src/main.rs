@@ -159,7 +159,8 @@ struct Common {
     /// deterministic methods and AdaGrad-norm for stochastic ones).
     #[arg(long)]
     step: Option<f64>,
-    /// Length of the adaptive step's first move, in the units of the hyperparameters.
+    /// The adaptive step's first move changes no hyperparameter by more than this (in their
+    /// units: 1 is one e-fold of a regularization strength).
     #[arg(long, default_value_t = 1.0)]
     radius: f64,
     /// Converged when the hypergradient estimate's norm is at most this times the first

@@ -293,7 +293,7 @@ pub fn methods_table() -> String {
     let mut s = String::new();
     for m in Method::ALL {
         let info = m.info();
-        let noise = if info.stochastic { ", stochastic" } else { "" };
+        let noise = if info.stochastic() { ", stochastic" } else { "" };
         let _ = writeln!(s, "{} ({}{noise}): {}", info.name, info.family.name(), info.summary);
         for setting in info.settings {
             let default = match setting.initial {
@@ -382,7 +382,7 @@ struct RunPlan {
     seed: u64,
     step: Option<f64>,
     radius: f64,
-    stochastic: bool,
+    estimates: bilevel::registry::Estimates,
     bounds: Option<(f64, f64)>,
     tolerance: f64,
     absolute_tolerance: f64,
@@ -450,10 +450,7 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             )?,
             None => {
                 let radius = T::from_f64(plan.radius);
-                let rule = match Adaptive::<T>::for_estimates(plan.stochastic) {
-                    Adaptive::AdaGradNorm { .. } => Adaptive::AdaGradNorm { radius },
-                    Adaptive::BarzilaiBorwein { .. } => Adaptive::BarzilaiBorwein { radius },
-                };
+                let rule = Adaptive::for_estimates(plan.estimates, radius);
                 Driver::adaptive(rule, bounds, budget, stopping)?
             }
         };
@@ -774,7 +771,7 @@ fn regression<T: Real, const W: usize, const DX: usize, const DY: usize>(
             seed: req.seed,
             step: req.step,
             radius: req.radius,
-            stochastic: prm.method.info().stochastic,
+            estimates: prm.method.info().estimates,
             bounds: Some((-12.0, 12.0)),
             progress: req.progress,
             tolerance: req.tolerance,
@@ -967,7 +964,7 @@ fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>(
         seed: req.seed,
         step: req.step,
         radius: req.radius,
-        stochastic: prm.method.info().stochastic,
+        estimates: prm.method.info().estimates,
         bounds: Some((-8.0, 8.0)),
         progress: req.progress,
         tolerance: req.tolerance,
@@ -1107,7 +1104,7 @@ fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
         seed: req.seed,
         step: req.step,
         radius: req.radius,
-        stochastic: prm.method.info().stochastic,
+        estimates: prm.method.info().estimates,
         bounds: None,
         progress: req.progress,
         tolerance: req.tolerance,

@@ -10,7 +10,7 @@ use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::problem::Counted;
 use bilevel::problems::{Logistic, Ridge, Samples};
 use bilevel::registry::{Method, SettingError, Settings, Start, Visit};
-use bilevel::run::{Budget, Driver, Outer, Solver, Stopping};
+use bilevel::run::{Adaptive, Budget, Driver, Outer, Solver, Stopping};
 use bilevel::schedule::Schedule;
 use bilevel::{Batch, Error, Oracle, Problem};
 
@@ -260,6 +260,32 @@ fn main() {
         bits(&label, &[lam]);
         bits(&label, &w[..4]);
     }
+
+    // The defaults alone: steps 1/L at ln λ = 0, the adaptive outer step, no box.
+    let mut settings = Settings::new(Method::NboCg, f64::from(p.lower_lipschitz(&[0.0])));
+    let defaults: Vec<(&str, f64)> = settings.iter().map(|(s, v)| (s.key, f64::from(v as f32))).collect();
+    for (key, v) in defaults {
+        settings.set(key, v).unwrap();
+    }
+    struct Defaults<'a, P>(&'a P);
+    impl<P: Problem<f32, 1, 32>> Visit<f32, 1, 32> for Defaults<'_, P> {
+        type Output = f32;
+        fn visit<S: Solver<f32, 1, 32> + Clone + std::fmt::Debug>(self, mut solver: S) -> f32 {
+            let rule = Adaptive::for_estimates(Method::NboCg.info().estimates, 1.0);
+            let mut driver = Driver::adaptive(rule, None, Budget::iterations(300), Stopping::absolute(1e-5)).unwrap();
+            let mut lam = [0.0f32];
+            let r = driver
+                .run(&mut solver, &Counted::new(self.0), &mut lam, |_, _, _| {
+                    core::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(r.outcome, bilevel::run::Outcome::Converged);
+            lam[0]
+        }
+    }
+    let start = Start::new([0.0; 32], p.samples(), 1);
+    let lam = Method::NboCg.build(&settings, &start, Defaults(&p)).unwrap();
+    bits("bits logistic-defaults", &[lam]);
 
     let rt: Vec<f32> = tx
         .iter()

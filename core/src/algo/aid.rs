@@ -276,7 +276,7 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 pub(crate) const LOWER_STEPS: Setting = Setting::count(
     "lower_steps",
@@ -304,7 +304,7 @@ impl MethodSpec for AidCgMethod {
         name: "aid-cg",
         family: Family::Aid,
         summary: "D warm-started gradient steps, then the adjoint by warm-started conjugate gradient",
-        stochastic: false,
+        estimates: Estimates::Truncated,
         settings: &[LOWER_STEP, LOWER_STEPS, CG_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
@@ -322,7 +322,7 @@ impl MethodSpec for AidNeumannMethod {
         name: "aid-neumann",
         family: Family::Aid,
         summary: "D warm-started gradient steps, then the adjoint by a truncated Neumann series",
-        stochastic: false,
+        estimates: Estimates::Truncated,
         settings: &[LOWER_STEP, LOWER_STEPS, NEUMANN_STEP, NEUMANN_TERMS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;

@@ -53,7 +53,7 @@ impl<T: Real> AidConfig<T> {
 
 use crate::algo::aid::{LOWER_STEPS, build_aid};
 use crate::error::Error;
-use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 const ADJOINT_STEPS: Setting = Setting::count("adjoint_steps", "warm-started steps N on the adjoint", 1, u32::MAX, 10);
 
@@ -67,7 +67,7 @@ impl MethodSpec for AmigoGdMethod {
         name: "amigo-gd",
         family: Family::Aid,
         summary: "amortized implicit gradient: warm-started gradient descent on y and on the adjoint",
-        stochastic: false,
+        estimates: Estimates::Truncated,
         settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
@@ -85,7 +85,7 @@ impl MethodSpec for AmigoCgMethod {
         name: "amigo-cg",
         family: Family::Aid,
         summary: "amortized implicit gradient with warm-started conjugate gradient on the adjoint",
-        stochastic: false,
+        estimates: Estimates::Truncated,
         settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;

@@ -239,7 +239,9 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{BATCH_SIZE, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{
+    BATCH_SIZE, Estimates, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start,
+};
 
 const INNER_STEPS: Setting = Setting::count("inner_steps", "steps T on y and z per outer step", 1, u32::MAX, 10);
 const PENALTY: Setting = Setting::positive("penalty", "initial penalty λ_0", Initial::Value(1.0));
@@ -267,7 +269,7 @@ impl MethodSpec for F2saMethod {
         name: "f2sa",
         family: Family::F2sa,
         summary: "fully first order: a growing penalty λ(g − min g) replaces second derivatives",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[
             LOWER_STEP,
             INNER_STEPS,

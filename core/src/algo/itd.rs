@@ -292,7 +292,7 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for ItdForward
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 /// Stored trajectory of the registry's ITD: its `lower_steps` at most.
 pub const ITD_STEPS: usize = 50;
@@ -313,7 +313,7 @@ impl MethodSpec for ItdMethod {
         name: "itd",
         family: Family::Itd,
         summary: "differentiates through the unrolled lower-level gradient steps (reverse mode)",
-        stochastic: false,
+        estimates: Estimates::Truncated,
         settings: &[LOWER_STEP, LOWER_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = ItdReverse<T, DY, ITD_STEPS>;

@@ -326,7 +326,7 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Nbo<T, DY>
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{Estimates, Family, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 use crate::registry::LOWER_STEP;
 
@@ -348,7 +348,7 @@ impl MethodSpec for NboGdMethod {
         name: "nbo-gd",
         family: Family::Nbo,
         summary: "inexact Newton step and adjoint by gradient descent on one shared Hessian",
-        stochastic: false,
+        estimates: Estimates::Truncated,
         settings: &[LOWER_STEP, STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Nbo<T, DY>;
@@ -365,7 +365,7 @@ impl MethodSpec for NboCgMethod {
         name: "nbo-cg",
         family: Family::Nbo,
         summary: "inexact Newton step and adjoint by conjugate gradient on one shared Hessian: few outer steps",
-        stochastic: false,
+        estimates: Estimates::Truncated,
         settings: &[CG_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Nbo<T, DY>;

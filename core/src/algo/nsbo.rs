@@ -318,7 +318,9 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
 // Registry entries.
 
 use crate::algo::nbo::STEPS;
-use crate::registry::{BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start};
+use crate::registry::{
+    BATCH_SIZE, Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start,
+};
 
 const THETA: Setting = Setting::fraction("theta", "weight θ of the new direction in the moving average", 0.1);
 
@@ -345,7 +347,7 @@ impl MethodSpec for NsboSgdMethod {
         name: "nsbo-sgd",
         family: Family::Nsbo,
         summary: "NBO on minibatches: stochastic Newton step and adjoint by SGD on a shared sampled Hessian",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[LOWER_STEP, STEPS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Nsbo<T, DX, DY, Minibatches>;
@@ -365,7 +367,7 @@ impl MethodSpec for NsboSagaMethod {
         name: "nsbo-saga",
         family: Family::Nsbo,
         summary: "NSBO with SAGA variance reduction of every oracle (tables of one row per minibatch)",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[LOWER_STEP, STEPS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = NsboSaga<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;
@@ -382,7 +384,7 @@ impl MethodSpec for MaNsboSagaMethod {
         name: "ma-nsbo-saga",
         family: Family::Nsbo,
         summary: "NSBO-SAGA with a moving average of the hypergradient",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[LOWER_STEP, STEPS, THETA, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = NsboSaga<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;

@@ -215,7 +215,9 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{BATCH_SIZE, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{
+    BATCH_SIZE, Estimates, Family, Initial, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start,
+};
 
 const LOWER_STEPS: Setting = Setting::count("lower_steps", "lower-level steps N per path", 1, u32::MAX, 10);
 const DIRECTIONS: Setting = Setting::count("directions", "random directions Q per outer step", 1, u32::MAX, 10);
@@ -243,7 +245,7 @@ impl MethodSpec for PzoboMethod {
         name: "pzobo",
         family: Family::Pzobo,
         summary: "Hessian-free: the response Jacobian from perturbed lower-level paths (first-order oracles only)",
-        stochastic: false,
+        estimates: Estimates::Truncated,
         settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Pzobo<T, DY, FullBatch>;
@@ -260,7 +262,7 @@ impl MethodSpec for PzoboSMethod {
         name: "pzobo-s",
         family: Family::Pzobo,
         summary: "PZOBO on minibatches",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Pzobo<T, DY, crate::sample::Minibatches>;

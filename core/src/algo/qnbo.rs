@@ -451,7 +451,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{Estimates, Family, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 /// Secant pairs of the registry's qNBO-SR1 (`Q_k` reaches 32 adjoint steps; A adds its own).
 pub const SR1_PAIRS: usize = 34;
@@ -500,7 +500,7 @@ impl MethodSpec for QnboBfgsMethod {
         name: "qnbo-bfgs",
         family: Family::Qnbo,
         summary: "quasi-Newton lower level and adjoint, dense BFGS (dy² memory); no Hessian-vector product",
-        stochastic: false,
+        estimates: Estimates::Converged,
         settings: SETTINGS,
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = QnboBfgs<T, DY>;
@@ -517,7 +517,7 @@ impl MethodSpec for QnboSr1Method {
         name: "qnbo-sr1",
         family: Family::Qnbo,
         summary: "qNBO with matrix-free inverse SR1 (indefinite curvature allowed)",
-        stochastic: false,
+        estimates: Estimates::Converged,
         settings: SETTINGS,
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = QnboSr1<T, DY, SR1_PAIRS>;
@@ -534,7 +534,7 @@ impl MethodSpec for QnboLbfgsMethod {
         name: "qnbo-lbfgs",
         family: Family::Qnbo,
         summary: "qNBO with L-BFGS (memory linear in dy): large lower levels",
-        stochastic: false,
+        estimates: Estimates::Converged,
         settings: SETTINGS,
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = QnboLbfgs<T, DY, LBFGS_PAIRS>;

@@ -314,7 +314,7 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{Family, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{Estimates, Family, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 /// L-BFGS pairs of the registry's SHINE.
 pub const SHINE_PAIRS: usize = 8;
@@ -341,7 +341,7 @@ impl MethodSpec for ShineMethod {
         name: "shine",
         family: Family::Shine,
         summary: "L-BFGS lower solve to a decreasing tolerance; its memory gives the adjoint for free",
-        stochastic: false,
+        estimates: Estimates::Converged,
         settings: &[MAX_INNER_STEPS, TOLERANCE, TOLERANCE_DECAY],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Shine<T, DY, SHINE_PAIRS>;

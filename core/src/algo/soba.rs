@@ -351,7 +351,9 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start};
+use crate::registry::{
+    BATCH_SIZE, Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, SAGA_BATCHES, Setting, Settings, Start,
+};
 
 const RHO: Setting = Setting::lower_step("rho", "step ρ of y and of the adjoint (≤ 1/L)");
 const THETA: Setting = Setting::fraction("theta", "weight θ of the new direction in the moving average", 0.1);
@@ -368,7 +370,7 @@ impl MethodSpec for SobaMethod {
         name: "soba",
         family: Family::Soba,
         summary: "single loop: one SGD step on y and on the adjoint per outer step; cheapest step",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[LOWER_STEP, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Soba<T, DX, DY, Minibatches>;
@@ -388,7 +390,7 @@ impl MethodSpec for SabaMethod {
         name: "saba",
         family: Family::Soba,
         summary: "SOBA with SAGA variance reduction: converges with constant steps",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[RHO, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Saba<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;
@@ -409,7 +411,7 @@ impl MethodSpec for MaSobaMethod {
         name: "ma-soba",
         family: Family::Soba,
         summary: "SOBA with a moving average of the hypergradient",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[RHO, THETA, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Soba<T, DX, DY, Minibatches>;

@@ -169,7 +169,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{BATCH_SIZE, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{BATCH_SIZE, Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
 
 const LOWER_STEPS: Setting = Setting::count("lower_steps", "lower-level SGD steps D per outer step", 1, u32::MAX, 10);
 const NEUMANN_STEP: Setting = Setting::lower_step("neumann_step", "step η of the Neumann series (< 2/L)");
@@ -183,7 +183,7 @@ impl MethodSpec for StocBioMethod {
         name: "stocbio",
         family: Family::StocBio,
         summary: "D lower SGD steps, then the adjoint by a Neumann series of sampled Hessian products",
-        stochastic: true,
+        estimates: Estimates::Stochastic,
         settings: &[LOWER_STEP, LOWER_STEPS, NEUMANN_STEP, NEUMANN_TERMS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = StocBio<T, DY, Minibatches>;
