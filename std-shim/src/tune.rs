@@ -570,7 +570,7 @@ fn read_padded<const W: usize>(path: &Path, width: usize, target: Target) -> Res
     }
     parse_csv::<W>(&name, &padded, target).map_err(|mut e| {
         // Report positions in the original line: the label's column moves back over the
-        // inserted padding, and the counts leave it out.
+        // inserted padding, and the counts leave it out (a line without a comma got none).
         let label_start = text.lines().nth(e.line.wrapping_sub(1)).and_then(|l| l.rfind(','));
         if let Some(i) = label_start
             && e.column > i + pad.len()
@@ -578,9 +578,14 @@ fn read_padded<const W: usize>(path: &Path, width: usize, target: Target) -> Res
             e.column -= pad.len();
         }
         if let DataErrorKind::ColumnCount { expected, found } = e.kind {
+            let padded = W - width;
             e.kind = DataErrorKind::ColumnCount {
-                expected: expected - (W - width),
-                found: found - (W - width),
+                expected: expected.saturating_sub(padded),
+                found: if label_start.is_some() {
+                    found.saturating_sub(padded)
+                } else {
+                    found
+                },
             };
         }
         e

@@ -98,6 +98,18 @@ const CASES: &[Case] = &[
         names: "label.csv:3",
     },
     Case {
+        what: "semicolon-separated rows",
+        files: &[("t.csv", GOOD_TRAIN), ("semi.csv", "a,b,y\n1;2;1\n")],
+        args: &["tune", "--problem", "logreg", "--train", "semi.csv", "--val", "t.csv"],
+        names: "semi.csv:2",
+    },
+    Case {
+        what: "a row of one field",
+        files: &[("t.csv", GOOD_TRAIN), ("short.csv", "a,b,y\n1,2,1\n5\n")],
+        args: &["tune", "--problem", "logreg", "--train", "short.csv", "--val", "t.csv"],
+        names: "short.csv:3",
+    },
+    Case {
         what: "task file with an unknown part",
         files: &[("tasks.csv", "task,part,a,y\nt,support,1,2\nt,train,1,2\n")],
         args: &["tune", "--problem", "meta", "--tasks", "tasks.csv"],
