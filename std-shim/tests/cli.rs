@@ -616,3 +616,79 @@ fn data_writes_the_bundled_split_as_csv() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A JSON member's text, up to the next `,` or newline at its level (enough for numbers,
+/// strings and flat arrays).
+fn member<'a>(json: &'a str, key: &str) -> &'a str {
+    let start = json
+        .find(&format!("\"{key}\": "))
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + key.len()
+        + 4;
+    let rest = &json[start..];
+    let end = if rest.starts_with('[') {
+        rest.find(']').unwrap() + 1
+    } else {
+        rest.find([',', '\n']).unwrap()
+    };
+    &rest[..end]
+}
+
+#[test]
+fn ridge_tunes_to_the_same_strength_whatever_the_units_of_the_target() {
+    let dir = fresh_dir("units");
+    // Few noisy rows, so that some regularization helps: the optimum is inside the box.
+    let rows = |n: u64, seed: u64, scale: f64| {
+        let mut s = String::from("a,b,c,y\n");
+        for i in 0..n {
+            let k = seed * 1000 + i * 4;
+            let (a, b, c) = (noise(k), noise(k + 1), noise(k + 2));
+            let y = 0.3 * a - 0.2 * b + 0.1 * c + 1.5 * noise(k + 3);
+            s += &format!("{a},{b},{c},{:?}\n", scale * y);
+        }
+        s
+    };
+    let mut found = Vec::new();
+    for scale in [1.0, 100.0, 0.01] {
+        std::fs::write(dir.join("train.csv"), rows(12, 1, scale)).unwrap();
+        std::fs::write(dir.join("val.csv"), rows(40, 2, scale)).unwrap();
+        for method in ["reference", "qnbo-lbfgs"] {
+            let json = dir.join("r.json");
+            let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+            let out = bilevel(&[
+                "tune",
+                "--problem",
+                "ridge",
+                "--train",
+                &p("train.csv"),
+                "--val",
+                &p("val.csv"),
+                "--method",
+                method,
+                "--json",
+                json.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = std::fs::read_to_string(&json).unwrap();
+            assert_eq!(
+                member(&text, "status"),
+                "\"converged\"",
+                "{method} at scale {scale}: {text}"
+            );
+            let x: f64 = member(&text, "x").trim_matches(['[', ']']).parse().unwrap();
+            assert!(
+                x > -11.0 && x < 11.0,
+                "{method} at scale {scale}: ln λ = {x}, at a bound"
+            );
+            found.push((method, scale, x));
+        }
+    }
+    let (_, _, first) = found[0];
+    for (method, scale, x) in &found {
+        assert!(
+            (x - first).abs() < 1e-4,
+            "{method} at scale {scale}: ln λ = {x}, at scale 1: {first}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
