@@ -1,8 +1,9 @@
 //! The one list of methods. Each algorithm file declares its methods ([`MethodSpec`]: a
 //! name, a family, when to use it, typed settings with defaults, and how to build the
-//! solver from them); [`Method`] names them all, once. The command line, the benchmarks, the
-//! C library's method ids, the robustness tables and the "for every method" tests read
-//! this list, so adding a method is its algorithm file plus one line in [`methods!`].
+//! solver from them); [`Method`] names them all, once. The command line (`tune`, `bench`,
+//! `methods`), the C library's `bl_method_<name>` symbols and the registry's "for every
+//! method" tests read this list, so adding a method is its algorithm file plus one line in
+//! the `methods!` list below.
 //!
 //! Building is a visit: [`Method::build`] constructs the concrete solver and hands it to a
 //! [`Visit`], which runs it. Each method is then compiled as its own concrete type (no
