@@ -293,8 +293,12 @@ pub fn methods_table() -> String {
     let mut s = String::new();
     for m in Method::ALL {
         let info = m.info();
-        let noise = if info.stochastic() { ", stochastic" } else { "" };
-        let _ = writeln!(s, "{} ({}{noise}): {}", info.name, info.family.name(), info.summary);
+        let outer = match info.estimates {
+            bilevel::registry::Estimates::Converged => "Barzilai–Borwein outer step",
+            bilevel::registry::Estimates::Truncated => "AdaGrad-norm outer step",
+            bilevel::registry::Estimates::Stochastic => "stochastic, AdaGrad-norm outer step",
+        };
+        let _ = writeln!(s, "{} ({}, {outer}): {}", info.name, info.family.name(), info.summary);
         for setting in info.settings {
             let default = match setting.initial {
                 Initial::Value(v) => format!("{v}"),
