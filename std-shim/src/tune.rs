@@ -218,6 +218,9 @@ pub struct TuneSummary {
     pub upper_value: f64,
     /// Norm of the last hypergradient estimate.
     pub hypergradient_norm: f64,
+    /// That norm over the first estimate's (the stopping test's measure; entries a bound
+    /// blocks left out of both).
+    pub relative_hypergradient_norm: f64,
     /// Test figures when a test file was given.
     pub test: Option<TestScore>,
     /// Wall time of the run.
@@ -402,6 +405,7 @@ struct RunResult<T, const DX: usize> {
     status: String,
     calls: OracleCounts,
     hypergradient_norm: f64,
+    relative_hypergradient_norm: f64,
     seconds: f64,
     trace: Vec<TraceRow>,
 }
@@ -532,6 +536,7 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             status,
             calls: counted.counts(),
             hypergradient_norm: driver.hypergradient_norm().to_f64(),
+            relative_hypergradient_norm: driver.hypergradient_norm().to_f64() / driver.first_norm().to_f64(),
             seconds: (start.elapsed() - excluded).as_secs_f64(),
             trace,
         })
@@ -748,6 +753,7 @@ fn outcome_summary<T: Real, const DX: usize>(
         x_meaning,
         upper_value,
         hypergradient_norm: d.hypergradient_norm,
+        relative_hypergradient_norm: d.relative_hypergradient_norm,
         test,
         wall_time_s: d.seconds,
         features,
@@ -1191,6 +1197,11 @@ impl TuneSummary {
         let _ = writeln!(s, "  \"x_meaning\": \"{}\",", self.x_meaning);
         let _ = writeln!(s, "  \"upper_value\": {},", json_number(self.upper_value));
         let _ = writeln!(s, "  \"hypergradient_norm\": {},", json_number(self.hypergradient_norm));
+        let _ = writeln!(
+            s,
+            "  \"relative_hypergradient_norm\": {},",
+            json_number(self.relative_hypergradient_norm)
+        );
         if let Some(t) = self.test {
             let _ = writeln!(
                 s,

@@ -329,6 +329,7 @@ fn tune_ok(dir: &std::path::Path, args: &[&str], iters: usize, keys: &[&str]) ->
         "\"x\": [",
         "\"upper_value\"",
         "\"hypergradient_norm\"",
+        "\"relative_hypergradient_norm\"",
         "\"wall_time_s\"",
     ]
     .iter()
