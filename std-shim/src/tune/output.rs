@@ -1,0 +1,80 @@
+//! The summary as JSON and the trace as CSV.
+
+use std::fmt::Write as _;
+
+use super::*;
+
+fn json_number(v: f64) -> String {
+    if v.is_finite() { format!("{v:?}") } else { "null".into() }
+}
+
+impl TuneSummary {
+    /// The machine-readable summary.
+    pub fn to_json(&self) -> String {
+        let c = &self.oracle_calls;
+        let x: Vec<String> = self.x.iter().map(|&v| json_number(v)).collect();
+        let mut s = String::from("{\n");
+        let _ = writeln!(s, "  \"problem\": \"{}\",", self.problem);
+        let _ = writeln!(s, "  \"method\": \"{}\",", self.method);
+        let _ = writeln!(s, "  \"precision\": \"{}\",", self.precision);
+        let _ = writeln!(s, "  \"status\": {:?},", self.status);
+        let _ = writeln!(s, "  \"iterations\": {},", self.iterations);
+        let _ = writeln!(
+            s,
+            "  \"oracle_calls\": {{\"lower_grad\": {}, \"upper_grad\": {}, \"lower_hvp\": {}, \"lower_cross\": {}, \"lower_grad_x\": {}, \"lower_value\": {}, \"upper_value\": {}}},",
+            c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross, c.lower_grad_x, c.lower_value, c.upper_value
+        );
+        let _ = writeln!(s, "  \"x\": [{}],", x.join(", "));
+        let _ = writeln!(s, "  \"x_meaning\": \"{}\",", self.x_meaning);
+        let _ = writeln!(s, "  \"upper_value\": {},", json_number(self.upper_value));
+        let _ = writeln!(s, "  \"hypergradient_norm\": {},", json_number(self.hypergradient_norm));
+        let _ = writeln!(
+            s,
+            "  \"relative_hypergradient_norm\": {},",
+            json_number(self.relative_hypergradient_norm)
+        );
+        if let Some(t) = self.test {
+            let _ = writeln!(
+                s,
+                "  \"test\": {{\"loss\": {}, \"{}\": {}}},",
+                json_number(t.loss),
+                t.metric,
+                json_number(t.value)
+            );
+        }
+        for (k, v) in &self.extra {
+            let _ = writeln!(s, "  \"{k}\": {v},");
+        }
+        let _ = writeln!(
+            s,
+            "  \"features\": {}, \"compiled_width\": {},",
+            self.features.0, self.features.1
+        );
+        let _ = writeln!(s, "  \"wall_time_s\": {:?}", self.wall_time_s);
+        s.push_str("}\n");
+        s
+    }
+
+    /// The trace as CSV: one row per outer step.
+    pub fn trace_csv(&self) -> String {
+        let exact = self.trace.iter().any(|r| !r.exact_value.is_nan());
+        let mut s = String::from("iteration,hypergradient_norm,validation_loss,oracle_calls,seconds");
+        s.push_str(if exact {
+            ",exact_value,exact_gradient_norm\n"
+        } else {
+            "\n"
+        });
+        for r in &self.trace {
+            let _ = write!(
+                s,
+                "{},{:?},{:?},{},{:?}",
+                r.iteration, r.hypergradient_norm, r.validation_loss, r.oracle_calls, r.seconds
+            );
+            if exact {
+                let _ = write!(s, ",{:?},{:?}", r.exact_value, r.exact_gradient_norm);
+            }
+            s.push('\n');
+        }
+        s
+    }
+}

@@ -1,0 +1,415 @@
+//! Per-problem setup: each kind of problem built over the files, run, and summarized.
+
+use bilevel::Batch;
+use bilevel::problem::Problem;
+use bilevel::problems::{HyperCleaning, Logistic, MetaLearning, Ridge, Task};
+use bilevel::reference::{ReferenceConfig, reference_value};
+use bilevel::scalar::Real;
+
+use crate::data::Target;
+use crate::tasks::{TaskData, read_tasks};
+
+use super::*;
+
+/// Logistic regression (one or per-feature L2) and ridge regression (one L2), `ln λ`.
+pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usize>(
+    req: &TuneRequest,
+    width: usize,
+) -> Result<TuneSummary, BoxError> {
+    let ridge = req.problem == ProblemKind::Ridge;
+    let target = if ridge { Target::Real } else { Target::Classes(2) };
+    let files = read_files::<W>(req, width, target)?;
+    let (train, validation) = (Converted::<T, W>::new(&files.train), Converted::new(&files.validation));
+    let test = files.test.as_ref().map(Converted::<T, W>::new);
+    let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); DX];
+    let y0 = [T::ZERO; DY];
+    let plan = |lipschitz: f64| -> Result<(RunPlan, Params), BoxError> {
+        let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+        let plan = RunPlan {
+            iterations: req.iterations,
+            seed: req.seed,
+            step: req.step,
+            radius: req.radius,
+            estimates: prm.method.info().estimates,
+            bounds: Some((-12.0, 12.0)),
+            progress: req.progress,
+            tolerance: req.tolerance,
+            absolute_tolerance: req.absolute_tolerance,
+            label: format!("{} {}", req.problem.name(), req.method),
+            stop: req.stop,
+        };
+        Ok((plan, prm))
+    };
+    let used = if DX == 1 { 1 } else { width };
+    let meaning = if DX == 1 { "ln λ" } else { "ln λ per feature" };
+    if ridge {
+        let p: Ridge<'_, T, W, DX, DY> = Ridge::new(train.samples()?, validation.samples()?)?;
+        let (plan, prm) = plan(p.lower_lipschitz(&x0).to_f64())?;
+        let d = run_method(&p, &prm, &plan, x0, y0)?;
+        let model = p.lower_solution(&d.x)?;
+        let value = p.value(&d.x)?.to_f64();
+        let test = match &test {
+            Some(t) => Some(TestScore {
+                loss: Ridge::<T, W, DX, DY>::loss(&t.samples()?, &model)?.to_f64(),
+                metric: "r2",
+                value: r2(&t.rows, &t.targets, &model),
+            }),
+            None => None,
+        };
+        let x = d.x[..used].iter().map(|v| v.to_f64()).collect();
+        Ok(outcome_summary(req, &d, x, meaning, value, test, (width, W)))
+    } else {
+        let p: Logistic<'_, T, W, DX, DY> = Logistic::new(train.samples()?, validation.samples()?)?;
+        let (plan, prm) = plan(p.lower_lipschitz(&x0).to_f64())?;
+        let d = run_method(&p, &prm, &plan, x0, y0)?;
+        let (value, model) = reference_value(&p, &d.x, &y0, &ReferenceConfig::default())?;
+        let test = match &test {
+            Some(t) => Some(TestScore {
+                loss: Logistic::<T, W, DX, DY>::loss(&t.samples()?, &model)?.to_f64(),
+                metric: "accuracy",
+                value: Logistic::<T, W, DX, DY>::accuracy(&t.samples()?, &model).to_f64(),
+            }),
+            None => None,
+        };
+        let x = d.x[..used].iter().map(|v| v.to_f64()).collect();
+        Ok(outcome_summary(req, &d, x, meaning, value.to_f64(), test, (width, W)))
+    }
+}
+
+/// A problem over the first `rows` training rows of a data set padded with more: every
+/// lower-level full-batch call becomes the batch of those rows, and [`Problem::samples`]
+/// counts only them, so samplers never draw the padding. Hyper-cleaning reads `x_i` only for
+/// the rows of a batch, so the padding rows' weights are never used either: the wrapped
+/// problem is the unpadded one, exactly.
+pub struct FirstRows<P> {
+    /// The padded problem.
+    pub inner: P,
+    /// Real rows (the first ones).
+    pub rows: usize,
+}
+
+impl<P> FirstRows<P> {
+    fn lower(&self, b: Batch) -> Batch {
+        match b {
+            Batch::Full => Batch::Range {
+                id: 0,
+                start: 0,
+                len: self.rows as u32,
+            },
+            other => other,
+        }
+    }
+}
+
+impl<T: Real, P: Problem<T, N, DY>, const N: usize, const DY: usize> Problem<T, N, DY> for FirstRows<P> {
+    fn lower_grad(&self, x: &[T; N], y: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), bilevel::Error> {
+        self.inner.lower_grad(x, y, self.lower(b), out)
+    }
+    fn upper_grad(
+        &self,
+        x: &[T; N],
+        y: &[T; DY],
+        b: Batch,
+        gx: &mut [T; N],
+        gy: &mut [T; DY],
+    ) -> Result<(), bilevel::Error> {
+        self.inner.upper_grad(x, y, b, gx, gy)
+    }
+    fn lower_hvp(
+        &self,
+        x: &[T; N],
+        y: &[T; DY],
+        v: &[T; DY],
+        b: Batch,
+        out: &mut [T; DY],
+    ) -> Result<(), bilevel::Error> {
+        self.inner.lower_hvp(x, y, v, self.lower(b), out)
+    }
+    fn lower_hvp2(
+        &self,
+        x: &[T; N],
+        y: &[T; DY],
+        v1: &[T; DY],
+        v2: &[T; DY],
+        b: Batch,
+        o1: &mut [T; DY],
+        o2: &mut [T; DY],
+    ) -> Result<(), bilevel::Error> {
+        self.inner.lower_hvp2(x, y, v1, v2, self.lower(b), o1, o2)
+    }
+    fn lower_cross(
+        &self,
+        x: &[T; N],
+        y: &[T; DY],
+        v: &[T; DY],
+        b: Batch,
+        out: &mut [T; N],
+    ) -> Result<(), bilevel::Error> {
+        self.inner.lower_cross(x, y, v, self.lower(b), out)
+    }
+    fn lower_grad_x(&self, x: &[T; N], y: &[T; DY], b: Batch, out: &mut [T; N]) -> Result<(), bilevel::Error> {
+        self.inner.lower_grad_x(x, y, self.lower(b), out)
+    }
+    fn lower_value(&self, x: &[T; N], y: &[T; DY], b: Batch) -> Result<T, bilevel::Error> {
+        self.inner.lower_value(x, y, self.lower(b))
+    }
+    fn upper_value(&self, x: &[T; N], y: &[T; DY], b: Batch) -> Result<T, bilevel::Error> {
+        self.inner.upper_value(x, y, b)
+    }
+    fn samples(&self) -> (usize, usize) {
+        (self.rows, self.inner.samples().1)
+    }
+}
+
+pub(super) fn hyperclean<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> {
+    const W: usize = HYPERCLEAN_WIDTH;
+    let (width, _) = width_for(req, &[W])?;
+    let files = read_files::<W>(req, width, Target::Classes(10))?;
+    let top = files
+        .train
+        .targets
+        .iter()
+        .chain(&files.validation.targets)
+        .fold(0.0f64, |a, &b| a.max(b)) as usize;
+    let classes = if top < 2 { 2 } else { 10 };
+    let n = files.train.len();
+    let Some(&rows) = HYPERCLEAN_ROWS.iter().find(|&&r| r >= n) else {
+        return Err(format!(
+            "--problem hyperclean supports at most {} training rows; {} has {n}",
+            HYPERCLEAN_ROWS[HYPERCLEAN_ROWS.len() - 1],
+            req.train.as_ref().map_or(String::new(), |p| p.display().to_string())
+        )
+        .into());
+    };
+    match (classes, rows) {
+        (2, 256) => cleaning::<T, 2, 256, { 65 * 2 }>(req, width, files, top + 1),
+        (2, _) => cleaning::<T, 2, 2048, { 65 * 2 }>(req, width, files, top + 1),
+        (_, 256) => cleaning::<T, 10, 256, { 65 * 10 }>(req, width, files, top + 1),
+        (_, _) => cleaning::<T, 10, 2048, { 65 * 10 }>(req, width, files, top + 1),
+    }
+}
+
+pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>(
+    req: &TuneRequest,
+    width: usize,
+    mut files: Files<HYPERCLEAN_WIDTH>,
+    classes_seen: usize,
+) -> Result<TuneSummary, BoxError> {
+    const W: usize = HYPERCLEAN_WIDTH;
+    let n = files.train.len();
+    let settings = params(req.problem, &req.method, 1.0, &req.settings)?;
+    let noise = settings.get("noise");
+    if !(0.0..=1.0).contains(&noise) {
+        return Err(format!("noise = {noise} must be in [0, 1]").into());
+    }
+    let flipped = if noise > 0.0 {
+        files.train.flip_labels(noise, classes_seen.max(2), req.seed)
+    } else {
+        Vec::new()
+    };
+    let mut train = Converted::<T, W>::new(&files.train);
+    train.rows.resize(N, [T::ZERO; W]);
+    train.targets.resize(N, T::ZERO);
+    let validation = Converted::<T, W>::new(&files.validation);
+    let test = files.test.as_ref().map(Converted::<T, W>::new);
+    let l2 = settings.get("l2");
+    let inner: HyperCleaning<'_, T, W, C, N, DY> =
+        HyperCleaning::new(train.samples()?, validation.samples()?)?.with_l2(T::from_f64(l2))?;
+    let p = FirstRows { inner, rows: n };
+    let lipschitz = 0.5 * max_row_norm2(&train.rows[..n]) + l2;
+    let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+    let plan = RunPlan {
+        iterations: req.iterations,
+        seed: req.seed,
+        step: req.step,
+        radius: req.radius,
+        estimates: prm.method.info().estimates,
+        bounds: Some((-8.0, 8.0)),
+        progress: req.progress,
+        tolerance: req.tolerance,
+        absolute_tolerance: req.absolute_tolerance,
+        label: format!("hyperclean {}", req.method),
+        stop: req.stop,
+    };
+    let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); N];
+    let y0 = [T::ZERO; DY];
+    let d = run_method(&p, &prm, &plan, x0, y0)?;
+    let (value, model) = reference_value(&p, &d.x, &y0, &ReferenceConfig::default())?;
+    let test = match &test {
+        Some(t) => Some(TestScore {
+            loss: HyperCleaning::<T, W, C, N, DY>::loss(&t.samples()?, &model)?.to_f64(),
+            metric: "accuracy",
+            value: HyperCleaning::<T, W, C, N, DY>::accuracy(&t.samples()?, &model).to_f64(),
+        }),
+        None => None,
+    };
+    let x: Vec<f64> = d.x[..n].iter().map(|v| v.to_f64()).collect();
+    let mut s = outcome_summary(
+        req,
+        &d,
+        x.clone(),
+        "sample weight logits (weight σ(x_i))",
+        value.to_f64(),
+        test,
+        (width, W),
+    );
+    let list: Vec<String> = flipped.iter().map(|i| i.to_string()).collect();
+    s.extra.push(("classes".into(), C.to_string()));
+    s.extra.push(("noise".into(), format!("{noise:?}")));
+    s.extra.push(("flipped".into(), format!("[{}]", list.join(", "))));
+    if !flipped.is_empty() && flipped.len() < n {
+        // Probability that a clean row has a larger weight than a flipped one (ties ½).
+        let mut ordered = 0.0;
+        let clean: Vec<usize> = (0..n).filter(|i| flipped.binary_search(i).is_err()).collect();
+        for &c in &clean {
+            for &f in &flipped {
+                ordered += if x[c] > x[f] {
+                    1.0
+                } else if x[c] == x[f] {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        let auc = ordered / (clean.len() * flipped.len()) as f64;
+        s.extra.push(("flipped_auc".into(), format!("{auc:?}")));
+        s.notes.push(format!(
+            "{} of {n} training labels flipped (seed {}); AUC of clean over flipped weights = {auc:.4}",
+            flipped.len(),
+            req.seed
+        ));
+    }
+    if classes_seen > 2 && classes_seen < C {
+        s.notes.push(format!(
+            "{classes_seen} classes in the data; the model has {C} outputs (supported: 2 or 10)"
+        ));
+    }
+    s.notes.push(format!("{n} training rows (compiled for up to {N})"));
+    Ok(s)
+}
+
+pub(super) fn meta<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> {
+    const W: usize = META_WIDTH;
+    let path = required(&req.tasks, "--tasks", req.problem)?;
+    let file = read_tasks(path)?;
+    if file.features > W {
+        return Err(format!(
+            "{} has {} features; --problem meta supports at most {W}",
+            path.display(),
+            file.features
+        )
+        .into());
+    }
+    let tasks = file.padded::<W>();
+    let test = req.test.as_ref().map(|t| read_tasks(t)).transpose()?;
+    if let Some(t) = &test
+        && t.features != file.features
+    {
+        return Err(format!(
+            "{} has {} features, the training tasks {}",
+            req.test.as_ref().map_or(String::new(), |p| p.display().to_string()),
+            t.features,
+            file.features
+        )
+        .into());
+    }
+    let test = test.map(|t| t.padded::<W>());
+    let test = test.as_deref();
+    match tasks.len() {
+        4 => meta_sized::<T, 4, { 4 * (W + 1) }>(req, file.features, &tasks, test),
+        8 => meta_sized::<T, 8, { 8 * (W + 1) }>(req, file.features, &tasks, test),
+        16 => meta_sized::<T, 16, { 16 * (W + 1) }>(req, file.features, &tasks, test),
+        32 => meta_sized::<T, 32, { 32 * (W + 1) }>(req, file.features, &tasks, test),
+        k => Err(format!(
+            "{} has {k} tasks; --problem meta is compiled for exactly {:?} tasks",
+            path.display(),
+            META_TASKS
+        )
+        .into()),
+    }
+}
+
+pub(super) fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
+    req: &TuneRequest,
+    features: usize,
+    tasks: &[TaskData<META_WIDTH>],
+    test: Option<&[TaskData<META_WIDTH>]>,
+) -> Result<TuneSummary, BoxError> {
+    const W: usize = META_WIDTH;
+    const DX: usize = META_WIDTH + 1;
+    let data: Vec<(Converted<T, W>, Converted<T, W>)> = tasks
+        .iter()
+        .map(|t| (Converted::new(&t.support), Converted::new(&t.query)))
+        .collect();
+    let mut list = Vec::with_capacity(TASKS);
+    for (s, q) in &data {
+        list.push(Task {
+            support: s.samples()?,
+            query: q.samples()?,
+        });
+    }
+    let array: [Task<'_, T, W>; TASKS] = list
+        .try_into()
+        .map_err(|_| "task count differs from the compiled count")?;
+    let settings = params(req.problem, &req.method, 1.0, &req.settings)?;
+    let lambda = settings.get("lambda");
+    let p: MetaLearning<'_, T, W, TASKS, DX, DY> = MetaLearning::new(array, T::from_f64(lambda))?;
+    let support_norm = data.iter().map(|(s, _)| max_row_norm2(&s.rows)).fold(0.0, f64::max);
+    let lipschitz = (support_norm + lambda) / TASKS as f64;
+    let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+    let plan = RunPlan {
+        iterations: req.iterations,
+        seed: req.seed,
+        step: req.step,
+        radius: req.radius,
+        estimates: prm.method.info().estimates,
+        bounds: None,
+        progress: req.progress,
+        tolerance: req.tolerance,
+        absolute_tolerance: req.absolute_tolerance,
+        label: format!("meta {}", req.method),
+        stop: req.stop,
+    };
+    let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); DX];
+    let y0 = [T::ZERO; DY];
+    let d = run_method(&p, &prm, &plan, x0, y0)?;
+    let value = p.value(&d.x)?.to_f64();
+    let test = match test {
+        Some(tasks) => {
+            let (mut loss, mut res, mut tot, mut rows) = (0.0, 0.0, 0.0, 0usize);
+            let mut targets = Vec::new();
+            for t in tasks {
+                let (s, q) = (Converted::<T, W>::new(&t.support), Converted::<T, W>::new(&t.query));
+                let task = Task {
+                    support: s.samples()?,
+                    query: q.samples()?,
+                };
+                let y = p.adapt(&task, &d.x)?;
+                loss += Ridge::<T, W, 1, DX>::loss(&task.query, &y)?.to_f64();
+                for (r, &target) in q.rows.iter().zip(&q.targets) {
+                    let pred = y[W].to_f64() + r.iter().zip(&y).map(|(a, w)| a.to_f64() * w.to_f64()).sum::<f64>();
+                    res += sq(target.to_f64() - pred);
+                    targets.push(target.to_f64());
+                    rows += 1;
+                }
+            }
+            let mean = targets.iter().sum::<f64>() / rows.max(1) as f64;
+            for v in &targets {
+                tot += sq(v - mean);
+            }
+            Some(TestScore {
+                loss: loss / tasks.len() as f64,
+                metric: "r2",
+                value: if tot > 0.0 { 1.0 - res / tot } else { f64::NAN },
+            })
+        }
+        None => None,
+    };
+    let mut x: Vec<f64> = d.x[..features].iter().map(|v| v.to_f64()).collect();
+    x.push(d.x[W].to_f64());
+    let mut s = outcome_summary(req, &d, x, "prior weights, then bias", value, test, (features, W));
+    s.extra.push(("tasks".into(), TASKS.to_string()));
+    s.extra.push(("lambda".into(), format!("{lambda:?}")));
+    Ok(s)
+}

@@ -1,0 +1,178 @@
+//! Running a method: the registry builds the solver, the core's driver steps it, and an
+//! observer keeps the trace, the progress bar and the exact targets.
+
+use std::time::Instant;
+
+use std::ops::ControlFlow;
+
+use bilevel::Batch;
+use bilevel::problem::{Counted, OracleCounts, Problem};
+use bilevel::reference::{ReferenceConfig, reference_hypergradient};
+use bilevel::registry::{Start, Visit};
+use bilevel::run::{Adaptive, Budget, Driver, Outcome, Outer, Solver, Stopping};
+use bilevel::scalar::Real;
+use bilevel::schedule::Schedule;
+
+use crate::progress::Progress;
+
+use super::*;
+
+/// What every run needs besides the problem.
+pub(super) struct RunPlan {
+    pub(super) iterations: u32,
+    pub(super) seed: u64,
+    pub(super) step: Option<f64>,
+    pub(super) radius: f64,
+    pub(super) estimates: bilevel::registry::Estimates,
+    pub(super) bounds: Option<(f64, f64)>,
+    pub(super) tolerance: f64,
+    pub(super) absolute_tolerance: f64,
+    pub(super) progress: bool,
+    pub(super) label: String,
+    pub(super) stop: Option<StopAt>,
+}
+
+/// What one run produced.
+pub(super) struct RunResult<T, const DX: usize> {
+    pub(super) x: [T; DX],
+    pub(super) iterations: u32,
+    pub(super) status: String,
+    pub(super) calls: OracleCounts,
+    pub(super) hypergradient_norm: f64,
+    pub(super) relative_hypergradient_norm: f64,
+    pub(super) seconds: f64,
+    pub(super) trace: Vec<TraceRow>,
+}
+
+/// Builds the method's solver from `params` and runs it on `problem` from `x0`, `y0`.
+pub(super) fn run_method<T, P, const DX: usize, const DY: usize>(
+    problem: &P,
+    params: &Params,
+    plan: &RunPlan,
+    x0: [T; DX],
+    y0: [T; DY],
+) -> Result<RunResult<T, DX>, BoxError>
+where
+    T: Real,
+    P: Problem<T, DX, DY>,
+{
+    let start = Start::new(y0, problem.samples(), plan.seed);
+    let runner = Runner { problem, plan, x0 };
+    params.method.build(&params.settings, &start, runner)?
+}
+
+/// Runs the solver it is handed.
+pub(super) struct Runner<'a, P, T, const DX: usize> {
+    pub(super) problem: &'a P,
+    pub(super) plan: &'a RunPlan,
+    pub(super) x0: [T; DX],
+}
+
+impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, DX, DY> for Runner<'_, P, T, DX> {
+    type Output = Result<RunResult<T, DX>, BoxError>;
+
+    fn visit<S: Solver<T, DX, DY>>(self, mut solver: S) -> Self::Output {
+        let Runner { problem, plan, x0 } = self;
+        let counted = Counted::new(problem);
+        let mut x = x0;
+        let bounds = plan.bounds.map(|(a, b)| (T::from_f64(a), T::from_f64(b)));
+        let stopping = Stopping {
+            relative: T::from_f64(plan.tolerance),
+            absolute: T::from_f64(plan.absolute_tolerance),
+        };
+        let budget = Budget::iterations(plan.iterations);
+        let mut driver = match plan.step {
+            Some(step) => Driver::new(
+                Outer {
+                    schedule: Schedule::Constant(T::from_f64(step)),
+                    bounds,
+                },
+                budget,
+                stopping,
+            )?,
+            None => {
+                let radius = T::from_f64(plan.radius);
+                let rule = Adaptive::for_estimates(plan.estimates, radius);
+                Driver::adaptive(rule, bounds, budget, stopping)?
+            }
+        };
+        // Exact F and ‖∇F‖ for the targets, warm-started from the last lower solution.
+        let mut y_ref = [T::ZERO; DY];
+        let mut exact = |x: &[T; DX]| -> (f64, f64) {
+            match reference_hypergradient(problem, x, &y_ref, &ReferenceConfig::default()) {
+                Ok(r) => {
+                    y_ref = r.y;
+                    let f = problem.upper_value(x, &r.y, Batch::Full).map_or(f64::NAN, T::to_f64);
+                    (f, bilevel::linalg::norm(&r.hypergradient).to_f64())
+                }
+                Err(_) => (f64::NAN, f64::NAN),
+            }
+        };
+        let exact_start = if plan.stop.is_some() {
+            exact(&x)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
+        let mut excluded = std::time::Duration::ZERO;
+        let start = Instant::now();
+        let mut trace = Vec::new();
+        let mut bar = Progress::new(plan.progress, plan.iterations, &plan.label);
+        let mut target = false;
+        let result = driver.run(&mut solver, &counted, &mut x, |r, x, solver| {
+            let norm = r.hypergradient_norm.to_f64();
+            let loss = problem
+                .upper_value(x, solver.lower(), Batch::Full)
+                .map_or(f64::NAN, T::to_f64);
+            let seconds = (start.elapsed() - excluded).as_secs_f64();
+            let (exact_value, exact_gradient_norm) = if plan.stop.is_some() {
+                let t0 = Instant::now();
+                let e = exact(x);
+                excluded += t0.elapsed();
+                e
+            } else {
+                (f64::NAN, f64::NAN)
+            };
+            trace.push(TraceRow {
+                iteration: r.iteration,
+                hypergradient_norm: norm,
+                validation_loss: loss,
+                oracle_calls: r.oracle_calls.total(),
+                seconds,
+                exact_value,
+                exact_gradient_norm,
+            });
+            bar.tick(r.iteration + 1, norm, loss);
+            target = match plan.stop {
+                Some(StopAt::RelativeGradient(e)) => exact_gradient_norm <= e * exact_start.1,
+                Some(StopAt::Loss(v)) => exact_value <= v,
+                None => false,
+            };
+            if target {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        bar.finish();
+        let status = match result {
+            Ok(_) if target => "target".to_string(),
+            Ok(report) => match report.outcome {
+                Outcome::Converged => "converged".to_string(),
+                Outcome::IterationBudget => "iteration budget".to_string(),
+                Outcome::OracleBudget => "oracle budget".to_string(),
+                Outcome::Stopped => "stopped".to_string(),
+            },
+            Err(e) => format!("failed: {e}"),
+        };
+        Ok(RunResult {
+            x,
+            iterations: driver.iteration(),
+            status,
+            calls: counted.counts(),
+            hypergradient_norm: driver.hypergradient_norm().to_f64(),
+            relative_hypergradient_norm: driver.hypergradient_norm().to_f64() / driver.first_norm().to_f64(),
+            seconds: (start.elapsed() - excluded).as_secs_f64(),
+            trace,
+        })
+    }
+}
