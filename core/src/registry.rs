@@ -270,14 +270,9 @@ impl Settings {
         Settings::described(method, method.info(), lipschitz)
     }
 
-    /// [`Settings::new`] for the method that `M` describes, reading only `M`'s description
-    /// (a firmware that links one method keeps only that method's strings).
-    pub fn of<M: MethodSpec>(method: Method, lipschitz: f64) -> Self {
-        Settings::described(method, &M::INFO, lipschitz)
-    }
-
     /// [`Settings::new`] with `method`'s description given (it must be `method.info()`; a
-    /// caller that holds it avoids linking every method's description).
+    /// caller that holds it, like the C library's per-method tables, avoids linking every
+    /// method's description).
     pub fn described(method: Method, info: &'static MethodInfo, lipschitz: f64) -> Self {
         let mut values = [0.0; MAX_SETTINGS];
         for (v, s) in values.iter_mut().zip(info.settings) {
@@ -401,7 +396,7 @@ macro_rules! methods {
         }
 
         impl Method {
-            /// Every method, in the order of tables and of the C library's ids (`id = index + 1`).
+            /// Every method, in the order of tables and listings.
             pub const ALL: &'static [Method] = &[$(Method::$variant,)*];
 
             /// The path of the type implementing [`MethodSpec`] (for code generators such as
@@ -499,15 +494,5 @@ impl Method {
     /// The method called `name`.
     pub fn from_name(name: &str) -> Option<Method> {
         Method::ALL.iter().copied().find(|m| m.name() == name)
-    }
-
-    /// Its id in the C library (`index in` [`Method::ALL`] `+ 1`; 0 is no method).
-    pub fn id(self) -> u32 {
-        Method::ALL.iter().position(|&m| m == self).map_or(0, |i| i as u32 + 1)
-    }
-
-    /// The method of C id `id`.
-    pub fn from_id(id: u32) -> Option<Method> {
-        Method::ALL.get((id as usize).checked_sub(1)?).copied()
     }
 }
