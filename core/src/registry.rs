@@ -199,11 +199,28 @@ pub enum Estimates {
     /// From a lower level solved to a tolerance (or by quasi-Newton steps) every outer step:
     /// Barzilai–Borwein steps use their curvature.
     Converged,
-    /// From fixed inner budgets (truncated, warm-started): they lag the lower level, so the
-    /// step decreases (AdaGrad-norm).
+    /// From inner state carried across outer steps (a warm-started `y` and adjoint `u`,
+    /// a few steps each): exact once the state has caught up with `x`, so the driver holds
+    /// `x` until it has ([`crate::run::Driver::tracking`]) and Barzilai–Borwein steps follow.
+    Tracked,
+    /// From a fixed truncation (Neumann or unrolled depth, finite differences, a penalty):
+    /// biased by a constant that repeating the call does not remove, so the step decreases
+    /// (AdaGrad-norm).
     Truncated,
     /// From minibatches: noisy, so the step decreases (AdaGrad-norm); a seed matters.
     Stochastic,
+}
+
+impl Estimates {
+    /// The default inner-tracking ratio `θ` for these estimates ([`crate::run::Driver::tracking`]):
+    /// 0.1 where repeated calls at one `x` make the estimate exact (converged and tracked
+    /// estimates), 0 (off) where they cannot (a fixed truncation, sampling noise).
+    pub fn default_tracking(self) -> f64 {
+        match self {
+            Estimates::Converged | Estimates::Tracked => 0.1,
+            Estimates::Truncated | Estimates::Stochastic => 0.0,
+        }
+    }
 }
 
 /// Description of one method.

@@ -47,6 +47,13 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
 
     /// The current lower-level iterate `y`.
     fn lower(&self) -> &[T; DY];
+
+    /// The adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f` the solver carries from one outer iteration to
+    /// the next, if it carries one: the driver measures its residual to decide whether `x`
+    /// may move (see [`Driver::tracking`]).
+    fn adjoint(&self) -> Option<&[T; DY]> {
+        None
+    }
 }
 
 /// The shared outer update `x ← Π_box(x − α_t h)`.
@@ -160,8 +167,11 @@ pub struct StepReport<T> {
     /// `‖h‖` without the entries that push `x` out of the box where it sits on a bound
     /// (the stationarity the stopping test measures; `hypergradient_norm` without a box).
     pub free_norm: T,
-    /// Outer step size used.
+    /// Outer step size used (0 when `x` was held).
     pub step_size: T,
+    /// `x` did not move: the inner state lagged behind the outer progress (see
+    /// [`Driver::tracking`]) and the solver gets another call at the same `x`.
+    pub held: bool,
     /// Cumulative oracle calls after this iteration.
     pub oracle_calls: OracleCounts,
     /// What the solver did.
@@ -243,6 +253,45 @@ where
     }
 }
 
+/// `a / b`, or 0 when `b` is 0 (nothing to reduce) and `a` too.
+fn ratio<T: Real>(a: T, b: T) -> T {
+    if b > T::ZERO {
+        a / b
+    } else if a == T::ZERO {
+        T::ZERO
+    } else {
+        T::MAX
+    }
+}
+
+/// `‖∇²_yy g(x, y)·u − ∇_y f(x, y)‖` and `‖∇_y f(x, y)‖` on the full batch (one counted
+/// Hessian-vector product and one upper gradient).
+fn adjoint_residual<T, P, const DX: usize, const DY: usize>(
+    problem: &Counted<P>,
+    x: &[T; DX],
+    y: &[T; DY],
+    u: &[T; DY],
+) -> Result<(T, T), Error>
+where
+    T: Real,
+    P: Problem<T, DX, DY>,
+{
+    let mut r = [T::ZERO; DY];
+    problem.lower_hvp(x, y, u, crate::problem::Batch::Full, &mut r)?;
+    let (mut gx, mut b) = ([T::ZERO; DX], [T::ZERO; DY]);
+    problem.upper_grad(x, y, crate::problem::Batch::Full, &mut gx, &mut b)?;
+    linalg::axpy(-T::ONE, &b, &mut r);
+    let (residual, scale) = (linalg::norm(&r), linalg::norm(&b));
+    if residual.is_finite() && scale.is_finite() {
+        Ok((residual, scale))
+    } else {
+        Err(Error::NonFinite {
+            oracle: None,
+            stage: "adjoint residual",
+        })
+    }
+}
+
 /// One outer iteration `t` with a fixed schedule: the solver's hypergradient estimate at `x`,
 /// then the shared outer update. On error, `x` is unchanged.
 pub fn step<T, P, S, const DX: usize, const DY: usize>(
@@ -266,6 +315,7 @@ where
         hypergradient_norm,
         free_norm,
         step_size,
+        held: false,
         oracle_calls: problem.counts(),
         diagnostics,
     })
@@ -300,7 +350,9 @@ impl<T: Real> Adaptive<T> {
     /// by one e-fold at most in the first move.
     pub fn for_estimates(estimates: crate::registry::Estimates, radius: T) -> Self {
         match estimates {
-            crate::registry::Estimates::Converged => Adaptive::BarzilaiBorwein { radius },
+            crate::registry::Estimates::Converged | crate::registry::Estimates::Tracked => {
+                Adaptive::BarzilaiBorwein { radius }
+            }
             _ => Adaptive::AdaGradNorm { radius },
         }
     }
@@ -447,6 +499,11 @@ pub struct Driver<T, const DX: usize> {
     first_norm: T,
     last_norm: T,
     first_residual: T,
+    last_residual: T,
+    tracking: T,
+    theta: T,
+    best_norm: T,
+    last_move_norm: T,
 }
 
 impl<T: Real, const DX: usize> Driver<T, DX> {
@@ -465,6 +522,11 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             first_norm: T::ZERO,
             last_norm: T::MAX,
             first_residual: T::ZERO,
+            last_residual: T::MAX,
+            tracking: T::ZERO,
+            theta: T::ZERO,
+            best_norm: T::MAX,
+            last_move_norm: T::MAX,
         })
     }
 
@@ -486,6 +548,30 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         Ok(d)
     }
 
+    /// Inner accuracy that follows the outer progress (HOAG's decreasing tolerances, made
+    /// relative so that no unit enters): `x` moves only when the lower residual
+    /// `‖∇_y g‖` at the solver's iterate is at most `theta·ρ` times its value at the start,
+    /// and, for a solver that carries an adjoint `u`, `‖∇²_yy g·u − ∇_y f‖ ≤ theta·ρ·‖∇_y f‖`,
+    /// where `ρ = ‖h_best‖/‖h_first‖` is the hypergradient's own progress (`h_first`: the
+    /// estimate of the first move, `h_best` the smallest of those that moved `x` and this one),
+    /// so the tolerance never loosens. Otherwise the step holds `x` ([`StepReport::held`]) and the next
+    /// one gives the solver another call at the same `x`: a method whose inner work per call
+    /// is a constant (a few gradient steps, one Newton step) then does as much as the outer
+    /// progress needs, instead of drifting on estimates from a lagging `y` or `u`. Held steps
+    /// count as iterations. `theta = 0` (the default) turns it off; a negative or non-finite
+    /// `theta` is refused. Each step then costs one more lower gradient (and, with an
+    /// adjoint, one Hessian-vector product and one upper gradient).
+    pub fn tracking(mut self, theta: T) -> Result<Self, Error> {
+        ensure(
+            theta.is_finite() && theta >= T::ZERO,
+            "inner tracking ratio",
+            "finite and ≥ 0",
+        )?;
+        self.tracking = theta;
+        self.theta = theta;
+        Ok(self)
+    }
+
     /// Outer iterations taken.
     pub fn iteration(&self) -> u32 {
         self.iteration
@@ -497,9 +583,16 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.last_norm
     }
 
-    /// The same norm of the first non-zero estimate (0 before there is one).
+    /// The same norm of the first non-zero estimate (0 before there is one; with
+    /// [`Driver::tracking`], the estimate of the first move).
     pub fn first_norm(&self) -> T {
         self.first_norm
+    }
+
+    /// The last measured lower-level residual `‖∇_y g‖` and its value at the start (`T::MAX`
+    /// and 0 before they were measured; measured with a relative tolerance or tracking).
+    pub fn lower_residual(&self) -> (T, T) {
+        (self.last_residual, self.first_residual)
     }
 
     /// The outer update.
@@ -530,12 +623,12 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             || (relative > T::ZERO && first_norm > T::ZERO && norm <= relative * first_norm)
     }
 
-    /// One outer iteration: the solver's estimate at `x`, then the outer update. Returns the
-    /// step's report and, when the run is over, why. With a relative tolerance, the first step
-    /// (before its estimate, at the solver's starting lower iterate) and every step whose
-    /// estimate passes the test also evaluate the lower-level residual (one lower gradient
-    /// each). On error nothing changes: not `x`, not
-    /// the solver, not the driver.
+    /// One outer iteration: the solver's estimate at `x`, then the outer update (or, with
+    /// [`Driver::tracking`], a hold). Returns the step's report and, when the run is over,
+    /// why. With a relative tolerance or tracking, the first step (before its estimate, at the
+    /// solver's starting lower iterate) and every step that tests also evaluate the lower
+    /// residual (one lower gradient each); tracking measures it at every step. On error
+    /// nothing changes: not `x`, not the solver, not the driver.
     pub fn step<P, S, const DY: usize>(
         &mut self,
         solver: &mut S,
@@ -546,58 +639,108 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         P: Problem<T, DX, DY>,
         S: Solver<T, DX, DY>,
     {
-        // The lower level's residual at the start sets the scale of the residual test below.
-        let checks_residual = self.stopping.relative > T::ZERO;
+        // The lower level's residual at the start sets the scale of the residual tests.
+        let relative = self.stopping.relative;
+        let tracks = self.tracking > T::ZERO;
         let mut first_residual = self.first_residual;
-        if checks_residual && self.iteration == 0 {
+        if (relative > T::ZERO || tracks) && self.iteration == 0 {
             first_residual = lower_residual(problem, x, solver.lower())?;
         }
         let (h, hypergradient_norm, diagnostics) = estimate(solver, problem, x)?;
         // Entries a bound blocks neither move nor shape the step size.
         let h = self.outer.free(x, &h);
         let free_norm = linalg::norm(&h);
-        let mut memory = self.memory;
-        let alpha = match self.adaptive {
-            None => self.outer.schedule.at(self.iteration),
-            Some(rule) => memory.step_size(&rule, x, &h),
-        };
-        let first_norm = if self.first_norm == T::ZERO {
+        let has_first = self.first_norm > T::ZERO;
+        let first_norm = if has_first { self.first_norm } else { free_norm };
+        let h_test = self.norm_test(free_norm, first_norm);
+        // Residuals of the inner problems where the estimate was made, relative to their
+        // scales: an estimate from a lagging `y` or `u` can be small, or point the wrong way,
+        // without `x` being stationary.
+        // The hypergradient's progress so far: the smallest estimate that moved `x` (this one
+        // if smaller), so the inner tolerance only decreases, as HOAG's does.
+        let best = if free_norm < self.best_norm {
             free_norm
         } else {
-            self.first_norm
+            self.best_norm
         };
-        let h_test = self.norm_test(free_norm, first_norm);
-        // A run converges only when the lower level's residual where the estimate was made
-        // has also fallen by the relative tolerance: an estimate from a lagging lower iterate
-        // can be small without `x` being stationary.
-        let residual_ok = if checks_residual && h_test {
-            lower_residual(problem, x, solver.lower())? <= self.stopping.relative * first_residual
+        let progress = if has_first { best / first_norm } else { T::ONE };
+        let needs_residuals = tracks || (relative > T::ZERO && h_test);
+        let mut last_residual = self.last_residual;
+        let (mut lower_ratio, mut adjoint_ratio) = (T::ZERO, T::ZERO);
+        if needs_residuals {
+            last_residual = lower_residual(problem, x, solver.lower())?;
+            lower_ratio = ratio(last_residual, first_residual);
+            if let Some(u) = solver.adjoint() {
+                let (r, b) = adjoint_residual(problem, x, solver.lower(), u)?;
+                adjoint_ratio = ratio(r, b);
+            }
+        }
+        let inner_error = if lower_ratio > adjoint_ratio {
+            lower_ratio
         } else {
-            !checks_residual
+            adjoint_ratio
         };
-        let before = *x;
-        self.outer.move_by(alpha, x, &h)?;
-        memory.x = before;
-        memory.h = h;
-        memory.alpha = alpha;
-        let mut moved = *x;
-        linalg::axpy(-T::ONE, &before, &mut moved);
-        memory.last_move = linalg::norm_inf(&moved);
-        memory.started = true;
+        // Never below what the precision can resolve.
+        // An estimate larger than the one of the last move says that move overshot or its
+        // estimate was off: tighten the inner tolerance (an inaccurate estimate is off by up to
+        // the inner problem's condition number times its residual, which no fixed ratio covers).
+        // Once per move: the first estimate after it decides.
+        let (mut theta, mut last_move_norm) = (self.theta, self.last_move_norm);
+        if tracks && has_first && free_norm > last_move_norm {
+            theta *= T::from_f64(0.5);
+            last_move_norm = T::MAX;
+        }
+        let floor = T::from_f64(16.0) * T::EPSILON;
+        let target = if theta * progress > floor {
+            theta * progress
+        } else {
+            floor
+        };
+        let held = tracks && !(inner_error <= target);
+        let converged = h_test && (relative == T::ZERO || inner_error <= relative);
+        let mut memory = self.memory;
+        let alpha = if held {
+            T::ZERO
+        } else {
+            let alpha = match self.adaptive {
+                None => self.outer.schedule.at(self.iteration),
+                Some(rule) => memory.step_size(&rule, x, &h),
+            };
+            let before = *x;
+            self.outer.move_by(alpha, x, &h)?;
+            memory.x = before;
+            memory.h = h;
+            memory.alpha = alpha;
+            let mut moved = *x;
+            linalg::axpy(-T::ONE, &before, &mut moved);
+            memory.last_move = linalg::norm_inf(&moved);
+            memory.started = true;
+            alpha
+        };
         self.memory = memory;
         self.first_residual = first_residual;
+        self.last_residual = last_residual;
         let r = StepReport {
             iteration: self.iteration,
             hypergradient_norm,
             free_norm,
             step_size: alpha,
+            held,
             oracle_calls: problem.counts(),
             diagnostics,
         };
         self.iteration += 1;
         self.last_norm = free_norm;
-        self.first_norm = first_norm;
-        let outcome = if h_test && residual_ok {
+        self.theta = theta;
+        self.last_move_norm = last_move_norm;
+        if !held && free_norm > T::ZERO {
+            self.best_norm = best;
+            self.last_move_norm = free_norm;
+        }
+        if !held && !has_first {
+            self.first_norm = first_norm;
+        }
+        let outcome = if converged {
             Some(Outcome::Converged)
         } else if problem.counts().total() >= self.budget.max_oracle_calls {
             Some(Outcome::OracleBudget)

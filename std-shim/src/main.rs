@@ -163,6 +163,12 @@ struct Common {
     /// units: 1 is one e-fold of a regularization strength).
     #[arg(long, default_value_t = 1.0)]
     radius: f64,
+    /// Hold the hyperparameters until the lower iterate (and the adjoint) have caught up:
+    /// their residuals relative to the start must be at most this times the hypergradient's
+    /// own progress before x moves (0: never hold; default 0.1 for methods whose inner state
+    /// carries over, 0 for truncated and stochastic ones: see `bilevel methods`).
+    #[arg(long)]
+    tracking: Option<f64>,
     /// Converged when the hypergradient estimate's norm is at most this times the first
     /// estimate's (entries that push a hyperparameter out of its box at a bound left out).
     #[arg(long, default_value_t = 1e-6)]
@@ -217,6 +223,7 @@ impl Common {
         r.seed = self.seed;
         r.step = self.step;
         r.radius = self.radius;
+        r.tracking = self.tracking;
         r.x0 = self.x0;
         r.tolerance = self.tol;
         r.absolute_tolerance = self.atol;

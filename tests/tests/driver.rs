@@ -4,6 +4,8 @@
 
 use core::ops::ControlFlow;
 
+use bilevel::algo::aid::{Aid, AidConfig};
+use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::problems::Quadratic;
 use bilevel::reference::{ReferenceConfig, ReferenceSolver};
 use bilevel::run::{Adaptive, Budget, Diagnostics, Driver, Outcome, RunReport, Solver, Stopping};
@@ -183,6 +185,131 @@ fn a_small_estimate_from_an_unsolved_lower_level_is_not_convergence() {
         run_to_tolerance(&q, &mut solver, None, &mut x).outcome,
         Outcome::Converged
     );
+}
+
+/// Runs `solver` with Barzilai–Borwein steps and inner tracking `theta` until a relative
+/// tolerance of 1e-8, checking that a held step leaves `x` where it was.
+fn run_tracked<S: Solver<f64, DX, DY>>(q: &Q, solver: &mut S, theta: f64, x: &mut [f64; DX]) -> (RunReport<f64>, u32) {
+    run_tracked_for(q, solver, theta, x, 100_000)
+}
+
+fn run_tracked_for<S: Solver<f64, DX, DY>>(
+    q: &Q,
+    solver: &mut S,
+    theta: f64,
+    x: &mut [f64; DX],
+    budget: u32,
+) -> (RunReport<f64>, u32) {
+    let rule = Adaptive::BarzilaiBorwein { radius: 1.0 };
+    let mut driver = Driver::adaptive(rule, None, Budget::iterations(budget), Stopping::relative(1e-8))
+        .unwrap()
+        .tracking(theta)
+        .unwrap();
+    let (mut before, mut holds) = (*x, 0);
+    let r = driver
+        .run(solver, &Counted::new(q), x, |r, x, _| {
+            if r.held {
+                assert_eq!(*x, before, "a held step moved x at iteration {}", r.iteration);
+                assert_eq!(r.step_size, 0.0);
+                holds += 1;
+            }
+            before = *x;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    (r, holds)
+}
+
+#[test]
+fn with_tracking_single_loop_methods_reach_the_closed_form_optimum_without_settings() {
+    for seed in 1..=4 {
+        for kappa in [2.0, 50.0] {
+            let q = Q::random(seed, kappa, 0.5);
+            let x_star = q.solution().unwrap();
+            let beta = 1.0 / q.lower_lipschitz();
+            // One gradient step on y and on u per call (NBO-GD with T = 0 is SOBA's update),
+            // and AID-CG with a single lower step: both lag far behind x without tracking.
+            reaches_x_star(
+                &q,
+                &x_star,
+                Nbo::new(NboConfig::gradient_descent(beta, 0), [0.0; DY]),
+                &format!("nbo-gd, seed {seed}, κ {kappa}"),
+            );
+            reaches_x_star(
+                &q,
+                &x_star,
+                Aid::new(AidConfig::conjugate_gradient(beta, 1, 1), [0.0; DY]),
+                &format!("aid-cg, seed {seed}, κ {kappa}"),
+            );
+        }
+    }
+}
+
+fn reaches_x_star<S: Solver<f64, DX, DY>>(q: &Q, x_star: &[f64; DX], mut solver: S, name: &str) {
+    let mut x = [0.0; DX];
+    let (r, holds) = run_tracked(q, &mut solver, 0.1, &mut x);
+    let err = bilevel::linalg::dist(&x, x_star) / bilevel::linalg::norm(x_star).max(1.0);
+    assert_eq!(r.outcome, Outcome::Converged, "{name}: {r:?}");
+    assert!(holds > 0, "{name}: nothing to hold for?");
+    assert!(err < 1e-6, "{name}: |x − x*| = {err:e} after {} steps", r.iterations);
+}
+
+/// The reference's estimates and lower iterate, but an adjoint that never moves from 0.
+#[derive(Clone, Debug)]
+struct StuckAdjoint(ReferenceSolver<f64, DY>, [f64; DY]);
+
+impl Solver<f64, DX, DY> for StuckAdjoint {
+    fn hypergradient<P: Problem<f64, DX, DY>>(
+        &mut self,
+        p: &P,
+        x: &[f64; DX],
+        h: &mut [f64; DX],
+    ) -> Result<Diagnostics, Error> {
+        self.0.hypergradient(p, x, h)
+    }
+    fn lower(&self) -> &[f64; DY] {
+        Solver::<f64, DX, DY>::lower(&self.0)
+    }
+    fn adjoint(&self) -> Option<&[f64; DY]> {
+        Some(&self.1)
+    }
+}
+
+#[test]
+fn tracking_holds_x_while_the_lower_iterate_or_the_adjoint_lags() {
+    let q = Q::random(2, 10.0, 0.5);
+    let fresh = || ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
+    let x0 = [0.3, -0.2];
+    let mut x = x0;
+    let (r, holds) = run_tracked_for(&q, &mut Lagging(fresh(), [0.0; DY]), 0.1, &mut x, 50);
+    assert_eq!(
+        (r.outcome, holds, x),
+        (Outcome::IterationBudget, r.iterations, x0),
+        "lagging y"
+    );
+    let (r, holds) = run_tracked_for(&q, &mut StuckAdjoint(fresh(), [0.0; DY]), 0.1, &mut x, 50);
+    assert_eq!(
+        (r.outcome, holds, x),
+        (Outcome::IterationBudget, r.iterations, x0),
+        "lagging u"
+    );
+    // With both caught up the same estimates move x at once.
+    let (r, holds) = run_tracked(&q, &mut fresh(), 0.1, &mut x);
+    assert_eq!((r.outcome, holds), (Outcome::Converged, 0));
+}
+
+#[test]
+fn a_tracking_ratio_that_is_negative_or_not_finite_is_refused() {
+    for theta in [-0.1, f64::NAN, f64::INFINITY] {
+        let d = Driver::<f64, DX>::adaptive(
+            Adaptive::BarzilaiBorwein { radius: 1.0 },
+            None,
+            Budget::iterations(1),
+            Stopping::never(),
+        )
+        .unwrap();
+        assert!(d.tracking(theta).is_err(), "θ = {theta}");
+    }
 }
 
 #[test]

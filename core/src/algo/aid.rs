@@ -271,6 +271,15 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
     fn lower(&self) -> &[T; DY] {
         &self.y
     }
+
+    /// The warm-started adjoint of CG and gradient descent (a Neumann series restarts from
+    /// `∇_y f` every step, so repeating it would not make `u` exact: none then).
+    fn adjoint(&self) -> Option<&[T; DY]> {
+        match self.config.adjoint {
+            AdjointSolver::Neumann { .. } => None,
+            _ => Some(&self.u),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -304,7 +313,7 @@ impl MethodSpec for AidCgMethod {
         name: "aid-cg",
         family: Family::Aid,
         summary: "D warm-started gradient steps, then the adjoint by warm-started conjugate gradient",
-        estimates: Estimates::Truncated,
+        estimates: Estimates::Tracked,
         settings: &[LOWER_STEP, LOWER_STEPS, CG_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;

@@ -67,7 +67,7 @@ impl MethodSpec for AmigoGdMethod {
         name: "amigo-gd",
         family: Family::Aid,
         summary: "amortized implicit gradient: warm-started gradient descent on y and on the adjoint",
-        estimates: Estimates::Truncated,
+        estimates: Estimates::Tracked,
         settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
@@ -85,7 +85,7 @@ impl MethodSpec for AmigoCgMethod {
         name: "amigo-cg",
         family: Family::Aid,
         summary: "amortized implicit gradient with warm-started conjugate gradient on the adjoint",
-        estimates: Estimates::Truncated,
+        estimates: Estimates::Tracked,
         settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;

@@ -321,6 +321,10 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Nbo<T, DY>
     fn lower(&self) -> &[T; DY] {
         &self.y
     }
+
+    fn adjoint(&self) -> Option<&[T; DY]> {
+        Some(&self.u)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -348,7 +352,7 @@ impl MethodSpec for NboGdMethod {
         name: "nbo-gd",
         family: Family::Nbo,
         summary: "inexact Newton step and adjoint by gradient descent on one shared Hessian",
-        estimates: Estimates::Truncated,
+        estimates: Estimates::Tracked,
         settings: &[LOWER_STEP, STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Nbo<T, DY>;
@@ -365,7 +369,7 @@ impl MethodSpec for NboCgMethod {
         name: "nbo-cg",
         family: Family::Nbo,
         summary: "inexact Newton step and adjoint by conjugate gradient on one shared Hessian: few outer steps",
-        estimates: Estimates::Truncated,
+        estimates: Estimates::Tracked,
         settings: &[CG_STEPS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Nbo<T, DY>;

@@ -109,6 +109,9 @@ pub struct TuneRequest {
     pub step: Option<f64>,
     /// Length of the adaptive step's first move, in the units of `x`.
     pub radius: f64,
+    /// Inner tracking ratio ([`bilevel::run::Driver::tracking`]); `None`: the method's
+    /// default ([`bilevel::registry::Estimates::default_tracking`]).
+    pub tracking: Option<f64>,
     /// Starting value of every hyperparameter (a per-problem default when `None`).
     pub x0: Option<f64>,
     /// `--set key=value` overrides.
@@ -140,6 +143,7 @@ impl TuneRequest {
             seed: 1,
             step: None,
             radius: 1.0,
+            tracking: None,
             x0: None,
             settings: Vec::new(),
             precision: Precision::F64,

@@ -25,19 +25,12 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
     let y0 = [T::ZERO; DY];
     let plan = |lipschitz: f64| -> Result<(RunPlan, Params), BoxError> {
         let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
-        let plan = RunPlan {
-            iterations: req.iterations,
-            seed: req.seed,
-            step: req.step,
-            radius: req.radius,
-            estimates: prm.method.info().estimates,
-            bounds: Some((-12.0, 12.0)),
-            progress: req.progress,
-            tolerance: req.tolerance,
-            absolute_tolerance: req.absolute_tolerance,
-            label: format!("{} {}", req.problem.name(), req.method),
-            stop: req.stop,
-        };
+        let plan = RunPlan::new(
+            req,
+            &prm,
+            Some((-12.0, 12.0)),
+            format!("{} {}", req.problem.name(), req.method),
+        );
         Ok((plan, prm))
     };
     let used = if DX == 1 { 1 } else { width };
@@ -218,19 +211,7 @@ pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>
     let p = FirstRows { inner, rows: n };
     let lipschitz = 0.5 * max_row_norm2(&train.rows[..n]) + l2;
     let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
-    let plan = RunPlan {
-        iterations: req.iterations,
-        seed: req.seed,
-        step: req.step,
-        radius: req.radius,
-        estimates: prm.method.info().estimates,
-        bounds: Some((-8.0, 8.0)),
-        progress: req.progress,
-        tolerance: req.tolerance,
-        absolute_tolerance: req.absolute_tolerance,
-        label: format!("hyperclean {}", req.method),
-        stop: req.stop,
-    };
+    let plan = RunPlan::new(req, &prm, Some((-8.0, 8.0)), format!("hyperclean {}", req.method));
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); N];
     let y0 = [T::ZERO; DY];
     let d = run_method(&p, &prm, &plan, x0, y0)?;
@@ -358,19 +339,7 @@ pub(super) fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
     let support_norm = data.iter().map(|(s, _)| max_row_norm2(&s.rows)).fold(0.0, f64::max);
     let lipschitz = (support_norm + lambda) / TASKS as f64;
     let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
-    let plan = RunPlan {
-        iterations: req.iterations,
-        seed: req.seed,
-        step: req.step,
-        radius: req.radius,
-        estimates: prm.method.info().estimates,
-        bounds: None,
-        progress: req.progress,
-        tolerance: req.tolerance,
-        absolute_tolerance: req.absolute_tolerance,
-        label: format!("meta {}", req.method),
-        stop: req.stop,
-    };
+    let plan = RunPlan::new(req, &prm, None, format!("meta {}", req.method));
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); DX];
     let y0 = [T::ZERO; DY];
     let d = run_method(&p, &prm, &plan, x0, y0)?;

@@ -23,6 +23,7 @@ pub(super) struct RunPlan {
     pub(super) seed: u64,
     pub(super) step: Option<f64>,
     pub(super) radius: f64,
+    pub(super) tracking: f64,
     pub(super) estimates: bilevel::registry::Estimates,
     pub(super) bounds: Option<(f64, f64)>,
     pub(super) tolerance: f64,
@@ -30,6 +31,27 @@ pub(super) struct RunPlan {
     pub(super) progress: bool,
     pub(super) label: String,
     pub(super) stop: Option<StopAt>,
+}
+
+impl RunPlan {
+    /// The plan of `req` for the method of `prm`, inside `bounds`.
+    pub(super) fn new(req: &TuneRequest, prm: &Params, bounds: Option<(f64, f64)>, label: String) -> Self {
+        let estimates = prm.method.info().estimates;
+        RunPlan {
+            iterations: req.iterations,
+            seed: req.seed,
+            step: req.step,
+            radius: req.radius,
+            tracking: req.tracking.unwrap_or_else(|| estimates.default_tracking()),
+            estimates,
+            bounds,
+            progress: req.progress,
+            tolerance: req.tolerance,
+            absolute_tolerance: req.absolute_tolerance,
+            label,
+            stop: req.stop,
+        }
+    }
 }
 
 /// What one run produced.
@@ -95,7 +117,8 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
                 let rule = Adaptive::for_estimates(plan.estimates, radius);
                 Driver::adaptive(rule, bounds, budget, stopping)?
             }
-        };
+        }
+        .tracking(T::from_f64(plan.tracking))?;
         // Exact F and ‖∇F‖ for the targets, warm-started from the last lower solution.
         let mut y_ref = [T::ZERO; DY];
         let mut exact = |x: &[T; DX]| -> (f64, f64) {
