@@ -307,8 +307,9 @@ pub trait InverseHessian<T: Real, const N: usize>: Clone {
     fn clear(&mut self);
 
     /// Forgets every pair and starts from `H0 = h0·I` with this `h0` (e.g. the scaling
-    /// learned by an earlier memory at the same point), which automatic scaling then keeps
-    /// until the next [`InverseHessian::clear`] (L-BFGS still rescales to its newest pair).
+    /// learned by an earlier memory at the same point). SR1 keeps it until the next
+    /// [`InverseHessian::clear`] (with automatic scaling its first pair would otherwise be
+    /// spent on the scaling); dense BFGS rescales at its first pair and L-BFGS to its newest.
     /// A non-finite or non-positive `h0` is ignored (plain clear).
     fn restart(&mut self, h0: T);
 
@@ -454,9 +455,10 @@ impl<T: Real, const N: usize> InverseHessian<T, N> for DenseBfgs<T, N> {
     fn restart(&mut self, h0: T) {
         self.clear();
         if h0.is_finite() && h0 > T::ZERO {
+            // The first direction uses `h0`; the first pair still rescales (Nocedal–Wright
+            // (6.20)), so a scaling learned where the curvature was different does not stay.
             self.h0 = h0;
             self.h = linalg::scaled_identity(h0);
-            self.scaled = true;
         }
     }
     fn len(&self) -> usize {

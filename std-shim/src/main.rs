@@ -149,8 +149,9 @@ enum Command {
 /// Flags shared by `tune` and `bench`.
 #[derive(clap::Args, Clone)]
 struct Common {
-    /// Outer iterations at most.
-    #[arg(long, default_value_t = 200)]
+    /// Iterations at most (a safety cap: a run ends when it converges; iterations that hold x
+    /// while the inner state catches up count).
+    #[arg(long, default_value_t = 5000)]
     iters: u32,
     /// Seed of stochastic methods and of the label noise.
     #[arg(long, default_value_t = 1)]
@@ -343,10 +344,16 @@ fn run_tune(
     trace: Option<&PathBuf>,
     plot: Option<&PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let tolerance = req.tolerance;
     let s = tune::with_large_stack(move || tune::tune(&req)).map_err(|e| e.to_string())?;
     let c = s.oracle_calls;
+    let held = if s.held_iterations > 0 {
+        format!(", {} of them holding x", s.held_iterations)
+    } else {
+        String::new()
+    };
     out!(
-        "{} with {} ({}): {} after {} iterations ({} features, compiled width {})",
+        "{} with {} ({}): {} after {} iterations{held} ({} features, compiled width {})",
         s.problem,
         s.method,
         s.precision,
@@ -400,6 +407,13 @@ fn run_tune(
     }
     if !s.ok() {
         return Err(format!("{} with {}: {}", s.problem, s.method, s.status).into());
+    }
+    if !s.finished() {
+        eprintln!(
+            "bilevel: warning: not converged ({}): the hypergradient estimate is at {:.1e} of the first \
+             (--tol {:e}); the lower residual at {:.1e} of its start; raise --iters to go on",
+            s.status, s.relative_hypergradient_norm, tolerance, s.relative_lower_residual
+        );
     }
     Ok(())
 }

@@ -139,7 +139,7 @@ impl TuneRequest {
             test: None,
             tasks: None,
             method: method.to_string(),
-            iterations: 200,
+            iterations: 5000,
             seed: 1,
             step: None,
             radius: 1.0,
@@ -160,6 +160,8 @@ impl TuneRequest {
 pub struct TraceRow {
     /// Outer iteration.
     pub iteration: u32,
+    /// `x` was held: the inner state had not caught up (`--tracking`).
+    pub held: bool,
     /// `‖h‖` of the estimate used.
     pub hypergradient_norm: f64,
     /// Validation loss `f(x, y)` at the solver's lower iterate after the step.
@@ -212,6 +214,11 @@ pub struct TuneSummary {
     /// That norm over the first estimate's (the stopping test's measure; entries a bound
     /// blocks left out of both).
     pub relative_hypergradient_norm: f64,
+    /// The lower level's residual `‖∇_y g‖` at the solver's iterate when last measured, over
+    /// its value at the start (NaN when never measured: no relative tolerance, no tracking).
+    pub relative_lower_residual: f64,
+    /// Iterations that held `x` while the inner state caught up.
+    pub held_iterations: u32,
     /// Test figures when a test file was given.
     pub test: Option<TestScore>,
     /// Wall time of the run.
@@ -230,6 +237,11 @@ impl TuneSummary {
     /// `true` unless the run failed.
     pub fn ok(&self) -> bool {
         !self.status.starts_with("failed")
+    }
+
+    /// `true` when the run met its tolerance or its target.
+    pub fn finished(&self) -> bool {
+        self.status == "converged" || self.status == "target"
     }
 }
 
@@ -314,6 +326,8 @@ fn outcome_summary<T: Real, const DX: usize>(
         upper_value,
         hypergradient_norm: d.hypergradient_norm,
         relative_hypergradient_norm: d.relative_hypergradient_norm,
+        relative_lower_residual: d.relative_lower_residual,
+        held_iterations: d.held_iterations,
         test,
         wall_time_s: d.seconds,
         features,

@@ -33,6 +33,12 @@ impl TuneSummary {
             "  \"relative_hypergradient_norm\": {},",
             json_number(self.relative_hypergradient_norm)
         );
+        let _ = writeln!(
+            s,
+            "  \"relative_lower_residual\": {},",
+            json_number(self.relative_lower_residual)
+        );
+        let _ = writeln!(s, "  \"held_iterations\": {},", self.held_iterations);
         if let Some(t) = self.test {
             let _ = writeln!(
                 s,
@@ -58,7 +64,7 @@ impl TuneSummary {
     /// The trace as CSV: one row per outer step.
     pub fn trace_csv(&self) -> String {
         let exact = self.trace.iter().any(|r| !r.exact_value.is_nan());
-        let mut s = String::from("iteration,hypergradient_norm,validation_loss,oracle_calls,seconds");
+        let mut s = String::from("iteration,held,hypergradient_norm,validation_loss,oracle_calls,seconds");
         s.push_str(if exact {
             ",exact_value,exact_gradient_norm\n"
         } else {
@@ -67,8 +73,13 @@ impl TuneSummary {
         for r in &self.trace {
             let _ = write!(
                 s,
-                "{},{:?},{:?},{},{:?}",
-                r.iteration, r.hypergradient_norm, r.validation_loss, r.oracle_calls, r.seconds
+                "{},{},{:?},{:?},{},{:?}",
+                r.iteration,
+                u8::from(r.held),
+                r.hypergradient_norm,
+                r.validation_loss,
+                r.oracle_calls,
+                r.seconds
             );
             if exact {
                 let _ = write!(s, ",{:?},{:?}", r.exact_value, r.exact_gradient_norm);

@@ -62,6 +62,8 @@ pub(super) struct RunResult<T, const DX: usize> {
     pub(super) calls: OracleCounts,
     pub(super) hypergradient_norm: f64,
     pub(super) relative_hypergradient_norm: f64,
+    pub(super) relative_lower_residual: f64,
+    pub(super) held_iterations: u32,
     pub(super) seconds: f64,
     pub(super) trace: Vec<TraceRow>,
 }
@@ -157,6 +159,7 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             };
             trace.push(TraceRow {
                 iteration: r.iteration,
+                held: r.held,
                 hypergradient_norm: norm,
                 validation_loss: loss,
                 oracle_calls: r.oracle_calls.total(),
@@ -194,6 +197,15 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             calls: counted.counts(),
             hypergradient_norm: driver.hypergradient_norm().to_f64(),
             relative_hypergradient_norm: driver.hypergradient_norm().to_f64() / driver.first_norm().to_f64(),
+            relative_lower_residual: {
+                let (last, first) = driver.lower_residual();
+                if last == T::MAX {
+                    f64::NAN
+                } else {
+                    last.to_f64() / first.to_f64()
+                }
+            },
+            held_iterations: trace.iter().filter(|r| r.held).count() as u32,
             seconds: (start.elapsed() - excluded).as_secs_f64(),
             trace,
         })
