@@ -48,6 +48,15 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     /// The current lower-level iterate `y`.
     fn lower(&self) -> &[T; DY];
 
+    /// Advances the inner state at `x` without an estimate, for a step that holds `x` again
+    /// (see [`Driver::tracking`]): by default the full call with its estimate dropped; a
+    /// solver whose estimate costs work of its own (qNBO's adjoint steps) skips it. On error
+    /// the solver's state is as it was before the call.
+    fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
+        let mut h = [T::ZERO; DX];
+        self.hypergradient(problem, x, &mut h)
+    }
+
     /// The adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f` the solver carries from one outer iteration to
     /// the next, if it carries one: the driver measures its residual to decide whether `x`
     /// may move (see [`Driver::tracking`]).
@@ -504,6 +513,9 @@ pub struct Driver<T, const DX: usize> {
     theta: T,
     best_norm: T,
     last_move_norm: T,
+    last_estimate_norm: T,
+    inner_error: T,
+    holding: bool,
 }
 
 impl<T: Real, const DX: usize> Driver<T, DX> {
@@ -527,6 +539,9 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             theta: T::ZERO,
             best_norm: T::MAX,
             last_move_norm: T::MAX,
+            last_estimate_norm: T::MAX,
+            inner_error: T::MAX,
+            holding: false,
         })
     }
 
@@ -646,16 +661,32 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         if (relative > T::ZERO || tracks) && self.iteration == 0 {
             first_residual = lower_residual(problem, x, solver.lower())?;
         }
+        let has_first = self.first_norm > T::ZERO;
+        // A hold that left the inner state short of the tolerance (measured after that call,
+        // at this same `x`) is followed by another, without an estimate.
+        if tracks && self.holding && !(self.inner_error <= self.inner_target(self.theta, self.best_norm, has_first)) {
+            let diagnostics = solver.advance(problem, x)?;
+            let (last_residual, inner_error) = self.inner_ratio(solver, problem, x, first_residual)?;
+            self.last_residual = last_residual;
+            self.inner_error = inner_error;
+            let r = StepReport {
+                iteration: self.iteration,
+                hypergradient_norm: self.last_estimate_norm,
+                free_norm: self.last_norm,
+                step_size: T::ZERO,
+                held: true,
+                oracle_calls: problem.counts(),
+                diagnostics,
+            };
+            self.iteration += 1;
+            return Ok((r, self.budget_outcome(problem)));
+        }
         let (h, hypergradient_norm, diagnostics) = estimate(solver, problem, x)?;
         // Entries a bound blocks neither move nor shape the step size.
         let h = self.outer.free(x, &h);
         let free_norm = linalg::norm(&h);
-        let has_first = self.first_norm > T::ZERO;
         let first_norm = if has_first { self.first_norm } else { free_norm };
         let h_test = self.norm_test(free_norm, first_norm);
-        // Residuals of the inner problems where the estimate was made, relative to their
-        // scales: an estimate from a lagging `y` or `u` can be small, or point the wrong way,
-        // without `x` being stationary.
         // The hypergradient's progress so far: the smallest estimate that moved `x` (this one
         // if smaller), so the inner tolerance only decreases, as HOAG's does.
         let best = if free_norm < self.best_norm {
@@ -663,24 +694,13 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         } else {
             self.best_norm
         };
-        let progress = if has_first { best / first_norm } else { T::ONE };
-        let needs_residuals = tracks || (relative > T::ZERO && h_test);
-        let mut last_residual = self.last_residual;
-        let (mut lower_ratio, mut adjoint_ratio) = (T::ZERO, T::ZERO);
-        if needs_residuals {
-            last_residual = lower_residual(problem, x, solver.lower())?;
-            lower_ratio = ratio(last_residual, first_residual);
-            if let Some(u) = solver.adjoint() {
-                let (r, b) = adjoint_residual(problem, x, solver.lower(), u)?;
-                adjoint_ratio = ratio(r, b);
-            }
+        // Residuals of the inner problems where the estimate was made, relative to their
+        // scales: an estimate from a lagging `y` or `u` can be small, or point the wrong way,
+        // without `x` being stationary.
+        let (mut last_residual, mut inner_error) = (self.last_residual, T::ZERO);
+        if tracks || (relative > T::ZERO && h_test) {
+            (last_residual, inner_error) = self.inner_ratio(solver, problem, x, first_residual)?;
         }
-        let inner_error = if lower_ratio > adjoint_ratio {
-            lower_ratio
-        } else {
-            adjoint_ratio
-        };
-        // Never below what the precision can resolve.
         // An estimate larger than the one of the last move says that move overshot or its
         // estimate was off: tighten the inner tolerance (an inaccurate estimate is off by up to
         // the inner problem's condition number times its residual, which no fixed ratio covers).
@@ -690,13 +710,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             theta *= T::from_f64(0.5);
             last_move_norm = T::MAX;
         }
-        let floor = T::from_f64(16.0) * T::EPSILON;
-        let target = if theta * progress > floor {
-            theta * progress
-        } else {
-            floor
-        };
-        let held = tracks && !(inner_error <= target);
+        let held = tracks && !(inner_error <= self.inner_target(theta, best, has_first));
         let converged = h_test && (relative == T::ZERO || inner_error <= relative);
         let mut memory = self.memory;
         let alpha = if held {
@@ -733,6 +747,9 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.last_norm = free_norm;
         self.theta = theta;
         self.last_move_norm = last_move_norm;
+        self.last_estimate_norm = hypergradient_norm;
+        self.inner_error = inner_error;
+        self.holding = held;
         if !held && free_norm > T::ZERO {
             self.best_norm = best;
             self.last_move_norm = free_norm;
@@ -742,14 +759,58 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         }
         let outcome = if converged {
             Some(Outcome::Converged)
-        } else if problem.counts().total() >= self.budget.max_oracle_calls {
+        } else {
+            self.budget_outcome(problem)
+        };
+        Ok((r, outcome))
+    }
+
+    /// The budget that ran out, if one did.
+    fn budget_outcome<P>(&self, problem: &Counted<P>) -> Option<Outcome> {
+        if problem.counts().total() >= self.budget.max_oracle_calls {
             Some(Outcome::OracleBudget)
         } else if self.iteration >= self.budget.max_iterations {
             Some(Outcome::IterationBudget)
         } else {
             None
-        };
-        Ok((r, outcome))
+        }
+    }
+
+    /// The inner tolerance `θ·‖h_best‖/‖h_first‖` (`θ` before the first move), never below
+    /// what the precision resolves.
+    fn inner_target(&self, theta: T, best: T, has_first: bool) -> T {
+        let progress = if has_first { best / self.first_norm } else { T::ONE };
+        let floor = T::from_f64(16.0) * T::EPSILON;
+        if theta * progress > floor {
+            theta * progress
+        } else {
+            floor
+        }
+    }
+
+    /// The lower residual `‖∇_y g‖` at the solver's iterate, and the larger of its ratio to
+    /// `first_residual` and the adjoint's relative residual (for a solver with an adjoint).
+    fn inner_ratio<P, S, const DY: usize>(
+        &self,
+        solver: &S,
+        problem: &Counted<P>,
+        x: &[T; DX],
+        first_residual: T,
+    ) -> Result<(T, T), Error>
+    where
+        P: Problem<T, DX, DY>,
+        S: Solver<T, DX, DY>,
+    {
+        let residual = lower_residual(problem, x, solver.lower())?;
+        let mut error = ratio(residual, first_residual);
+        if let Some(u) = solver.adjoint() {
+            let (r, b) = adjoint_residual(problem, x, solver.lower(), u)?;
+            let a = ratio(r, b);
+            if a > error {
+                error = a;
+            }
+        }
+        Ok((residual, error))
     }
 
     /// Steps until the stopping test holds, a budget runs out, or `observer` returns

@@ -408,3 +408,22 @@ fn shine_outer_loop_converges_on_the_quadratic() {
     let (refined_fresh, _) = shine_outer(refine, false);
     assert!(refined_fresh < 1e-7, "{refined_fresh}");
 }
+
+/// A held step runs Subroutine A only: the same lower iterate as a full iteration (B works on
+/// copies), no adjoint steps, and `k` (which sets `Q_k`) does not count it.
+#[test]
+fn advance_is_subroutine_a_alone() {
+    let q = Q::random(4, 20.0, 0.5);
+    let x = [0.3, -0.1, 0.2, 0.0];
+    let mut full: Qnbo<f64, Bfgs, 6> = Qnbo::new(QnboConfig::default(), [0.0; 6]);
+    let mut h = [0.0; 4];
+    full.hypergradient(&q, &x, &mut h).unwrap();
+    let mut held = full.clone();
+    full.hypergradient(&q, &x, &mut h).unwrap();
+    let counted = Counted::new(&q);
+    let d = held.advance(&counted, &x).unwrap();
+    assert_eq!(Solver::<f64, 4, 6>::lower(&held), Solver::<f64, 4, 6>::lower(&full));
+    assert_eq!((held.iteration(), full.iteration()), (1, 2));
+    assert_eq!(d.linear_steps, 0);
+    assert_eq!(counted.counts().upper_grad, 0, "no adjoint, no upper gradient");
+}

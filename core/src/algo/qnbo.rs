@@ -314,6 +314,41 @@ impl<T: Real, H: InverseHessian<T, DY>, const DY: usize> Qnbo<T, H, DY> {
         &self.last
     }
 
+    /// Subroutine A at `x` from `self.y`: `P` gradient warm-up steps, then `T` quasi-Newton
+    /// steps on `mem_a` (restarted from A's last scaling when configured). Leaves the new `y`,
+    /// its gradient and the memory in the arguments; returns the quasi-Newton steps taken.
+    fn subroutine_a<P: Problem<T, DX, DY>, const DX: usize>(
+        &self,
+        oracles: Checked<'_, P>,
+        x: &[T; DX],
+        y: &mut [T; DY],
+        grad: &mut [T; DY],
+        mem_a: &mut H,
+    ) -> Result<u32, Error> {
+        let cfg = &self.config;
+        if cfg.warmup_steps > 0 {
+            inner::gradient_descent(oracles, x, y, cfg.warmup_step, cfg.warmup_steps, Batch::Full)?;
+        }
+        oracles.lower_grad(x, y, Batch::Full, grad)?;
+        if cfg.carry_scaling && self.k > 0 {
+            mem_a.restart(self.memory_a.h0());
+        } else {
+            mem_a.clear();
+        }
+        let run = inner::quasi_newton_in_place(
+            oracles,
+            x,
+            y,
+            grad,
+            mem_a,
+            &cfg.step,
+            cfg.qn_steps,
+            cfg.lower_tolerance,
+            Batch::Full,
+        )?;
+        Ok(run.steps)
+    }
+
     /// Empties B's memory, keeping the scaling A learned at this `x` when configured.
     fn start_b(&self, mem_b: &mut H, mem_a: &H) {
         if self.config.carry_scaling && !(self.k == 0 && mem_a.is_empty()) {
@@ -336,31 +371,9 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
         let cfg = self.config;
         cfg.validate()?;
         let oracles = Checked::new(problem, "qNBO");
-        // Subroutine A.
-        let mut y = self.y;
-        if cfg.warmup_steps > 0 {
-            inner::gradient_descent(oracles, x, &mut y, cfg.warmup_step, cfg.warmup_steps, Batch::Full)?;
-        }
-        let mut grad = [T::ZERO; DY];
-        oracles.lower_grad(x, &y, Batch::Full, &mut grad)?;
-        let mut mem_a = self.memory_a.clone();
-        if cfg.carry_scaling && self.k > 0 {
-            mem_a.restart(self.memory_a.h0());
-        } else {
-            mem_a.clear();
-        }
+        let (mut y, mut grad, mut mem_a) = (self.y, [T::ZERO; DY], self.memory_a.clone());
         let before_a = mem_a.counts();
-        let run_a = inner::quasi_newton_in_place(
-            oracles,
-            x,
-            &mut y,
-            &mut grad,
-            &mut mem_a,
-            &cfg.step,
-            cfg.qn_steps,
-            cfg.lower_tolerance,
-            Batch::Full,
-        )?;
+        let steps_a = self.subroutine_a(oracles, x, &mut y, &mut grad, &mut mem_a)?;
         let counts_a = mem_a.counts().since(&before_a);
         // The adjoint u = H·∇_y f at y_{k+1}.
         let mut grad_x = [T::ZERO; DX];
@@ -437,7 +450,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
         self.last = step;
         *h = grad_x;
         Ok(step.counts_a.plus(&step.counts_b).diagnostics(Diagnostics {
-            inner_steps: cfg.warmup_steps.saturating_add(run_a.steps),
+            inner_steps: cfg.warmup_steps.saturating_add(steps_a),
             linear_steps,
             ..Diagnostics::default()
         }))
@@ -445,6 +458,24 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
 
     fn lower(&self) -> &[T; DY] {
         &self.y
+    }
+
+    /// Subroutine A only: while the driver holds `x`, the adjoint (B's steps, most of an
+    /// iteration's lower gradients) would be thrown away. `k` does not advance.
+    fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
+        let cfg = self.config;
+        cfg.validate()?;
+        let oracles = Checked::new(problem, "qNBO");
+        let (mut y, mut grad, mut mem_a) = (self.y, [T::ZERO; DY], self.memory_a.clone());
+        let before_a = mem_a.counts();
+        let steps_a = self.subroutine_a(oracles, x, &mut y, &mut grad, &mut mem_a)?;
+        let counts_a = mem_a.counts().since(&before_a);
+        self.y = y;
+        self.memory_a = mem_a;
+        Ok(counts_a.diagnostics(Diagnostics {
+            inner_steps: cfg.warmup_steps.saturating_add(steps_a),
+            ..Diagnostics::default()
+        }))
     }
 }
 
