@@ -409,11 +409,19 @@ fn run_tune(
         return Err(format!("{} with {}: {}", s.problem, s.method, s.status).into());
     }
     if !s.finished() {
-        eprintln!(
-            "bilevel: warning: not converged ({}): the hypergradient estimate is at {:.1e} of the first \
-             (--tol {:e}); the lower residual at {:.1e} of its start; raise --iters to go on",
-            s.status, s.relative_hypergradient_norm, tolerance, s.relative_lower_residual
-        );
+        let measures = if s.iterations == 0 {
+            "no step taken".to_string()
+        } else {
+            let mut m = format!(
+                "the hypergradient estimate is at {:.1e} of the first (--tol {tolerance:e})",
+                s.relative_hypergradient_norm
+            );
+            if s.relative_lower_residual.is_finite() {
+                m += &format!(", the lower residual at {:.1e} of its start", s.relative_lower_residual);
+            }
+            m + "; raise --iters to go on"
+        };
+        eprintln!("bilevel: warning: not converged ({}): {measures}", s.status);
     }
     Ok(())
 }
