@@ -564,17 +564,20 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     }
 
     /// Inner accuracy that follows the outer progress (HOAG's decreasing tolerances, made
-    /// relative so that no unit enters): `x` moves only when the lower residual
-    /// `‖∇_y g‖` at the solver's iterate is at most `theta·ρ` times its value at the start,
-    /// and, for a solver that carries an adjoint `u`, `‖∇²_yy g·u − ∇_y f‖ ≤ theta·ρ·‖∇_y f‖`,
-    /// where `ρ = ‖h_best‖/‖h_first‖` is the hypergradient's own progress (`h_first`: the
-    /// estimate of the first move, `h_best` the smallest of those that moved `x` and this one),
-    /// so the tolerance never loosens. Otherwise the step holds `x` ([`StepReport::held`]) and the next
-    /// one gives the solver another call at the same `x`: a method whose inner work per call
-    /// is a constant (a few gradient steps, one Newton step) then does as much as the outer
-    /// progress needs, instead of drifting on estimates from a lagging `y` or `u`. Held steps
-    /// count as iterations. `theta = 0` (the default) turns it off; a negative or non-finite
-    /// `theta` is refused. Each step then costs one more lower gradient (and, with an
+    /// relative so that no unit enters): an estimate moves `x` only when, after the call that
+    /// made it, the lower residual `‖∇_y g‖` at the solver's iterate is at most `θ·ρ` times its
+    /// value at the start and, for a solver that carries an adjoint `u`
+    /// ([`Solver::adjoint`]), `‖∇²_yy g·u − ∇_y f‖ ≤ θ·ρ·‖∇_y f‖`; `ρ = ‖h_best‖/‖h_first‖` is
+    /// the hypergradient's progress (`h_first`: the estimate of the first move, `h_best` the
+    /// smallest that moved `x`, or this one), so the tolerance never loosens. Otherwise the
+    /// step holds `x` ([`StepReport::held`]); while the residuals stay short, the next steps
+    /// only advance the inner state ([`Solver::advance`]). A method whose inner work per call
+    /// is a constant (a few gradient steps, one Newton step) thus does as much as the outer
+    /// progress needs instead of drifting on estimates from a lagging `y` or `u`. The first
+    /// estimate after a move that is larger than the move's halves `θ` (an estimate is off
+    /// by up to the inner condition number times the residual, which no fixed `θ` covers).
+    /// Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
+    /// non-finite `θ` is refused. Each step then costs one more lower gradient (and, with an
     /// adjoint, one Hessian-vector product and one upper gradient).
     pub fn tracking(mut self, theta: T) -> Result<Self, Error> {
         ensure(
@@ -641,9 +644,10 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     /// One outer iteration: the solver's estimate at `x`, then the outer update (or, with
     /// [`Driver::tracking`], a hold). Returns the step's report and, when the run is over,
     /// why. With a relative tolerance or tracking, the first step (before its estimate, at the
-    /// solver's starting lower iterate) and every step that tests also evaluate the lower
-    /// residual (one lower gradient each); tracking measures it at every step. On error
-    /// nothing changes: not `x`, not the solver, not the driver.
+    /// solver's starting lower iterate) and every step that tests also evaluate the inner
+    /// residuals; tracking measures them at every step. On error `x` and the driver are
+    /// unchanged, and so is the solver when its own call failed (a residual that fails after
+    /// it leaves the solver's completed call in place).
     pub fn step<P, S, const DY: usize>(
         &mut self,
         solver: &mut S,
@@ -705,11 +709,12 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         // estimate was off: tighten the inner tolerance (an inaccurate estimate is off by up to
         // the inner problem's condition number times its residual, which no fixed ratio covers).
         // Once per move: the first estimate after it decides.
-        let (mut theta, mut last_move_norm) = (self.theta, self.last_move_norm);
-        if tracks && has_first && free_norm > last_move_norm {
-            theta *= T::from_f64(0.5);
-            last_move_norm = T::MAX;
-        }
+        let grew = tracks && has_first && free_norm > self.last_move_norm;
+        let theta = if grew {
+            self.theta * T::from_f64(0.5)
+        } else {
+            self.theta
+        };
         let held = tracks && !(inner_error <= self.inner_target(theta, best, has_first));
         let converged = h_test && (relative == T::ZERO || inner_error <= relative);
         let mut memory = self.memory;
@@ -746,13 +751,15 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.iteration += 1;
         self.last_norm = free_norm;
         self.theta = theta;
-        self.last_move_norm = last_move_norm;
         self.last_estimate_norm = hypergradient_norm;
         self.inner_error = inner_error;
         self.holding = held;
         if !held && free_norm > T::ZERO {
             self.best_norm = best;
             self.last_move_norm = free_norm;
+        } else if grew {
+            // Only the first estimate after a move is compared with the move's.
+            self.last_move_norm = T::MAX;
         }
         if !held && !has_first {
             self.first_norm = first_norm;

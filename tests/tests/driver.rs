@@ -147,29 +147,57 @@ fn at_a_bound_the_blocked_entries_do_not_count_against_convergence() {
     assert!(r.hypergradient_norm < 1e-6);
 }
 
-/// The reference's estimates, but a lower iterate that never moves from its start: its
-/// hypergradients shrink to zero while the lower level is not solved at all.
+/// The reference's estimates with a rigged inner state: a lower iterate that never moves
+/// from its start (its hypergradients shrink to zero while the lower level is not solved at
+/// all), or an adjoint that never moves from 0.
 #[derive(Clone, Debug)]
-struct Lagging(ReferenceSolver<f64, DY>, [f64; DY]);
+struct Rigged {
+    reference: ReferenceSolver<f64, DY>,
+    frozen_lower: Option<[f64; DY]>,
+    frozen_adjoint: Option<[f64; DY]>,
+}
 
-impl Solver<f64, DX, DY> for Lagging {
+impl Rigged {
+    fn lagging_lower() -> Self {
+        Rigged {
+            reference: ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]),
+            frozen_lower: Some([0.0; DY]),
+            frozen_adjoint: None,
+        }
+    }
+
+    fn stuck_adjoint() -> Self {
+        Rigged {
+            frozen_lower: None,
+            frozen_adjoint: Some([0.0; DY]),
+            ..Rigged::lagging_lower()
+        }
+    }
+}
+
+impl Solver<f64, DX, DY> for Rigged {
     fn hypergradient<P: Problem<f64, DX, DY>>(
         &mut self,
         p: &P,
         x: &[f64; DX],
         h: &mut [f64; DX],
     ) -> Result<Diagnostics, Error> {
-        self.0.hypergradient(p, x, h)
+        self.reference.hypergradient(p, x, h)
     }
     fn lower(&self) -> &[f64; DY] {
-        &self.1
+        self.frozen_lower
+            .as_ref()
+            .unwrap_or_else(|| Solver::<f64, DX, DY>::lower(&self.reference))
+    }
+    fn adjoint(&self) -> Option<&[f64; DY]> {
+        self.frozen_adjoint.as_ref()
     }
 }
 
 #[test]
 fn a_small_estimate_from_an_unsolved_lower_level_is_not_convergence() {
     let q = Q::random(2, 10.0, 0.5);
-    let mut lagging = Lagging(ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]), [0.0; DY]);
+    let mut lagging = Rigged::lagging_lower();
     let mut x = [0.0; DX];
     let r = run_to_tolerance(&q, &mut lagging, None, &mut x);
     assert_eq!(r.outcome, Outcome::IterationBudget);
@@ -254,40 +282,19 @@ fn reaches_x_star<S: Solver<f64, DX, DY>>(q: &Q, x_star: &[f64; DX], mut solver:
     assert!(err < 1e-6, "{name}: |x − x*| = {err:e} after {} steps", r.iterations);
 }
 
-/// The reference's estimates and lower iterate, but an adjoint that never moves from 0.
-#[derive(Clone, Debug)]
-struct StuckAdjoint(ReferenceSolver<f64, DY>, [f64; DY]);
-
-impl Solver<f64, DX, DY> for StuckAdjoint {
-    fn hypergradient<P: Problem<f64, DX, DY>>(
-        &mut self,
-        p: &P,
-        x: &[f64; DX],
-        h: &mut [f64; DX],
-    ) -> Result<Diagnostics, Error> {
-        self.0.hypergradient(p, x, h)
-    }
-    fn lower(&self) -> &[f64; DY] {
-        Solver::<f64, DX, DY>::lower(&self.0)
-    }
-    fn adjoint(&self) -> Option<&[f64; DY]> {
-        Some(&self.1)
-    }
-}
-
 #[test]
 fn tracking_holds_x_while_the_lower_iterate_or_the_adjoint_lags() {
     let q = Q::random(2, 10.0, 0.5);
     let fresh = || ReferenceSolver::new(ReferenceConfig::default(), [0.0; DY]);
     let x0 = [0.3, -0.2];
     let mut x = x0;
-    let (r, holds) = run_tracked_for(&q, &mut Lagging(fresh(), [0.0; DY]), 0.1, &mut x, 50);
+    let (r, holds) = run_tracked_for(&q, &mut Rigged::lagging_lower(), 0.1, &mut x, 50);
     assert_eq!(
         (r.outcome, holds, x),
         (Outcome::IterationBudget, r.iterations, x0),
         "lagging y"
     );
-    let (r, holds) = run_tracked_for(&q, &mut StuckAdjoint(fresh(), [0.0; DY]), 0.1, &mut x, 50);
+    let (r, holds) = run_tracked_for(&q, &mut Rigged::stuck_adjoint(), 0.1, &mut x, 50);
     assert_eq!(
         (r.outcome, holds, x),
         (Outcome::IterationBudget, r.iterations, x0),

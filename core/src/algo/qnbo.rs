@@ -316,7 +316,8 @@ impl<T: Real, H: InverseHessian<T, DY>, const DY: usize> Qnbo<T, H, DY> {
 
     /// Subroutine A at `x` from `self.y`: `P` gradient warm-up steps, then `T` quasi-Newton
     /// steps on `mem_a` (restarted from A's last scaling when configured). Leaves the new `y`,
-    /// its gradient and the memory in the arguments; returns the quasi-Newton steps taken.
+    /// its gradient and the memory in the arguments; returns the quasi-Newton steps taken and
+    /// the memory's pair counts over the run.
     fn subroutine_a<P: Problem<T, DX, DY>, const DX: usize>(
         &self,
         oracles: Checked<'_, P>,
@@ -324,8 +325,9 @@ impl<T: Real, H: InverseHessian<T, DY>, const DY: usize> Qnbo<T, H, DY> {
         y: &mut [T; DY],
         grad: &mut [T; DY],
         mem_a: &mut H,
-    ) -> Result<u32, Error> {
+    ) -> Result<(u32, QnCounts), Error> {
         let cfg = &self.config;
+        let before = mem_a.counts();
         if cfg.warmup_steps > 0 {
             inner::gradient_descent(oracles, x, y, cfg.warmup_step, cfg.warmup_steps, Batch::Full)?;
         }
@@ -346,7 +348,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DY: usize> Qnbo<T, H, DY> {
             cfg.lower_tolerance,
             Batch::Full,
         )?;
-        Ok(run.steps)
+        Ok((run.steps, mem_a.counts().since(&before)))
     }
 
     /// Empties B's memory, keeping the scaling A learned at this `x` when configured.
@@ -372,9 +374,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
         cfg.validate()?;
         let oracles = Checked::new(problem, "qNBO");
         let (mut y, mut grad, mut mem_a) = (self.y, [T::ZERO; DY], self.memory_a.clone());
-        let before_a = mem_a.counts();
-        let steps_a = self.subroutine_a(oracles, x, &mut y, &mut grad, &mut mem_a)?;
-        let counts_a = mem_a.counts().since(&before_a);
+        let (steps_a, counts_a) = self.subroutine_a(oracles, x, &mut y, &mut grad, &mut mem_a)?;
         // The adjoint u = H·∇_y f at y_{k+1}.
         let mut grad_x = [T::ZERO; DX];
         let mut grad_y = [T::ZERO; DY];
@@ -467,9 +467,7 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
         cfg.validate()?;
         let oracles = Checked::new(problem, "qNBO");
         let (mut y, mut grad, mut mem_a) = (self.y, [T::ZERO; DY], self.memory_a.clone());
-        let before_a = mem_a.counts();
-        let steps_a = self.subroutine_a(oracles, x, &mut y, &mut grad, &mut mem_a)?;
-        let counts_a = mem_a.counts().since(&before_a);
+        let (steps_a, counts_a) = self.subroutine_a(oracles, x, &mut y, &mut grad, &mut mem_a)?;
         self.y = y;
         self.memory_a = mem_a;
         Ok(counts_a.diagnostics(Diagnostics {
