@@ -123,7 +123,8 @@ pub struct QuasiNewtonRun<T> {
 /// [`InverseHessian::direction`]). `grad` must hold `∇_y g(x, y)` on entry and holds the
 /// gradient at the returned `y` on exit, so consecutive calls share gradients. Stops early
 /// when `‖∇_y g‖ ≤ tol` or a line search fails. Near the solution, where values no longer
-/// resolve the decrease, Armijo steps are accepted while `‖∇_y g‖` decreases. `y`, `grad` and `memory` are updated only
+/// resolve the decrease (below their resolution, or no trial shows it), the Armijo steps
+/// backtrack on `‖∇_y g‖` instead. `y`, `grad` and `memory` are updated only
 /// when the whole call succeeded.
 #[allow(clippy::too_many_arguments)]
 pub fn quasi_newton<P, T, H, const DX: usize, const DY: usize>(
@@ -192,7 +193,8 @@ where
         }
         mem.direction(gk, &mut d);
         let mut y_next = *yk;
-        let mut judge_by_gradient = false;
+        let mut g_next = [T::ZERO; DY];
+        let mut judge_by_gradient = None;
         match *rule {
             StepRule::Fixed(t) => linalg::axpy(-t, &d, &mut y_next),
             StepRule::Armijo {
@@ -210,9 +212,7 @@ where
                 // initial step and judge it by the gradient norm instead (below).
                 let resolution = T::from_f64(4.0) * T::EPSILON * f0.abs();
                 if !(initial * slope > resolution) {
-                    linalg::axpy(-initial, &d, &mut y_next);
-                    judge_by_gradient = true;
-                    value = None;
+                    judge_by_gradient = Some((initial, shrink, max_trials));
                 } else {
                     // Each trial point is built in `y_next` (the accepted one stays there).
                     let mut t = initial;
@@ -232,25 +232,45 @@ where
                         Some(f) if y_next != *yk => {
                             value = Some(f);
                         }
-                        _ => {
+                        Some(_) => {
                             report.line_search_failed = true;
                             break;
                         }
+                        // No trial showed the decrease: near the solution the roundoff of
+                        // `g`'s values (a sum of terms much larger than its changes) hides
+                        // it. The initial step is then judged by the gradient norm, as
+                        // below the resolution.
+                        None => judge_by_gradient = Some((initial, shrink, max_trials)),
                     }
                 }
             }
         }
-        if !linalg::all_finite(&y_next) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: oracles.stage,
-            });
-        }
-        let mut g_next = [T::ZERO; DY];
-        oracles.lower_grad(x, &y_next, batch, &mut g_next)?;
-        if judge_by_gradient && !(linalg::norm(&g_next) < report.gradient_norm) {
-            report.line_search_failed = true;
-            break;
+        match judge_by_gradient {
+            // Backtracking on `‖∇_y g‖` instead of on values.
+            Some((initial, shrink, max_trials)) => {
+                value = None;
+                let mut t = initial;
+                let mut decreased = false;
+                for _ in 0..max_trials {
+                    y_next = *yk;
+                    linalg::axpy(-t, &d, &mut y_next);
+                    finite_or_error(&y_next, oracles.stage)?;
+                    oracles.lower_grad(x, &y_next, batch, &mut g_next)?;
+                    if linalg::norm(&g_next) < report.gradient_norm {
+                        decreased = true;
+                        break;
+                    }
+                    t *= shrink;
+                }
+                if !decreased || y_next == *yk {
+                    report.line_search_failed = true;
+                    break;
+                }
+            }
+            None => {
+                finite_or_error(&y_next, oracles.stage)?;
+                oracles.lower_grad(x, &y_next, batch, &mut g_next)?;
+            }
         }
         // The pair `s = y_next − yk`, `r = g_next − gk`, written over `yk` and `gk` (both
         // replaced right after): two fewer `DY` arrays on the stack.
@@ -267,6 +287,15 @@ where
     }
     report.converged = report.gradient_norm <= tol;
     Ok(report)
+}
+
+/// A non-finite trial point is an error of the stage that made it.
+fn finite_or_error<T: Real, const DY: usize>(y: &[T; DY], stage: &'static str) -> Result<(), Error> {
+    if linalg::all_finite(y) {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { oracle: None, stage })
+    }
 }
 
 #[cfg(test)]

@@ -203,23 +203,30 @@ pub enum Estimates {
     /// a few steps each): exact once the state has caught up with `x`, so the driver holds
     /// `x` until it has ([`crate::run::Driver::tracking`]) and Barzilai–Borwein steps follow.
     Tracked,
-    /// From a fixed truncation (Neumann or unrolled depth, finite differences, a penalty):
-    /// biased by a constant that repeating the call does not remove, so the step decreases
-    /// (AdaGrad-norm).
+    /// From an adjoint rebuilt by a fixed truncation at every call (a Neumann series, an
+    /// unrolled depth): biased by an amount that repeating the call does not remove, so the
+    /// driver deepens the truncation while its residual is short ([`crate::run::Solver::deepen`])
+    /// and Barzilai–Borwein steps follow, as for tracked estimates.
     Truncated,
-    /// From minibatches: noisy, so the step decreases (AdaGrad-norm); a seed matters.
+    /// From minibatches or random directions: noisy, so the step decreases (AdaGrad-norm); a
+    /// seed matters.
     Stochastic,
 }
 
 impl Estimates {
     /// The default inner-tracking ratio `θ` for these estimates ([`crate::run::Driver::tracking`]):
-    /// 0.1 where repeated calls at one `x` make the estimate exact (converged and tracked
-    /// estimates), 0 (off) where they cannot (a fixed truncation, sampling noise).
+    /// 0.1 where repeated or deeper calls at one `x` make the estimate exact, 0 (off) where
+    /// sampling noise keeps the residuals from falling.
     pub fn default_tracking(self) -> f64 {
         match self {
-            Estimates::Converged | Estimates::Tracked => 0.1,
-            Estimates::Truncated | Estimates::Stochastic => 0.0,
+            Estimates::Stochastic => 0.0,
+            _ => 0.1,
         }
+    }
+
+    /// Whether the estimates are noisy (a seed matters, the outer step must decrease).
+    pub const fn noisy(self) -> bool {
+        matches!(self, Estimates::Stochastic)
     }
 }
 
@@ -498,7 +505,7 @@ methods! {
 impl MethodInfo {
     /// Whether it samples minibatches (or random directions), so that a seed matters.
     pub const fn stochastic(&self) -> bool {
-        matches!(self.estimates, Estimates::Stochastic)
+        self.estimates.noisy()
     }
 }
 

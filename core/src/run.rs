@@ -63,6 +63,16 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     fn adjoint(&self) -> Option<&[T; DY]> {
         None
     }
+
+    /// Makes the next calls' adjoint more accurate after the driver found its residual above
+    /// the tolerance (see [`Driver::tracking`]). A solver whose adjoint is a fixed truncation
+    /// rebuilt at every call (a Neumann series, an unrolled depth, a fixed number of
+    /// refinement steps) deepens it and returns `false` once it is at its capacity, when
+    /// repeating the call would no longer help. By default `true`: a warm-started adjoint
+    /// improves by being called again.
+    fn deepen(&mut self) -> bool {
+        true
+    }
 }
 
 /// The shared outer update `x ← Π_box(x − α_t h)`.
@@ -199,6 +209,23 @@ pub enum Outcome {
     OracleBudget,
     /// The observer asked to stop.
     Stopped,
+    /// The estimate passed the hypergradient test, but its truncation (the adjoint residual)
+    /// is above the tolerance and the solver cannot deepen it further ([`Solver::deepen`]):
+    /// `x` is where the method's biased estimate vanishes, not a stationary point of `F`.
+    DepthLimit,
+}
+
+impl Outcome {
+    /// A short name for reports and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Converged => "converged",
+            Outcome::IterationBudget => "iteration budget",
+            Outcome::OracleBudget => "oracle budget",
+            Outcome::Stopped => "stopped",
+            Outcome::DepthLimit => "depth limit",
+        }
+    }
 }
 
 /// Summary of a finished run.
@@ -353,16 +380,15 @@ pub enum Adaptive<T> {
 }
 
 impl<T: Real> Adaptive<T> {
-    /// The rule for a method's estimates: Barzilai–Borwein for estimates from a converged
-    /// lower level, AdaGrad-norm for truncated or stochastic ones (their errors do not vanish
-    /// with the step, so the step must). A `radius` of 1 changes a log-parametrized strength
-    /// by one e-fold at most in the first move.
+    /// The rule for a method's estimates: Barzilai–Borwein for deterministic ones (exact
+    /// once the inner state has caught up, see [`Driver::tracking`]), AdaGrad-norm for noisy
+    /// ones (their errors do not vanish with the step, so the step must). A `radius` of 1
+    /// changes a log-parametrized strength by one e-fold at most in the first move.
     pub fn for_estimates(estimates: crate::registry::Estimates, radius: T) -> Self {
-        match estimates {
-            crate::registry::Estimates::Converged | crate::registry::Estimates::Tracked => {
-                Adaptive::BarzilaiBorwein { radius }
-            }
-            _ => Adaptive::AdaGradNorm { radius },
+        if estimates.noisy() {
+            Adaptive::AdaGradNorm { radius }
+        } else {
+            Adaptive::BarzilaiBorwein { radius }
         }
     }
 
@@ -514,8 +540,48 @@ pub struct Driver<T, const DX: usize> {
     best_norm: T,
     last_move_norm: T,
     last_estimate_norm: T,
-    inner_error: T,
+    inner: InnerErrors<T>,
+    target: T,
+    depth_limited: bool,
     holding: bool,
+}
+
+/// The inner residuals where an estimate was made, relative to their scales.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct InnerErrors<T> {
+    /// `‖∇_y g‖` at the solver's iterate.
+    residual: T,
+    /// `residual` over its value at the start.
+    lower: T,
+    /// `‖∇²_yy g·u − ∇_y f‖ / ‖∇_y f‖` for a solver with an adjoint `u`, else 0.
+    adjoint: T,
+}
+
+impl<T: Real> InnerErrors<T> {
+    /// Not measured (yet): blocks nothing and passes every test.
+    fn none(residual: T) -> Self {
+        InnerErrors {
+            residual,
+            lower: T::ZERO,
+            adjoint: T::ZERO,
+        }
+    }
+
+    /// The larger relative error.
+    fn largest(&self) -> T {
+        if self.adjoint > self.lower {
+            self.adjoint
+        } else {
+            self.lower
+        }
+    }
+
+    /// The error that repeating the call can still reduce: the adjoint's does not count once
+    /// its truncation is at the solver's capacity.
+    fn blocking(&self, depth_limited: bool) -> T {
+        if depth_limited { self.lower } else { self.largest() }
+    }
 }
 
 impl<T: Real, const DX: usize> Driver<T, DX> {
@@ -540,7 +606,13 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             best_norm: T::MAX,
             last_move_norm: T::MAX,
             last_estimate_norm: T::MAX,
-            inner_error: T::MAX,
+            inner: InnerErrors {
+                residual: T::MAX,
+                lower: T::MAX,
+                adjoint: T::MAX,
+            },
+            target: T::ZERO,
+            depth_limited: false,
             holding: false,
         })
     }
@@ -576,7 +648,11 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     /// progress needs instead of drifting on estimates from a lagging `y` or `u`. The first
     /// estimate after a move that is larger than the move's halves `θ` (an estimate is off
     /// by up to the inner condition number times the residual, which no fixed `θ` covers).
-    /// Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
+    /// An adjoint that is rebuilt by a fixed truncation at every call (a Neumann series, an
+    /// unrolled depth) does not improve by repetition: when its residual is short the
+    /// solver deepens it ([`Solver::deepen`]); at the solver's capacity it stops holding `x`,
+    /// and a run that then passes the hypergradient test ends with [`Outcome::DepthLimit`],
+    /// never [`Outcome::Converged`]. Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
     /// non-finite `θ` is refused. Each step then costs one more lower gradient (and, with an
     /// adjoint, one Hessian-vector product and one upper gradient).
     pub fn tracking(mut self, theta: T) -> Result<Self, Error> {
@@ -666,13 +742,16 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             first_residual = lower_residual(problem, x, solver.lower())?;
         }
         let has_first = self.first_norm > T::ZERO;
-        // A hold that left the inner state short of the tolerance (measured after that call,
-        // at this same `x`) is followed by another, without an estimate.
-        if tracks && self.holding && !(self.inner_error <= self.inner_target(self.theta, self.best_norm, has_first)) {
+        // A hold that left the lower level short of the tolerance (measured after that call,
+        // at this same `x`) is followed by another, without an estimate. (A short adjoint
+        // alone needs the full call: the next estimate.)
+        // The tolerance is the one the hold was decided against.
+        if tracks && self.holding && !(self.inner.lower <= self.target) {
             let diagnostics = solver.advance(problem, x)?;
-            let (last_residual, inner_error) = self.inner_ratio(solver, problem, x, first_residual)?;
-            self.last_residual = last_residual;
-            self.inner_error = inner_error;
+            let residual = lower_residual(problem, x, solver.lower())?;
+            self.inner.residual = residual;
+            self.inner.lower = ratio(residual, first_residual);
+            self.last_residual = residual;
             let r = StepReport {
                 iteration: self.iteration,
                 hypergradient_norm: self.last_estimate_norm,
@@ -701,9 +780,9 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         // Residuals of the inner problems where the estimate was made, relative to their
         // scales: an estimate from a lagging `y` or `u` can be small, or point the wrong way,
         // without `x` being stationary.
-        let (mut last_residual, mut inner_error) = (self.last_residual, T::ZERO);
+        let mut inner = InnerErrors::none(self.last_residual);
         if tracks || (relative > T::ZERO && h_test) {
-            (last_residual, inner_error) = self.inner_ratio(solver, problem, x, first_residual)?;
+            inner = self.inner_errors(solver, problem, x, first_residual)?;
         }
         // An estimate larger than the one of the last move says that move overshot or its
         // estimate was off: tighten the inner tolerance (an inaccurate estimate is off by up to
@@ -715,8 +794,15 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         } else {
             self.theta
         };
-        let held = tracks && !(inner_error <= self.inner_target(theta, best, has_first));
-        let converged = h_test && (relative == T::ZERO || inner_error <= relative);
+        let target = self.inner_target(theta, best, has_first);
+        // A truncated adjoint that is short once the lower level has caught up is deepened for
+        // the next call; at its capacity it no longer holds `x` (the method then moves on its
+        // biased estimates, as published).
+        let depth_limited =
+            tracks && (self.depth_limited || (inner.lower <= target && inner.adjoint > target && !solver.deepen()));
+        let held = tracks && !(inner.blocking(depth_limited) <= target);
+        let converged = h_test && (relative == T::ZERO || inner.largest() <= relative);
+        let at_depth_limit = h_test && depth_limited && inner.lower <= relative;
         let mut memory = self.memory;
         let alpha = if held {
             T::ZERO
@@ -738,7 +824,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         };
         self.memory = memory;
         self.first_residual = first_residual;
-        self.last_residual = last_residual;
+        self.last_residual = inner.residual;
         let r = StepReport {
             iteration: self.iteration,
             hypergradient_norm,
@@ -752,7 +838,9 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.last_norm = free_norm;
         self.theta = theta;
         self.last_estimate_norm = hypergradient_norm;
-        self.inner_error = inner_error;
+        self.inner = inner;
+        self.target = target;
+        self.depth_limited = depth_limited;
         self.holding = held;
         if !held && free_norm > T::ZERO {
             self.best_norm = best;
@@ -766,6 +854,8 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         }
         let outcome = if converged {
             Some(Outcome::Converged)
+        } else if at_depth_limit {
+            Some(Outcome::DepthLimit)
         } else {
             self.budget_outcome(problem)
         };
@@ -795,29 +885,30 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         }
     }
 
-    /// The lower residual `‖∇_y g‖` at the solver's iterate, and the larger of its ratio to
-    /// `first_residual` and the adjoint's relative residual (for a solver with an adjoint).
-    fn inner_ratio<P, S, const DY: usize>(
+    /// The inner residuals at the solver's iterate: the lower one relative to
+    /// `first_residual`, the adjoint's (for a solver with an adjoint) relative to `‖∇_y f‖`.
+    fn inner_errors<P, S, const DY: usize>(
         &self,
         solver: &S,
         problem: &Counted<P>,
         x: &[T; DX],
         first_residual: T,
-    ) -> Result<(T, T), Error>
+    ) -> Result<InnerErrors<T>, Error>
     where
         P: Problem<T, DX, DY>,
         S: Solver<T, DX, DY>,
     {
         let residual = lower_residual(problem, x, solver.lower())?;
-        let mut error = ratio(residual, first_residual);
+        let mut adjoint = T::ZERO;
         if let Some(u) = solver.adjoint() {
             let (r, b) = adjoint_residual(problem, x, solver.lower(), u)?;
-            let a = ratio(r, b);
-            if a > error {
-                error = a;
-            }
+            adjoint = ratio(r, b);
         }
-        Ok((residual, error))
+        Ok(InnerErrors {
+            residual,
+            lower: ratio(residual, first_residual),
+            adjoint,
+        })
     }
 
     /// Steps until the stopping test holds, a budget runs out, or `observer` returns

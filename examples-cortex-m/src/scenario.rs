@@ -125,15 +125,6 @@ fn write_counts<W: Write>(out: &mut W, c: &OracleCounts) -> fmt::Result {
     )
 }
 
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Converged => "converged",
-        Outcome::IterationBudget => "iteration budget",
-        Outcome::OracleBudget => "oracle budget",
-        Outcome::Stopped => "stopped",
-    }
-}
-
 /// Tunes `x` of `q` with `solver` from `x = 0` with outer step `c / L_Φ`, and measures the
 /// distance to the closed-form `x*` ([`check_quadratic`] judges it).
 pub fn tune<S: Solver<f32, QUADRATIC_DX, QUADRATIC_DY>>(
@@ -168,7 +159,7 @@ pub fn write_quadratic_result<W: Write>(out: &mut W, name: &str, r: &QuadraticRe
     writeln!(
         out,
         "{name}: {} after {} iterations, |h| = {:e}",
-        outcome_name(r.report.outcome),
+        Outcome::name(r.report.outcome),
         r.report.iterations,
         r.report.hypergradient_norm
     )?;
@@ -1104,7 +1095,7 @@ pub fn tune_logreg<W: Write>(out: &mut W) -> Result<LogregResult, Failure> {
     writeln!(
         out,
         "qnbo-bfgs: {} after {} iterations, |h| = {:e}",
-        outcome_name(report.outcome),
+        Outcome::name(report.outcome),
         report.iterations,
         report.hypergradient_norm
     )?;

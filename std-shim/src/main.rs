@@ -166,8 +166,8 @@ struct Common {
     radius: f64,
     /// Hold the hyperparameters until the lower iterate (and the adjoint) have caught up:
     /// their residuals relative to the start must be at most this times the hypergradient's
-    /// own progress before x moves (0: never hold; default 0.1 for methods whose inner state
-    /// carries over, 0 for truncated and stochastic ones: see `bilevel methods`).
+    /// own progress before x moves; a truncated adjoint deepens meanwhile (0: never hold, the
+    /// papers' fixed inner work; default 0.1, 0 for stochastic methods: see `bilevel methods`).
     #[arg(long)]
     tracking: Option<f64>,
     /// Converged when the hypergradient estimate's norm is at most this times the first

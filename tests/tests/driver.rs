@@ -260,22 +260,22 @@ fn with_tracking_single_loop_methods_reach_the_closed_form_optimum_without_setti
             reaches_x_star(
                 &q,
                 &x_star,
-                Nbo::new(NboConfig::gradient_descent(beta, 0), [0.0; DY]),
+                &mut Nbo::new(NboConfig::gradient_descent(beta, 0), [0.0; DY]),
                 &format!("nbo-gd, seed {seed}, κ {kappa}"),
             );
             reaches_x_star(
                 &q,
                 &x_star,
-                Aid::new(AidConfig::conjugate_gradient(beta, 1, 1), [0.0; DY]),
+                &mut Aid::new(AidConfig::conjugate_gradient(beta, 1, 1), [0.0; DY]),
                 &format!("aid-cg, seed {seed}, κ {kappa}"),
             );
         }
     }
 }
 
-fn reaches_x_star<S: Solver<f64, DX, DY>>(q: &Q, x_star: &[f64; DX], mut solver: S, name: &str) {
+fn reaches_x_star<S: Solver<f64, DX, DY>>(q: &Q, x_star: &[f64; DX], solver: &mut S, name: &str) {
     let mut x = [0.0; DX];
-    let (r, holds) = run_tracked(q, &mut solver, 0.1, &mut x);
+    let (r, holds) = run_tracked(q, solver, 0.1, &mut x);
     let err = bilevel::linalg::dist(&x, x_star) / bilevel::linalg::norm(x_star).max(1.0);
     assert_eq!(r.outcome, Outcome::Converged, "{name}: {r:?}");
     assert!(holds > 0, "{name}: nothing to hold for?");
@@ -339,4 +339,64 @@ fn a_radius_that_is_not_positive_is_refused() {
             "{radius}"
         );
     }
+}
+
+/// Methods whose adjoint is a fixed truncation rebuilt at every call: a Neumann series of
+/// two terms, two unrolled steps (with room for more), SHINE's two-pair memory. The driver
+/// deepens each until its residual follows the outer progress, and all reach `x*`.
+#[test]
+fn with_tracking_truncated_methods_deepen_until_they_reach_the_closed_form_optimum() {
+    use bilevel::algo::aid::AdjointSolver;
+    use bilevel::algo::itd::{ItdConfig, ItdReverse};
+    use bilevel::algo::shine::{Shine, ShineConfig};
+    for seed in 1..=4 {
+        for kappa in [2.0, 50.0] {
+            let q = Q::random(seed, kappa, 0.5);
+            let x_star = q.solution().unwrap();
+            let beta = 1.0 / q.lower_lipschitz();
+            let mut neumann = Aid::new(AidConfig::neumann(beta, 10, beta, 2), [0.0; DY]);
+            reaches_x_star(
+                &q,
+                &x_star,
+                &mut neumann,
+                &format!("aid-neumann, seed {seed}, κ {kappa}"),
+            );
+            let AdjointSolver::Neumann { terms, .. } = neumann.config.adjoint else {
+                unreachable!()
+            };
+            assert!(terms > 2, "the series was not deepened");
+            let config = ItdConfig {
+                lower_step: beta,
+                lower_steps: 2,
+            };
+            let mut itd = ItdReverse::<f64, DY, 4096>::new(config, [0.0; DY]);
+            reaches_x_star(&q, &x_star, &mut itd, &format!("itd, seed {seed}, κ {kappa}"));
+            assert!(itd.config.lower_steps > 2, "the unrolled depth was not deepened");
+            let mut shine = Shine::<f64, DY, 2>::new(ShineConfig::default(), [0.0; DY]);
+            reaches_x_star(&q, &x_star, &mut shine, &format!("shine, seed {seed}, κ {kappa}"));
+        }
+    }
+}
+
+/// A truncation at the solver's capacity cannot follow the outer progress: the run stops at
+/// the method's biased fixed point and says so, never "converged".
+#[test]
+fn a_truncation_at_its_capacity_ends_at_the_depth_limit_not_converged() {
+    use bilevel::algo::itd::{ItdConfig, ItdReverse};
+    let q = Q::random(3, 50.0, 0.5);
+    let x_star = q.solution().unwrap();
+    let config = ItdConfig {
+        lower_step: 1.0 / q.lower_lipschitz(),
+        lower_steps: 2,
+    };
+    let mut itd = ItdReverse::<f64, DY, 4>::new(config, [0.0; DY]);
+    let mut x = [0.0; DX];
+    let (r, _) = run_tracked(&q, &mut itd, 0.1, &mut x);
+    assert_eq!(r.outcome, Outcome::DepthLimit, "{r:?}");
+    assert_eq!(itd.config.lower_steps, 4);
+    let err = bilevel::linalg::dist(&x, &x_star) / bilevel::linalg::norm(&x_star).max(1.0);
+    assert!(
+        err > 1e-3,
+        "four unrolled steps at κ = 50 cannot be exact: |x − x*| = {err:e}"
+    );
 }

@@ -272,15 +272,57 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
         &self.y
     }
 
-    /// The warm-started adjoint of CG and gradient descent (a Neumann series restarts from
-    /// `∇_y f` every step, so repeating it would not make `u` exact: none then).
+    /// The `D` lower steps; a warm-started adjoint takes its steps too, a Neumann series
+    /// (rebuilt at every call) is left for the next estimate.
+    fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
+        if !matches!(self.config.adjoint, AdjointSolver::Neumann { .. }) {
+            let mut h = [T::ZERO; DX];
+            return self.hypergradient(problem, x, &mut h);
+        }
+        self.config.validate()?;
+        let mut y = self.y;
+        let oracles = Checked::new(problem, "AID");
+        inner::gradient_descent(
+            oracles,
+            x,
+            &mut y,
+            self.config.lower_step,
+            self.config.lower_steps,
+            Batch::Full,
+        )?;
+        self.y = y;
+        Ok(Diagnostics {
+            inner_steps: self.config.lower_steps,
+            ..Diagnostics::default()
+        })
+    }
+
+    /// The adjoint of the last call: warm-started by CG and gradient descent, the last
+    /// truncated series for Neumann.
     fn adjoint(&self) -> Option<&[T; DY]> {
-        match self.config.adjoint {
-            AdjointSolver::Neumann { .. } => None,
-            _ => Some(&self.u),
+        Some(&self.u)
+    }
+
+    /// A Neumann series restarts from `∇_y f` at every call, so only more terms make it
+    /// exact: twice as many (plus one), up to [`MAX_NEUMANN_TERMS`]. CG and gradient descent
+    /// are warm-started: repeating the call is enough.
+    fn deepen(&mut self) -> bool {
+        match &mut self.config.adjoint {
+            AdjointSolver::Neumann { terms, .. } => {
+                if *terms >= MAX_NEUMANN_TERMS {
+                    return false;
+                }
+                *terms = terms.saturating_mul(2).saturating_add(1).min(MAX_NEUMANN_TERMS);
+                true
+            }
+            _ => true,
         }
     }
 }
+
+/// The most terms [`Solver::deepen`] gives a Neumann series (a million Hessian-vector
+/// products per estimate: beyond, the outer loop's budget is the better stop).
+pub const MAX_NEUMANN_TERMS: u32 = 1 << 20;
 
 // ---------------------------------------------------------------------------------------
 // Registry entries.

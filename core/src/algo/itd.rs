@@ -77,6 +77,10 @@ pub struct ItdReverse<T, const DY: usize, const S: usize> {
     pub config: ItdConfig<T>,
     #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    /// The adjoint the reverse pass applied: `u = α Σ_t p_t`, which the unrolled derivative
+    /// `Σ_t α ∇²_xy g(y_t)·p_t` uses in place of `∇²_xy g·[∇²_yy g]⁻¹ ∇_y f`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
+    u: [T; DY],
     /// Scratch for the stored iterates `y_0 … y_{D−1}`; meaningless between calls, so not
     /// part of a checkpoint.
     #[cfg_attr(feature = "serde", serde(skip, default = "empty_trajectory"))]
@@ -94,13 +98,14 @@ impl<T, const DY: usize, const S: usize> postcard::experimental::max_size::MaxSi
 where
     T: postcard::experimental::max_size::MaxSize,
 {
-    const POSTCARD_MAX_SIZE: usize = ItdConfig::<T>::POSTCARD_MAX_SIZE + DY * T::POSTCARD_MAX_SIZE;
+    const POSTCARD_MAX_SIZE: usize = ItdConfig::<T>::POSTCARD_MAX_SIZE + 2 * DY * T::POSTCARD_MAX_SIZE;
 }
 
-/// Equal when configuration and lower iterate are; the trajectory is scratch, not state.
+/// Equal when configuration, lower iterate and adjoint are; the trajectory is scratch, not
+/// state.
 impl<T: Real, const DY: usize, const S: usize> PartialEq for ItdReverse<T, DY, S> {
     fn eq(&self, other: &Self) -> bool {
-        self.config == other.config && self.y == other.y
+        self.config == other.config && self.y == other.y && self.u == other.u
     }
 }
 
@@ -110,6 +115,7 @@ impl<T: Real, const DY: usize, const S: usize> ItdReverse<T, DY, S> {
         ItdReverse {
             config,
             y: y0,
+            u: [T::ZERO; DY],
             trajectory: [[T::ZERO; DY]; S],
         }
     }
@@ -145,9 +151,11 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
         oracles.upper_grad(x, &y, Batch::Full, &mut grad_x, &mut p)?;
         let mut cross = [T::ZERO; DX];
         let mut hp = [T::ZERO; DY];
+        let mut u = [T::ZERO; DY];
         for (t, y_t) in trajectory.iter().enumerate().rev() {
             oracles.lower_cross(x, y_t, &p, Batch::Full, &mut cross)?;
             linalg::axpy(-alpha, &cross, &mut grad_x);
+            linalg::axpy(alpha, &p, &mut u);
             if t > 0 {
                 oracles.lower_hvp(x, y_t, &p, Batch::Full, &mut hp)?;
                 linalg::axpy(-alpha, &hp, &mut p);
@@ -160,6 +168,7 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
             });
         }
         self.y = y;
+        self.u = u;
         *h = grad_x;
         Ok(Diagnostics {
             inner_steps: self.config.lower_steps,
@@ -169,6 +178,42 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
 
     fn lower(&self) -> &[T; DY] {
         &self.y
+    }
+
+    /// The `D` lower steps without the reverse pass (the next estimate makes it).
+    fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
+        self.config.validate()?;
+        let mut y = self.y;
+        let oracles = Checked::new(problem, "ITD reverse");
+        inner::gradient_descent(
+            oracles,
+            x,
+            &mut y,
+            self.config.lower_step,
+            self.config.lower_steps,
+            Batch::Full,
+        )?;
+        self.y = y;
+        Ok(Diagnostics {
+            inner_steps: self.config.lower_steps,
+            ..Diagnostics::default()
+        })
+    }
+
+    /// `α Σ_t p_t`: its residual `‖∇²_yy g·u − ∇_y f‖ ≈ ‖(I − α∇²_yy g)^D ∇_y f‖` measures
+    /// the truncation bias.
+    fn adjoint(&self) -> Option<&[T; DY]> {
+        Some(&self.u)
+    }
+
+    /// Twice the unrolled depth, up to the trajectory's capacity `S`.
+    fn deepen(&mut self) -> bool {
+        let steps = self.config.lower_steps as usize;
+        if steps >= S {
+            return false;
+        }
+        self.config.lower_steps = steps.saturating_mul(2).min(S) as u32;
+        true
     }
 }
 

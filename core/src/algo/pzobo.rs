@@ -245,7 +245,7 @@ impl MethodSpec for PzoboMethod {
         name: "pzobo",
         family: Family::Pzobo,
         summary: "Hessian-free: the response Jacobian from perturbed lower-level paths (first-order oracles only)",
-        estimates: Estimates::Truncated,
+        estimates: Estimates::Stochastic,
         settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Pzobo<T, DY, FullBatch>;

@@ -2,7 +2,7 @@
 //! Ciuciu, Moreau; ICLR 2022), spec §3.13.
 //!
 //! ```text
-//! lower level:  L-BFGS on g(x_k, ·) from y_k (warm) until ‖∇_y g‖ ≤ ε_k·‖∇_y g(x_k, y_k)‖,
+//! lower level:  L-BFGS on g(x_k, ·) from y_k (warm) until ‖∇_y g‖ ≤ ε_k·‖∇_y g(x_0, y_0)‖,
 //!               ε_k = max(ε_0·decay^k, floor); the L-BFGS memory is warm-started too
 //!   OPA:        every `every` steps, e = H·∇_y f(x_k, y) rescaled to ‖s_last‖, and the
 //!               extra pair (e, ∇_y g(x_k, y + e) − ∇_y g(x_k, y)) enters the memory
@@ -16,6 +16,11 @@
 //! search with `c2 = 9e-4`; the outer step is the shared [`crate::run::Outer`] instead of
 //! HOAG's adaptive `L_x`. Carrying the memory across outer iterations (SHINE's
 //! `warm_restart_lists`) is the default and can be switched off.
+//!
+//! The memory's inverse is only an approximation of `[∇²_yy g]⁻¹`, so plain SHINE stops at a
+//! bias. Under the driver's inner tracking ([`crate::run::Driver::tracking`]) the residual of
+//! `u` is measured and, while it is short, [`Solver::deepen`] adds CG refinement steps
+//! (SHINE-refine's remedy, grown only as far as the outer progress needs).
 
 use crate::error::{Error, ensure};
 use crate::inner::{self, StepRule};
@@ -146,6 +151,8 @@ pub struct Shine<T, const DY: usize, const M: usize> {
     #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     u: [T; DY],
     k: u32,
+    /// `‖∇_y g(x_0, y_0)‖` of the first call, the scale of every later tolerance (0 before).
+    anchor: T,
     memory: LBfgs<T, DY, M>,
     last: ShineStep,
 }
@@ -158,6 +165,7 @@ impl<T: Real, const DY: usize, const M: usize> Shine<T, DY, M> {
             y: y0,
             u: [T::ZERO; DY],
             k: 0,
+            anchor: T::ZERO,
             memory: LBfgs::new(config.safeguards),
             last: ShineStep::default(),
         }
@@ -205,7 +213,15 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
         let mut y = self.y;
         let mut grad = [T::ZERO; DY];
         oracles.lower_grad(x, &y, Batch::Full, &mut grad)?;
-        let tol = cfg.tolerance_at(self.k) * linalg::norm(&grad);
+        // The tolerance decreases from the first gradient norm of the run, as in HOAG: anchored
+        // at every call instead, the warm-started solve would have to cut its gradient by ε_k
+        // every time and the inner work would never fall.
+        let anchor = if self.anchor > T::ZERO {
+            self.anchor
+        } else {
+            linalg::norm(&grad)
+        };
+        let tol = cfg.tolerance_at(self.k) * anchor;
         let mut steps = 0u32;
         let mut opa_pairs = 0u32;
         let mut converged = linalg::norm(&grad) <= tol;
@@ -291,6 +307,7 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
         self.y = y;
         self.u = u;
         self.k = self.k.saturating_add(1);
+        self.anchor = anchor;
         self.memory = memory;
         self.last = ShineStep {
             counts,
@@ -309,7 +326,28 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
     fn lower(&self) -> &[T; DY] {
         &self.y
     }
+
+    /// `u = H_L-BFGS·∇_y f` (refined): the memory's inverse is only an approximation, so
+    /// the driver measures the residual.
+    fn adjoint(&self) -> Option<&[T; DY]> {
+        Some(&self.u)
+    }
+
+    /// More CG refinement of `u` (SHINE-refine), twice as many steps plus one, up to
+    /// [`MAX_REFINE_STEPS`]: the memory's inverse does not improve by repetition alone.
+    fn deepen(&mut self) -> bool {
+        let steps = &mut self.config.refine_steps;
+        if *steps >= MAX_REFINE_STEPS {
+            return false;
+        }
+        *steps = steps.saturating_mul(2).saturating_add(1).min(MAX_REFINE_STEPS);
+        true
+    }
 }
+
+/// The most CG refinement steps [`Solver::deepen`] gives SHINE (CG stops earlier at its
+/// tolerance; in exact arithmetic it needs at most `DY`).
+pub const MAX_REFINE_STEPS: u32 = 1 << 12;
 
 // ---------------------------------------------------------------------------------------
 // Registry entry.

@@ -9,7 +9,7 @@ use bilevel::Batch;
 use bilevel::problem::{Counted, OracleCounts, Problem};
 use bilevel::reference::{ReferenceConfig, reference_hypergradient};
 use bilevel::registry::{Start, Visit};
-use bilevel::run::{Adaptive, Budget, Driver, Outcome, Outer, Solver, Stopping};
+use bilevel::run::{Adaptive, Budget, Driver, Outer, Solver, Stopping};
 use bilevel::scalar::Real;
 use bilevel::schedule::Schedule;
 
@@ -182,12 +182,7 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
         bar.finish();
         let status = match result {
             Ok(_) if target => "target".to_string(),
-            Ok(report) => match report.outcome {
-                Outcome::Converged => "converged".to_string(),
-                Outcome::IterationBudget => "iteration budget".to_string(),
-                Outcome::OracleBudget => "oracle budget".to_string(),
-                Outcome::Stopped => "stopped".to_string(),
-            },
+            Ok(report) => report.outcome.name().to_string(),
             Err(e) => format!("failed: {e}"),
         };
         Ok(RunResult {

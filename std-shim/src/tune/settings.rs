@@ -61,7 +61,9 @@ pub fn methods_table() -> String {
         let outer = match info.estimates {
             bilevel::registry::Estimates::Converged => "Barzilai–Borwein outer step, holds x until y catches up",
             bilevel::registry::Estimates::Tracked => "Barzilai–Borwein outer step, holds x until y and u catch up",
-            bilevel::registry::Estimates::Truncated => "AdaGrad-norm outer step",
+            bilevel::registry::Estimates::Truncated => {
+                "Barzilai–Borwein outer step, deepens the truncation until u is accurate"
+            }
             bilevel::registry::Estimates::Stochastic => "stochastic, AdaGrad-norm outer step",
         };
         let _ = writeln!(s, "{} ({}, {outer}): {}", info.name, info.family.name(), info.summary);
