@@ -142,6 +142,7 @@ int main(void) {
     if (check("config", bl_default_config(&bl_method_nbo_gd, &quad, x0, QDX, &cfg))) return 1;
     if (check("lower_step", bl_config_set(&cfg, "lower_step", 0.2f))) return 1;
     cfg.outer_step = 0.3f;
+    cfg.inner_tracking = 0.0f;
     if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &quad, x0, QDX))) return 1;
     BlReport report;
     uint32_t status = bl_run(memory, &quad, 400, 1e-6f, &report);
@@ -189,6 +190,7 @@ int main(void) {
         bl_config_set(&cfg, "rho", 0.25f);
         bl_config_set(&cfg, "batch_size", 16.0f);
         cfg.outer_step = 2.0f;
+        cfg.inner_tracking = 0.0f;
         cfg.use_bounds = 1;
         if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &logreg, lam0, 1))) return 1;
         status = bl_run(memory, &logreg, 300, 1e-5f, &report);
@@ -206,7 +208,8 @@ int main(void) {
         print_bits(label, lam, 1);
         print_bits(label, w, NFEAT);
     }
-    /* the defaults alone: lower steps 1/L, the adaptive outer step, and bl_run's tolerance */
+    /* the defaults alone: lower steps 1/L, the adaptive outer step, inner tracking, and bl_run's
+     * tolerance */
     {
         const float lam0[1] = {0.0f};
         if (check("config", bl_default_config(&bl_method_nbo_cg, &logreg, lam0, 1, &cfg))) return 1;
@@ -234,6 +237,7 @@ int main(void) {
     if (check("config", bl_default_config(&bl_method_nbo_gd, &ridge, ridge_lam0, 1, &cfg))) return 1;
     if (check("lower_step", bl_config_set(&cfg, "lower_step", 0.2f))) return 1;
     cfg.outer_step = 1.0f;
+    cfg.inner_tracking = 0.0f;
     cfg.use_bounds = 1;
     if (check("init", bl_solver_init(memory, sizeof memory, &cfg, &ridge, ridge_lam0, 1))) return 1;
     status = bl_run(memory, &ridge, 300, 1e-6f, &report);

@@ -174,6 +174,11 @@ typedef struct BlConfig {
   float outer_step;
   // The adaptive step's first move changes no `x_i` by more than this. Default 1.
   float outer_radius;
+  // Inner tracking `θ`: `x` moves only when the lower residual (and the adjoint's) have
+  // fallen to `θ` times the hypergradient's progress; a truncated adjoint deepens
+  // meanwhile. Default the method's: 0.1, or 0 (off, the paper's fixed inner work) for
+  // stochastic methods.
+  float inner_tracking;
   // Seed of stochastic methods. Default 1.
   uint64_t seed;
   // Non-zero: keep every `x_i` in `[lower_bound, upper_bound]`. Default 0.
@@ -276,8 +281,10 @@ uint32_t bl_solver_init(uint8_t *memory,
 uint32_t bl_step(uint8_t *memory, const struct BlProblem *problem, struct BlReport *report);
 
 // Up to `max_iterations` outer steps on `problem`, stopping early when the hypergradient
-// estimate's norm falls to `tolerance` or below. Returns `BL_OK` when the tolerance was met
-// (or `tolerance < 0` and all steps ran), `BL_ERR_BUDGET` when the steps ran out first, or
+// estimate's norm has fallen to `tolerance` times the first estimate's (scale-free) and the
+// lower residual `‖∇_y g‖` (and a carried adjoint's) by as much from the solver's first step.
+// Returns `BL_OK` when that test held (or `tolerance < 0` and all steps ran), `BL_ERR_BUDGET`
+// when the steps ran out first (or a truncation reached its capacity first), or
 // the error that stopped a step (the steps before it are kept, and `report` describes the
 // last of them).
 //

@@ -217,8 +217,10 @@ pub unsafe extern "C" fn bl_step(memory: *mut u8, problem: *const BlProblem, rep
 }
 
 /// Up to `max_iterations` outer steps on `problem`, stopping early when the hypergradient
-/// estimate's norm falls to `tolerance` or below. Returns `BL_OK` when the tolerance was met
-/// (or `tolerance < 0` and all steps ran), `BL_ERR_BUDGET` when the steps ran out first, or
+/// estimate's norm has fallen to `tolerance` times the first estimate's (scale-free) and the
+/// lower residual `‖∇_y g‖` (and a carried adjoint's) by as much from the solver's first step.
+/// Returns `BL_OK` when that test held (or `tolerance < 0` and all steps ran), `BL_ERR_BUDGET`
+/// when the steps ran out first (or a truncation reached its capacity first), or
 /// the error that stopped a step (the steps before it are kept, and `report` describes the
 /// last of them).
 ///

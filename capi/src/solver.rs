@@ -79,6 +79,11 @@ pub struct BlConfig {
     pub outer_step: f32,
     /// The adaptive step's first move changes no `x_i` by more than this. Default 1.
     pub outer_radius: f32,
+    /// Inner tracking `θ`: `x` moves only when the lower residual (and the adjoint's) have
+    /// fallen to `θ` times the hypergradient's progress; a truncated adjoint deepens
+    /// meanwhile. Default the method's: 0.1, or 0 (off, the paper's fixed inner work) for
+    /// stochastic methods.
+    pub inner_tracking: f32,
     /// Seed of stochastic methods. Default 1.
     pub seed: u64,
     /// Non-zero: keep every `x_i` in `[lower_bound, upper_bound]`. Default 0.
@@ -103,6 +108,7 @@ impl BlConfig {
             method,
             outer_step: 0.0,
             outer_radius: 1.0,
+            inner_tracking: method.info.estimates.default_tracking() as f32,
             seed: 1,
             use_bounds: 0,
             lower_bound: -12.0,
@@ -200,7 +206,7 @@ pub(crate) unsafe fn init(
         let schedule = Schedule::Constant(config.outer_step);
         Driver::new(Outer { schedule, bounds }, Budget::iterations(0), Stopping::never())
     };
-    let driver = match driver {
+    let driver = match driver.and_then(|d| d.tracking(config.inner_tracking)) {
         Ok(d) => d,
         Err(e) => return status::code(&e),
     };
@@ -330,7 +336,7 @@ fn drive<S: Solver<f32, DX, DY>, P: Problem<f32, DX, DY>>(
     let budget = Budget::iterations(c.driver.iteration().saturating_add(max_iterations));
     c.driver.set_budget(budget);
     let stopping = if tolerance > 0.0 {
-        Stopping::absolute(tolerance)
+        Stopping::relative(tolerance)
     } else {
         Stopping::never()
     };

@@ -144,6 +144,14 @@ int main(int argc, char **argv) {
         c.settings[0] = bad_steps[i];
         EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
     }
+    const float bad_tracking[3] = {-0.1f, NAN, INFINITY};
+    const char *tracking_names[3] = {"inner_tracking -0.1", "inner_tracking NaN", "inner_tracking +inf"};
+    for (int i = 0; i < 3; i++) {
+        BlConfig c = cfg;
+        c.inner_tracking = bad_tracking[i];
+        given = tracking_names[i];
+        EXPECT(bl_solver_init(memory, sizeof memory, &c, &p, x0, 1), BL_ERR_CONFIG);
+    }
     BlConfig c = cfg;
     c.method = NULL;
     given = "no method";

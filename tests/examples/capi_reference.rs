@@ -92,8 +92,9 @@ fn bits(name: &str, v: &[f32]) {
     println!("{name} {}", hex.join(" "));
 }
 
-/// `bl_run`: the driver steps until `‖h‖ ≤ tol` (never for `tol < 0`), the budget, or an
-/// error (steps before it are kept).
+/// `bl_run` with a fixed outer step and no tracking: the driver steps until `‖h‖` has fallen
+/// to `tol` times the first estimate's and the lower residual as far (never for `tol < 0`),
+/// the budget, or an error (steps before it are kept).
 fn run<P: Problem<f32, DX, DY>, S: Solver<f32, DX, DY>, const DX: usize, const DY: usize>(
     solver: &mut S,
     p: &P,
@@ -103,7 +104,7 @@ fn run<P: Problem<f32, DX, DY>, S: Solver<f32, DX, DY>, const DX: usize, const D
     tol: f32,
 ) -> Result<(), Error> {
     let stopping = if tol > 0.0 {
-        Stopping::absolute(tol)
+        Stopping::relative(tol)
     } else {
         Stopping::never()
     };
@@ -272,7 +273,10 @@ fn main() {
         type Output = f32;
         fn visit<S: Solver<f32, 1, 32> + Clone + std::fmt::Debug>(self, mut solver: S) -> f32 {
             let rule = Adaptive::for_estimates(Method::NboCg.info().estimates, 1.0);
-            let mut driver = Driver::adaptive(rule, None, Budget::iterations(300), Stopping::absolute(1e-5)).unwrap();
+            let tracking = Method::NboCg.info().estimates.default_tracking() as f32;
+            let mut driver = Driver::adaptive(rule, None, Budget::iterations(300), Stopping::relative(1e-5))
+                .and_then(|d| d.tracking(tracking))
+                .unwrap();
             let mut lam = [0.0f32];
             let r = driver
                 .run(&mut solver, &Counted::new(self.0), &mut lam, |_, _, _| {
