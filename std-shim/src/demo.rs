@@ -3,12 +3,12 @@
 
 use std::ops::ControlFlow;
 
-use bilevel::algo::qnbo::{QnboBfgs, QnboConfig};
+use bilevel::Problem;
 use bilevel::problem::{Counted, OracleCounts};
 use bilevel::problems::{Logistic, Samples};
 use bilevel::reference::{ReferenceConfig, reference_value};
-use bilevel::run::{Budget, Outcome, Outer, run};
-use bilevel::schedule::Schedule;
+use bilevel::registry::{Method, Settings, Start, Visit};
+use bilevel::run::{Adaptive, Budget, Driver, Outcome, RunReport, Solver, Stopping};
 
 use crate::data::{Dataset, Standardizer};
 use crate::datasets;
@@ -62,8 +62,10 @@ pub struct Tuned {
     pub test_loss: f64,
     /// Fraction of test rows classified right.
     pub test_accuracy: f64,
-    /// Outer iterations and why they stopped.
+    /// Outer iterations, holds included.
     pub iterations: u32,
+    /// The iterations that moved `ln λ` (the others held it while the lower level caught up).
+    pub moves: u32,
     /// Why the run ended.
     pub outcome: Outcome,
     /// Oracle calls.
@@ -90,40 +92,66 @@ pub fn validation_loss(split: &Split<FEATURES>, ln_lambda: f64) -> Result<f64, b
     Ok(reference_value(&problem(split)?, &[ln_lambda], &[0.0; DY], &ReferenceConfig::default())?.0)
 }
 
-/// Tunes `ln λ` from `ln λ = 0` by steps of 20 on qNBO-BFGS's hypergradient (default
-/// configuration, warm-up steps of 0.5) until `|h| ≤ 1e-10`.
+/// The demo's method: qNBO with dense BFGS, no Hessian-vector product.
+pub const METHOD: Method = Method::QnboBfgs;
+
+/// Tunes `ln λ` from `ln λ = 0` with [`METHOD`] and the library's defaults, as `bilevel tune`
+/// runs it: settings from the data (steps `1/L`), the scale-free outer step, inner tracking,
+/// and the relative tolerance 1e-6.
 pub fn tune(split: &Split<FEATURES>) -> Result<Tuned, bilevel::Error> {
-    let p = Counted::new(problem(split)?);
-    let config = QnboConfig {
-        warmup_step: 0.5,
-        ..QnboConfig::default()
-    };
-    let mut solver = QnboBfgs::<f64, DY>::new(config, [0.0; DY]);
-    let mut x = [0.0];
-    let outer = Outer {
-        schedule: Schedule::Constant(20.0),
-        bounds: Some((-12.0, 12.0)),
-    };
-    let report = run(
-        &mut solver,
-        &p,
-        &mut x,
-        &outer,
-        Budget::iterations(3000),
-        1e-10,
-        |_, _| ControlFlow::Continue(()),
-    )?;
-    let model = *solver.lower();
+    let p = problem(split)?;
+    let settings = Settings::new(METHOD, p.lower_lipschitz(&[0.0]));
+    let start = Start::new([0.0; DY], p.samples(), 1);
+    let run = METHOD.build(&settings, &start, Defaults(&p))??;
+    let model = run.model;
     let validation_loss = Logistic::<f64, FEATURES, 1, DY>::loss(&samples(&split.validation), &model)?;
     let test = samples(&split.test);
     Ok(Tuned {
-        ln_lambda: x[0],
+        ln_lambda: run.x[0],
         model,
         validation_loss,
         test_loss: Logistic::<f64, FEATURES, 1, DY>::loss(&test, &model)?,
         test_accuracy: Logistic::<f64, FEATURES, 1, DY>::accuracy(&test, &model),
-        iterations: report.iterations,
-        outcome: report.outcome,
-        oracle_calls: report.oracle_calls,
+        iterations: run.report.iterations,
+        moves: run.report.iterations - run.held,
+        outcome: run.report.outcome,
+        oracle_calls: run.report.oracle_calls,
     })
+}
+
+/// A finished run of the demo.
+struct Run {
+    x: [f64; 1],
+    model: [f64; DY],
+    report: RunReport<f64>,
+    held: u32,
+}
+
+/// Runs the solver it is handed with the defaults of its method's estimates.
+struct Defaults<'a, P>(&'a P);
+
+impl<P: Problem<f64, 1, DY>> Visit<f64, 1, DY> for Defaults<'_, P> {
+    type Output = Result<Run, bilevel::Error>;
+
+    fn visit<S: Solver<f64, 1, DY>>(self, mut solver: S) -> Self::Output {
+        let estimates = METHOD.info().estimates;
+        let mut driver = Driver::adaptive(
+            Adaptive::for_estimates(estimates, 1.0),
+            Some((-12.0, 12.0)),
+            Budget::iterations(5000),
+            Stopping::relative(1e-6),
+        )?
+        .tracking(estimates.default_tracking())?;
+        let (mut x, mut held) = ([0.0], 0);
+        let report = driver.run(&mut solver, &Counted::new(self.0), &mut x, |r, _, _| {
+            held += u32::from(r.held);
+            ControlFlow::Continue(())
+        })?;
+        Ok(Run {
+            x,
+            model: *solver.lower(),
+            report,
+            held,
+        })
+    }
 }

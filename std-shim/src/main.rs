@@ -270,7 +270,10 @@ fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         split.test.len(),
         demo::FEATURES
     );
-    out!("tuning ln λ of logistic regression with qNBO-BFGS (no Hessian-vector product)");
+    out!(
+        "tuning ln λ of logistic regression with {} (no Hessian-vector product), default settings",
+        demo::METHOD.name()
+    );
     let t = demo::tune(&split)?;
     let c = t.oracle_calls;
     out!("λ = {:.6e} (ln λ = {:.6})", libm::exp(t.ln_lambda), t.ln_lambda);
@@ -281,9 +284,13 @@ fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * t.test_accuracy
     );
     out!(
-        "{} outer iterations ({:?}); oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} g",
-        t.iterations,
-        t.outcome,
+        "{}: {} moves of ln λ in {} outer iterations (the others held it while y caught up)",
+        t.outcome.name(),
+        t.moves,
+        t.iterations
+    );
+    out!(
+        "oracle calls: {} ∇_y g, {} ∇f, {} ∇²_yy g·v, {} ∇²_xy g·v, {} g",
         c.lower_grad,
         c.upper_grad,
         c.lower_hvp,

@@ -33,6 +33,14 @@ fn demo_finds_the_grid_optimum_of_the_validation_loss() {
         tuned.ln_lambda
     );
     assert!(tuned.test_accuracy > 0.9, "test accuracy {}", tuned.test_accuracy);
+    // With no settings: converged, in few moves and few lower gradients.
+    assert_eq!(tuned.outcome, bilevel::run::Outcome::Converged);
+    assert!(tuned.moves <= 50, "{} moves", tuned.moves);
+    assert!(
+        tuned.oracle_calls.lower_grad <= 5000,
+        "{} lower gradients",
+        tuned.oracle_calls.lower_grad
+    );
 }
 
 #[test]
