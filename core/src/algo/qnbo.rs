@@ -460,18 +460,34 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
         &self.y
     }
 
-    /// Subroutine A only: while the driver holds `x`, the adjoint (B's steps, most of an
-    /// iteration's lower gradients) would be thrown away. `k` does not advance.
+    /// Subroutine A only, continued: while the driver holds `x`, the adjoint (B's steps, most
+    /// of an iteration's lower gradients) would be thrown away, and A's secant pairs from the
+    /// last call are still pairs of this `g(x, ·)`, so `T` more quasi-Newton steps continue
+    /// from A's memory, without the warm-up and the restart that a new `x` needs. `k` does not
+    /// advance.
     fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
         let cfg = self.config;
         cfg.validate()?;
         let oracles = Checked::new(problem, "qNBO");
         let (mut y, mut grad, mut mem_a) = (self.y, [T::ZERO; DY], self.memory_a.clone());
-        let (steps_a, counts_a) = self.subroutine_a(oracles, x, &mut y, &mut grad, &mut mem_a)?;
+        let before = mem_a.counts();
+        oracles.lower_grad(x, &y, Batch::Full, &mut grad)?;
+        let run = inner::quasi_newton_in_place(
+            oracles,
+            x,
+            &mut y,
+            &mut grad,
+            &mut mem_a,
+            &cfg.step,
+            cfg.qn_steps,
+            cfg.lower_tolerance,
+            Batch::Full,
+        )?;
+        let counts_a = mem_a.counts().since(&before);
         self.y = y;
         self.memory_a = mem_a;
         Ok(counts_a.diagnostics(Diagnostics {
-            inner_steps: cfg.warmup_steps.saturating_add(steps_a),
+            inner_steps: run.steps,
             ..Diagnostics::default()
         }))
     }
