@@ -95,14 +95,19 @@ pub fn validation_loss(split: &Split<FEATURES>, ln_lambda: f64) -> Result<f64, b
 /// The demo's method: qNBO with dense BFGS, no Hessian-vector product.
 pub const METHOD: Method = Method::QnboBfgs;
 
-/// Tunes `ln λ` from `ln λ = 0` with [`METHOD`] and the library's defaults, as `bilevel tune`
-/// runs it: settings from the data (steps `1/L`), the scale-free outer step, inner tracking,
-/// and the relative tolerance 1e-6.
+/// Tunes `ln λ` from `ln λ = 0` with [`METHOD`] and the library's defaults ([`tune_with`]).
 pub fn tune(split: &Split<FEATURES>) -> Result<Tuned, bilevel::Error> {
+    tune_with(split, METHOD)
+}
+
+/// Tunes `ln λ` from `ln λ = 0` with `method` and the library's defaults, as `bilevel tune`
+/// runs it: settings from the data (steps `1/L`), the scale-free outer step, inner tracking,
+/// the relative tolerance 1e-6 and a cap of 5000 iterations.
+pub fn tune_with(split: &Split<FEATURES>, method: Method) -> Result<Tuned, bilevel::Error> {
     let p = problem(split)?;
-    let settings = Settings::new(METHOD, p.lower_lipschitz(&[0.0]));
+    let settings = Settings::new(method, p.lower_lipschitz(&[0.0]));
     let start = Start::new([0.0; DY], p.samples(), 1);
-    let run = METHOD.build(&settings, &start, Defaults(&p))??;
+    let run = method.build(&settings, &start, Defaults(&p, method))??;
     let model = run.model;
     let validation_loss = Logistic::<f64, FEATURES, 1, DY>::loss(&samples(&split.validation), &model)?;
     let test = samples(&split.test);
@@ -128,13 +133,13 @@ struct Run {
 }
 
 /// Runs the solver it is handed with the defaults of its method's estimates.
-struct Defaults<'a, P>(&'a P);
+struct Defaults<'a, P>(&'a P, Method);
 
 impl<P: Problem<f64, 1, DY>> Visit<f64, 1, DY> for Defaults<'_, P> {
     type Output = Result<Run, bilevel::Error>;
 
     fn visit<S: Solver<f64, 1, DY>>(self, mut solver: S) -> Self::Output {
-        let estimates = METHOD.info().estimates;
+        let estimates = self.1.info().estimates;
         let mut driver = Driver::adaptive(
             Adaptive::for_estimates(estimates, 1.0),
             Some((-12.0, 12.0)),

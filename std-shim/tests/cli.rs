@@ -705,3 +705,35 @@ fn ridge_tunes_to_the_same_strength_whatever_the_units_of_the_target() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Data the defaults were not chosen on: the splits of seeds 1–5. With no settings, the
+/// methods whose estimates converge reach the reference's optimum, and say so.
+#[test]
+fn with_no_settings_the_converging_methods_reach_the_reference_optimum_on_other_splits() {
+    use bilevel::registry::Method;
+    use bilevel::run::Outcome;
+    for seed in 1..=5 {
+        let split = demo::breast_cancer_split(seed).unwrap();
+        let reference = demo::tune_with(&split, Method::Reference).unwrap();
+        assert_eq!(reference.outcome, Outcome::Converged, "seed {seed}");
+        let best = demo::validation_loss(&split, reference.ln_lambda).unwrap();
+        for method in [
+            Method::QnboBfgs,
+            Method::QnboSr1,
+            Method::QnboLbfgs,
+            Method::Shine,
+            Method::NboCg,
+        ] {
+            let t = demo::tune_with(&split, method).unwrap();
+            let f = demo::validation_loss(&split, t.ln_lambda).unwrap();
+            assert_eq!(t.outcome, Outcome::Converged, "{} on seed {seed}", method.name());
+            assert!(
+                (f - best).abs() <= 1e-5 * best,
+                "{} on seed {seed}: F = {f} at ln λ = {}, reference {best} at {}",
+                method.name(),
+                t.ln_lambda,
+                reference.ln_lambda
+            );
+        }
+    }
+}
