@@ -59,7 +59,9 @@ pub fn methods_table() -> String {
     for m in Method::ALL {
         let info = m.info();
         let outer = match info.estimates {
-            bilevel::registry::Estimates::Converged => "Barzilai–Borwein outer step, holds x until y (and an adjoint it keeps) catch up",
+            bilevel::registry::Estimates::Converged => {
+                "Barzilai–Borwein outer step, holds x until y (and an adjoint it keeps) catch up"
+            }
             bilevel::registry::Estimates::Tracked => "Barzilai–Borwein outer step, holds x until y and u catch up",
             bilevel::registry::Estimates::Truncated => {
                 "Barzilai–Borwein outer step, deepens the truncation until u is accurate"
