@@ -40,6 +40,27 @@ where
     Ok(g)
 }
 
+/// `steps` full-batch gradient steps on `y` alone: the held step ([`crate::run::Solver::advance`])
+/// of a solver whose lower level takes gradient steps and whose adjoint is rebuilt by the next
+/// estimate. `y` is unchanged on error.
+pub fn advance_by_gradient_steps<P, T, const DX: usize, const DY: usize>(
+    oracles: Checked<'_, P>,
+    x: &[T; DX],
+    y: &mut [T; DY],
+    beta: T,
+    steps: u32,
+) -> Result<crate::run::Diagnostics, Error>
+where
+    P: Problem<T, DX, DY>,
+    T: Real,
+{
+    gradient_descent(oracles, x, y, beta, steps, Batch::Full)?;
+    Ok(crate::run::Diagnostics {
+        inner_steps: steps,
+        ..crate::run::Diagnostics::default()
+    })
+}
+
 /// The step length of a lower-level quasi-Newton step `y ← y − t·H∇_y g`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

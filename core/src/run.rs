@@ -534,7 +534,6 @@ pub struct Driver<T, const DX: usize> {
     first_norm: T,
     last_norm: T,
     first_residual: T,
-    last_residual: T,
     tracking: T,
     theta: T,
     best_norm: T,
@@ -600,7 +599,6 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             first_norm: T::ZERO,
             last_norm: T::MAX,
             first_residual: T::ZERO,
-            last_residual: T::MAX,
             tracking: T::ZERO,
             theta: T::ZERO,
             best_norm: T::MAX,
@@ -686,7 +684,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     /// The last measured lower-level residual `‖∇_y g‖` and its value at the start (`T::MAX`
     /// and 0 before they were measured; measured with a relative tolerance or tracking).
     pub fn lower_residual(&self) -> (T, T) {
-        (self.last_residual, self.first_residual)
+        (self.inner.residual, self.first_residual)
     }
 
     /// The outer update.
@@ -742,16 +740,14 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             first_residual = lower_residual(problem, x, solver.lower())?;
         }
         let has_first = self.first_norm > T::ZERO;
-        // A hold that left the lower level short of the tolerance (measured after that call,
-        // at this same `x`) is followed by another, without an estimate. (A short adjoint
-        // alone needs the full call: the next estimate.)
-        // The tolerance is the one the hold was decided against.
+        // A hold that left the lower level short of the tolerance the hold was decided against
+        // (measured after that call, at this same `x`) is followed by another, without an
+        // estimate. (A short adjoint alone needs the full call: the next estimate.)
         if tracks && self.holding && !(self.inner.lower <= self.target) {
             let diagnostics = solver.advance(problem, x)?;
             let residual = lower_residual(problem, x, solver.lower())?;
             self.inner.residual = residual;
             self.inner.lower = ratio(residual, first_residual);
-            self.last_residual = residual;
             let r = StepReport {
                 iteration: self.iteration,
                 hypergradient_norm: self.last_estimate_norm,
@@ -780,7 +776,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         // Residuals of the inner problems where the estimate was made, relative to their
         // scales: an estimate from a lagging `y` or `u` can be small, or point the wrong way,
         // without `x` being stationary.
-        let mut inner = InnerErrors::none(self.last_residual);
+        let mut inner = InnerErrors::none(self.inner.residual);
         if tracks || (relative > T::ZERO && h_test) {
             inner = self.inner_errors(solver, problem, x, first_residual)?;
         }
@@ -824,7 +820,6 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         };
         self.memory = memory;
         self.first_residual = first_residual;
-        self.last_residual = inner.residual;
         let r = StepReport {
             iteration: self.iteration,
             hypergradient_norm,

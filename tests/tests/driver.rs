@@ -248,29 +248,33 @@ fn run_tracked_for<S: Solver<f64, DX, DY>>(
     (r, holds)
 }
 
-#[test]
-fn with_tracking_single_loop_methods_reach_the_closed_form_optimum_without_settings() {
+/// Calls `check` on quadratics of seeds 1–4 and condition numbers 2 and 50, with their
+/// closed-form `x*`, the step `1/L` and a label.
+fn for_each_quadratic(mut check: impl FnMut(&Q, &[f64; DX], f64, &str)) {
     for seed in 1..=4 {
         for kappa in [2.0, 50.0] {
             let q = Q::random(seed, kappa, 0.5);
             let x_star = q.solution().unwrap();
-            let beta = 1.0 / q.lower_lipschitz();
-            // One gradient step on y and on u per call (NBO-GD with T = 0 is SOBA's update),
-            // and AID-CG with a single lower step: both lag far behind x without tracking.
-            reaches_x_star(
+            check(
                 &q,
                 &x_star,
-                &mut Nbo::new(NboConfig::gradient_descent(beta, 0), [0.0; DY]),
-                &format!("nbo-gd, seed {seed}, κ {kappa}"),
-            );
-            reaches_x_star(
-                &q,
-                &x_star,
-                &mut Aid::new(AidConfig::conjugate_gradient(beta, 1, 1), [0.0; DY]),
-                &format!("aid-cg, seed {seed}, κ {kappa}"),
+                1.0 / q.lower_lipschitz(),
+                &format!("seed {seed}, κ {kappa}"),
             );
         }
     }
+}
+
+#[test]
+fn with_tracking_single_loop_methods_reach_the_closed_form_optimum_without_settings() {
+    for_each_quadratic(|q, x_star, beta, label| {
+        // One gradient step on y and on u per call (NBO-GD with T = 0 is SOBA's update), and
+        // AID-CG with a single lower step: both lag far behind x without tracking.
+        let mut nbo = Nbo::new(NboConfig::gradient_descent(beta, 0), [0.0; DY]);
+        reaches_x_star(q, x_star, &mut nbo, &format!("nbo-gd, {label}"));
+        let mut aid = Aid::new(AidConfig::conjugate_gradient(beta, 1, 1), [0.0; DY]);
+        reaches_x_star(q, x_star, &mut aid, &format!("aid-cg, {label}"));
+    });
 }
 
 fn reaches_x_star<S: Solver<f64, DX, DY>>(q: &Q, x_star: &[f64; DX], solver: &mut S, name: &str) {
@@ -349,33 +353,23 @@ fn with_tracking_truncated_methods_deepen_until_they_reach_the_closed_form_optim
     use bilevel::algo::aid::AdjointSolver;
     use bilevel::algo::itd::{ItdConfig, ItdReverse};
     use bilevel::algo::shine::{Shine, ShineConfig};
-    for seed in 1..=4 {
-        for kappa in [2.0, 50.0] {
-            let q = Q::random(seed, kappa, 0.5);
-            let x_star = q.solution().unwrap();
-            let beta = 1.0 / q.lower_lipschitz();
-            let mut neumann = Aid::new(AidConfig::neumann(beta, 10, beta, 2), [0.0; DY]);
-            reaches_x_star(
-                &q,
-                &x_star,
-                &mut neumann,
-                &format!("aid-neumann, seed {seed}, κ {kappa}"),
-            );
-            let AdjointSolver::Neumann { terms, .. } = neumann.config.adjoint else {
-                unreachable!()
-            };
-            assert!(terms > 2, "the series was not deepened");
-            let config = ItdConfig {
-                lower_step: beta,
-                lower_steps: 2,
-            };
-            let mut itd = ItdReverse::<f64, DY, 4096>::new(config, [0.0; DY]);
-            reaches_x_star(&q, &x_star, &mut itd, &format!("itd, seed {seed}, κ {kappa}"));
-            assert!(itd.config.lower_steps > 2, "the unrolled depth was not deepened");
-            let mut shine = Shine::<f64, DY, 2>::new(ShineConfig::default(), [0.0; DY]);
-            reaches_x_star(&q, &x_star, &mut shine, &format!("shine, seed {seed}, κ {kappa}"));
-        }
-    }
+    for_each_quadratic(|q, x_star, beta, label| {
+        let mut neumann = Aid::new(AidConfig::neumann(beta, 10, beta, 2), [0.0; DY]);
+        reaches_x_star(q, x_star, &mut neumann, &format!("aid-neumann, {label}"));
+        let AdjointSolver::Neumann { terms, .. } = neumann.config.adjoint else {
+            unreachable!()
+        };
+        assert!(terms > 2, "the series was not deepened");
+        let config = ItdConfig {
+            lower_step: beta,
+            lower_steps: 2,
+        };
+        let mut itd = ItdReverse::<f64, DY, 4096>::new(config, [0.0; DY]);
+        reaches_x_star(q, x_star, &mut itd, &format!("itd, {label}"));
+        assert!(itd.config.lower_steps > 2, "the unrolled depth was not deepened");
+        let mut shine = Shine::<f64, DY, 2>::new(ShineConfig::default(), [0.0; DY]);
+        reaches_x_star(q, x_star, &mut shine, &format!("shine, {label}"));
+    });
 }
 
 /// A truncation at the solver's capacity cannot follow the outer progress: the run stops at

@@ -280,21 +280,12 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
             return self.hypergradient(problem, x, &mut h);
         }
         self.config.validate()?;
-        let mut y = self.y;
-        let oracles = Checked::new(problem, "AID");
-        inner::gradient_descent(
-            oracles,
-            x,
-            &mut y,
-            self.config.lower_step,
-            self.config.lower_steps,
-            Batch::Full,
-        )?;
-        self.y = y;
-        Ok(Diagnostics {
-            inner_steps: self.config.lower_steps,
-            ..Diagnostics::default()
-        })
+        let AidConfig {
+            lower_step,
+            lower_steps,
+            ..
+        } = self.config;
+        inner::advance_by_gradient_steps(Checked::new(problem, "AID"), x, &mut self.y, lower_step, lower_steps)
     }
 
     /// The adjoint of the last call: warm-started by CG and gradient descent, the last

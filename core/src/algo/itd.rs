@@ -183,21 +183,12 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
     /// The `D` lower steps without the reverse pass (the next estimate makes it).
     fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
         self.config.validate()?;
-        let mut y = self.y;
+        let ItdConfig {
+            lower_step,
+            lower_steps,
+        } = self.config;
         let oracles = Checked::new(problem, "ITD reverse");
-        inner::gradient_descent(
-            oracles,
-            x,
-            &mut y,
-            self.config.lower_step,
-            self.config.lower_steps,
-            Batch::Full,
-        )?;
-        self.y = y;
-        Ok(Diagnostics {
-            inner_steps: self.config.lower_steps,
-            ..Diagnostics::default()
-        })
+        inner::advance_by_gradient_steps(oracles, x, &mut self.y, lower_step, lower_steps)
     }
 
     /// `α Σ_t p_t`: its residual `‖∇²_yy g·u − ∇_y f‖ ≈ ‖(I − α∇²_yy g)^D ∇_y f‖` measures
