@@ -205,7 +205,7 @@ pub enum Estimates {
     Tracked,
     /// From an adjoint rebuilt by a fixed truncation at every call (a Neumann series, an
     /// unrolled depth): biased by an amount that repeating the call does not remove, so the
-    /// driver deepens the truncation while its residual is short ([`crate::run::Solver::deepen`])
+    /// driver deepens the truncation while its residual is short ([`crate::run::Solver::deepen_adjoint`])
     /// and Barzilai–Borwein steps follow, as for tracked estimates.
     Truncated,
     /// From minibatches or random directions: noisy, so the step decreases (AdaGrad-norm); a

@@ -70,9 +70,23 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     /// refinement steps) deepens it and returns `false` once it is at its capacity, when
     /// repeating the call would no longer help. By default `true`: a warm-started adjoint
     /// improves by being called again.
-    fn deepen(&mut self) -> bool {
+    fn deepen_adjoint(&mut self) -> bool {
         true
     }
+}
+
+/// The most calls of the solver one held step of the driver makes (see
+/// [`Driver::tracking`]).
+pub const MAX_ADVANCES: u32 = 1 << 12;
+
+/// Deepens a fixed count of inner steps: twice as many plus one (so that 0 grows), up to
+/// `cap`. Returns `false`, leaving `n` alone, when it is already there.
+pub fn deepen_count(n: &mut u32, cap: u32) -> bool {
+    if *n >= cap {
+        return false;
+    }
+    *n = n.saturating_mul(2).saturating_add(1).min(cap);
+    true
 }
 
 /// The shared outer update `x ← Π_box(x − α_t h)`.
@@ -210,7 +224,7 @@ pub enum Outcome {
     /// The observer asked to stop.
     Stopped,
     /// The estimate passed the hypergradient test, but its truncation (the adjoint residual)
-    /// is above the tolerance and the solver cannot deepen it further ([`Solver::deepen`]):
+    /// is above the tolerance and the solver cannot deepen it further ([`Solver::deepen_adjoint`]):
     /// `x` is where the method's biased estimate vanishes, not a stationary point of `F`.
     DepthLimit,
 }
@@ -543,6 +557,7 @@ pub struct Driver<T, const DX: usize> {
     target: T,
     depth_limited: bool,
     holding: bool,
+    advances: u32,
 }
 
 /// The inner residuals where an estimate was made, relative to their scales.
@@ -612,6 +627,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             target: T::ZERO,
             depth_limited: false,
             holding: false,
+            advances: 1,
         })
     }
 
@@ -648,9 +664,14 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     /// by up to the inner condition number times the residual, which no fixed `θ` covers).
     /// An adjoint that is rebuilt by a fixed truncation at every call (a Neumann series, an
     /// unrolled depth) does not improve by repetition: when its residual is short the
-    /// solver deepens it ([`Solver::deepen`]); at the solver's capacity it stops holding `x`,
+    /// solver deepens it ([`Solver::deepen_adjoint`]); at the solver's capacity it stops holding `x`,
     /// and a run that then passes the hypergradient test ends with [`Outcome::DepthLimit`],
-    /// never [`Outcome::Converged`]. Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
+    /// never [`Outcome::Converged`]. A step held again repeats the solver's call (its
+    /// [`Solver::advance`] when only `y` is short) a number of times that doubles while the
+    /// hold lasts (up to [`MAX_ADVANCES`]) and halves at each move of `x`: an inner state far
+    /// behind is caught up in a few measured steps, and the work per step follows what the
+    /// outer progress needs.
+    /// Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
     /// non-finite `θ` is refused. Each step then costs one more lower gradient (and, with an
     /// adjoint, one Hessian-vector product and one upper gradient).
     pub fn tracking(mut self, theta: T) -> Result<Self, Error> {
@@ -721,7 +742,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     /// solver's starting lower iterate) and every step that tests also evaluate the inner
     /// residuals; tracking measures them at every step. On error `x` and the driver are
     /// unchanged, and so is the solver when its own call failed (a residual that fails after
-    /// it leaves the solver's completed call in place).
+    /// it, or a held step's later advance, leaves the solver's completed calls in place).
     pub fn step<P, S, const DY: usize>(
         &mut self,
         solver: &mut S,
@@ -744,10 +765,16 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         // (measured after that call, at this same `x`) is followed by another, without an
         // estimate. (A short adjoint alone needs the full call: the next estimate.)
         if tracks && self.holding && !(self.inner.lower <= self.target) {
-            let diagnostics = solver.advance(problem, x)?;
+            let mut diagnostics = solver.advance(problem, x)?;
+            for _ in 1..self.advances {
+                diagnostics = solver.advance(problem, x)?;
+            }
             let residual = lower_residual(problem, x, solver.lower())?;
             self.inner.residual = residual;
             self.inner.lower = ratio(residual, first_residual);
+            if !(self.inner.lower <= self.target) {
+                self.advances = self.advances.saturating_mul(2).min(MAX_ADVANCES);
+            }
             let r = StepReport {
                 iteration: self.iteration,
                 hypergradient_norm: self.last_estimate_norm,
@@ -759,6 +786,11 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             };
             self.iteration += 1;
             return Ok((r, self.budget_outcome(problem)));
+        }
+        // A step held again repeats the call: its earlier repetitions only advance the state.
+        let repeats = if tracks && self.holding { self.advances } else { 1 };
+        for _ in 1..repeats {
+            estimate(solver, problem, x)?;
         }
         let (h, hypergradient_norm, diagnostics) = estimate(solver, problem, x)?;
         // Entries a bound blocks neither move nor shape the step size.
@@ -794,8 +826,8 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         // A truncated adjoint that is short once the lower level has caught up is deepened for
         // the next call; at its capacity it no longer holds `x` (the method then moves on its
         // biased estimates, as published).
-        let depth_limited =
-            tracks && (self.depth_limited || (inner.lower <= target && inner.adjoint > target && !solver.deepen()));
+        let depth_limited = tracks
+            && (self.depth_limited || (inner.lower <= target && inner.adjoint > target && !solver.deepen_adjoint()));
         let held = tracks && !(inner.blocking(depth_limited) <= target);
         let converged = h_test && (relative == T::ZERO || inner.largest() <= relative);
         let at_depth_limit = h_test && depth_limited && inner.lower <= relative;
@@ -836,6 +868,13 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.inner = inner;
         self.target = target;
         self.depth_limited = depth_limited;
+        self.advances = if !held {
+            (self.advances / 2).max(1)
+        } else if self.holding {
+            self.advances.saturating_mul(2).min(MAX_ADVANCES)
+        } else {
+            self.advances
+        };
         self.holding = held;
         if !held && free_norm > T::ZERO {
             self.best_norm = best;

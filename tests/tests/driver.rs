@@ -394,3 +394,28 @@ fn a_truncation_at_its_capacity_ends_at_the_depth_limit_not_converged() {
         "four unrolled steps at κ = 50 cannot be exact: |x − x*| = {err:e}"
     );
 }
+
+/// A lower level that starts far from its solution (`y₀` a thousand units away) under
+/// single-loop methods at κ = 50: held steps call [`Solver::advance`] more often while `y`
+/// stays short, so it is caught up in a few measured steps, not in one per gradient step.
+#[test]
+fn a_lower_level_far_behind_is_caught_up_in_a_few_held_steps() {
+    for_each_quadratic(|q, x_star, beta, label| {
+        let far = [1e3; DY];
+        let mut nbo = Nbo::new(NboConfig::gradient_descent(beta, 0), far);
+        let mut aid = Aid::new(AidConfig::conjugate_gradient(beta, 1, 1), far);
+        let check = |(r, _): (RunReport<f64>, u32), x: [f64; DX], name: &str| {
+            let err = bilevel::linalg::dist(&x, x_star) / bilevel::linalg::norm(x_star).max(1.0);
+            assert_eq!(r.outcome, Outcome::Converged, "{name}, {label}: {r:?}");
+            // One measured step per gradient step would take thousands at κ = 50.
+            assert!(r.iterations <= 300, "{name}, {label}: {} steps", r.iterations);
+            assert!(err < 1e-6, "{name}, {label}: |x − x*| = {err:e}");
+        };
+        let mut x = [0.0; DX];
+        let r = run_tracked(q, &mut nbo, 0.1, &mut x);
+        check(r, x, "nbo-gd");
+        let mut x = [0.0; DX];
+        let r = run_tracked(q, &mut aid, 0.1, &mut x);
+        check(r, x, "aid-cg");
+    });
+}

@@ -22,7 +22,7 @@ use crate::inner;
 use crate::linalg;
 use crate::linsolve::{LowerHessian, Solve, SolveStatus, conjugate_gradient, gradient_descent, neumann};
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// How AID approximates the adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f`.
@@ -272,13 +272,9 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
         &self.y
     }
 
-    /// The `D` lower steps; a warm-started adjoint takes its steps too, a Neumann series
-    /// (rebuilt at every call) is left for the next estimate.
+    /// The `D` lower steps alone: the adjoint, warm-started or rebuilt, is left for the next
+    /// estimate (an adjoint solved against a lagging `y` would be solved again).
     fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
-        if !matches!(self.config.adjoint, AdjointSolver::Neumann { .. }) {
-            let mut h = [T::ZERO; DX];
-            return self.hypergradient(problem, x, &mut h);
-        }
         self.config.validate()?;
         let AidConfig {
             lower_step,
@@ -295,23 +291,17 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
     }
 
     /// A Neumann series restarts from `∇_y f` at every call, so only more terms make it
-    /// exact: twice as many (plus one), up to [`MAX_NEUMANN_TERMS`]. CG and gradient descent
-    /// are warm-started: repeating the call is enough.
-    fn deepen(&mut self) -> bool {
+    /// exact, up to [`MAX_NEUMANN_TERMS`]. CG and gradient descent are warm-started:
+    /// repeating the call is enough.
+    fn deepen_adjoint(&mut self) -> bool {
         match &mut self.config.adjoint {
-            AdjointSolver::Neumann { terms, .. } => {
-                if *terms >= MAX_NEUMANN_TERMS {
-                    return false;
-                }
-                *terms = terms.saturating_mul(2).saturating_add(1).min(MAX_NEUMANN_TERMS);
-                true
-            }
+            AdjointSolver::Neumann { terms, .. } => deepen_count(terms, MAX_NEUMANN_TERMS),
             _ => true,
         }
     }
 }
 
-/// The most terms [`Solver::deepen`] gives a Neumann series (a million Hessian-vector
+/// The most terms [`Solver::deepen_adjoint`] gives a Neumann series (a million Hessian-vector
 /// products per estimate: beyond, the outer loop's budget is the better stop).
 pub const MAX_NEUMANN_TERMS: u32 = 1 << 20;
 

@@ -21,7 +21,7 @@ use crate::inner;
 use crate::linalg;
 use crate::linsolve::LowerHessian;
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// Configuration of ITD (both modes).
@@ -197,14 +197,9 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
         Some(&self.u)
     }
 
-    /// Twice the unrolled depth, up to the trajectory's capacity `S`.
-    fn deepen(&mut self) -> bool {
-        let steps = self.config.lower_steps as usize;
-        if steps >= S {
-            return false;
-        }
-        self.config.lower_steps = steps.saturating_mul(2).min(S) as u32;
-        true
+    /// A deeper unrolling, up to the trajectory's capacity `S`.
+    fn deepen_adjoint(&mut self) -> bool {
+        deepen_count(&mut self.config.lower_steps, u32::try_from(S).unwrap_or(u32::MAX))
     }
 }
 

@@ -19,7 +19,7 @@
 //!
 //! The memory's inverse is only an approximation of `[∇²_yy g]⁻¹`, so plain SHINE stops at a
 //! bias. Under the driver's inner tracking ([`crate::run::Driver::tracking`]) the residual of
-//! `u` is measured and, while it is short, [`Solver::deepen`] adds CG refinement steps
+//! `u` is measured and, while it is short, [`Solver::deepen_adjoint`] adds CG refinement steps
 //! (SHINE-refine's remedy, grown only as far as the outer progress needs).
 
 use crate::error::{Error, ensure};
@@ -28,7 +28,7 @@ use crate::linalg;
 use crate::linsolve::{LowerHessian, SolveStatus, conjugate_gradient};
 use crate::problem::{Batch, Checked, Problem};
 use crate::qn::{InverseHessian, LBfgs, QnCounts, Safeguards};
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// Configuration of SHINE.
@@ -335,17 +335,12 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
 
     /// More CG refinement of `u` (SHINE-refine), twice as many steps plus one, up to
     /// [`MAX_REFINE_STEPS`]: the memory's inverse does not improve by repetition alone.
-    fn deepen(&mut self) -> bool {
-        let steps = &mut self.config.refine_steps;
-        if *steps >= MAX_REFINE_STEPS {
-            return false;
-        }
-        *steps = steps.saturating_mul(2).saturating_add(1).min(MAX_REFINE_STEPS);
-        true
+    fn deepen_adjoint(&mut self) -> bool {
+        deepen_count(&mut self.config.refine_steps, MAX_REFINE_STEPS)
     }
 }
 
-/// The most CG refinement steps [`Solver::deepen`] gives SHINE (CG stops earlier at its
+/// The most CG refinement steps [`Solver::deepen_adjoint`] gives SHINE (CG stops earlier at its
 /// tolerance; in exact arithmetic it needs at most `DY`).
 pub const MAX_REFINE_STEPS: u32 = 1 << 12;
 
