@@ -208,6 +208,11 @@ pub enum Estimates {
     /// driver deepens the truncation while its residual is short ([`crate::run::Solver::deepen_adjoint`])
     /// and Barzilai–Borwein steps follow, as for tracked estimates.
     Truncated,
+    /// From minibatches with SAGA tables (one row per minibatch): noisy while `x` moves, but
+    /// at a fixed `x` the tables become current and the estimate exact, as a tracked one does
+    /// once its inner state has caught up. So the driver holds `x` until the full-batch
+    /// residuals have caught up and Barzilai–Borwein steps follow; a seed matters.
+    VarianceReduced,
     /// From minibatches or random directions: noisy, so the step decreases (AdaGrad-norm); a
     /// seed matters.
     Stochastic,
@@ -224,7 +229,12 @@ impl Estimates {
         }
     }
 
-    /// Whether the estimates are noisy (a seed matters, the outer step must decrease).
+    /// Whether the estimates come from samples (a seed matters).
+    pub const fn sampled(self) -> bool {
+        matches!(self, Estimates::VarianceReduced | Estimates::Stochastic)
+    }
+
+    /// Whether the estimates stay noisy at a fixed `x` (the outer step must decrease).
     pub const fn noisy(self) -> bool {
         matches!(self, Estimates::Stochastic)
     }
@@ -505,7 +515,7 @@ methods! {
 impl MethodInfo {
     /// Whether it samples minibatches (or random directions), so that a seed matters.
     pub const fn stochastic(&self) -> bool {
-        self.estimates.noisy()
+        self.estimates.sampled()
     }
 }
 

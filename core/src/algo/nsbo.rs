@@ -312,6 +312,12 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
     fn lower(&self) -> &[T; DY] {
         &self.state.y
     }
+
+    /// The warm-started `u`: at a held `x` its SAGA steps make it exact, so the driver may
+    /// wait for it.
+    fn adjoint(&self) -> Option<&[T; DY]> {
+        Some(&self.state.u)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -367,7 +373,7 @@ impl MethodSpec for NsboSagaMethod {
         name: "nsbo-saga",
         family: Family::Nsbo,
         summary: "NSBO with SAGA variance reduction of every oracle (tables of one row per minibatch)",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::VarianceReduced,
         settings: &[LOWER_STEP, STEPS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = NsboSaga<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;
@@ -384,7 +390,7 @@ impl MethodSpec for MaNsboSagaMethod {
         name: "ma-nsbo-saga",
         family: Family::Nsbo,
         summary: "NSBO-SAGA with a moving average of the hypergradient",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::VarianceReduced,
         settings: &[LOWER_STEP, STEPS, THETA, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = NsboSaga<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;

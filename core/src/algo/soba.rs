@@ -390,7 +390,7 @@ impl MethodSpec for SabaMethod {
         name: "saba",
         family: Family::Soba,
         summary: "SOBA with SAGA variance reduction: converges with constant steps",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::VarianceReduced,
         settings: &[RHO, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Saba<T, DX, DY, SAGA_BATCHES, SAGA_BATCHES>;

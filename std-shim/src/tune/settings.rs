@@ -66,6 +66,9 @@ pub fn methods_table() -> String {
             bilevel::registry::Estimates::Truncated => {
                 "Barzilai–Borwein outer step, deepens the truncation until u is accurate"
             }
+            bilevel::registry::Estimates::VarianceReduced => {
+                "variance-reduced, Barzilai–Borwein outer step, holds x until the tables, y and u catch up"
+            }
             bilevel::registry::Estimates::Stochastic => "stochastic, AdaGrad-norm outer step",
         };
         let _ = writeln!(s, "{} ({}, {outer}): {}", info.name, info.family.name(), info.summary);
