@@ -79,6 +79,11 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
 /// [`Driver::tracking`]).
 pub const MAX_ADVANCES: u32 = 1 << 12;
 
+/// The calls of a held step once more held: twice as many, up to [`MAX_ADVANCES`].
+fn twice(advances: u32) -> u32 {
+    advances.saturating_mul(2).min(MAX_ADVANCES)
+}
+
 /// Deepens a fixed count of inner steps: twice as many plus one (so that 0 grows), up to
 /// `cap`. Returns `false`, leaving `n` alone, when it is already there.
 pub fn deepen_count(n: &mut u32, cap: u32) -> bool {
@@ -773,7 +778,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             self.inner.residual = residual;
             self.inner.lower = ratio(residual, first_residual);
             if !(self.inner.lower <= self.target) {
-                self.advances = self.advances.saturating_mul(2).min(MAX_ADVANCES);
+                self.advances = twice(self.advances);
             }
             let r = StepReport {
                 iteration: self.iteration,
@@ -871,7 +876,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.advances = if !held {
             (self.advances / 2).max(1)
         } else if self.holding {
-            self.advances.saturating_mul(2).min(MAX_ADVANCES)
+            twice(self.advances)
         } else {
             self.advances
         };
