@@ -73,6 +73,15 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     fn deepen_adjoint(&mut self) -> bool {
         true
     }
+
+    /// Makes the next calls' estimates less noisy after held steps stopped reducing the
+    /// inner residuals (see [`Driver::tracking`]): a solver that samples minibatches doubles
+    /// their size, so that its noise falls with the outer progress until the batch is full
+    /// and the method deterministic. Returns `false`, changing nothing, when it cannot (the
+    /// default: deterministic solvers, and SAGA tables whose rows are fixed batches).
+    fn reduce_noise(&mut self) -> bool {
+        false
+    }
 }
 
 /// The most calls of the solver one held step of the driver makes (see
@@ -675,8 +684,9 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     /// [`Solver::advance`] when only `y` is short) a number of times that doubles while the
     /// hold lasts (up to [`MAX_ADVANCES`]) and halves at each move of `x`: an inner state far
     /// behind is caught up in a few measured steps, and the work per step follows what the
-    /// outer progress needs.
-    /// Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
+    /// outer progress needs. A held step that did not reduce the residuals it waits for asks
+    /// the solver for less noise ([`Solver::reduce_noise`]: larger minibatches) before more
+    /// calls. Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
     /// non-finite `θ` is refused. Each step then costs one more lower gradient (and, with an
     /// adjoint, one Hessian-vector product and one upper gradient).
     pub fn tracking(mut self, theta: T) -> Result<Self, Error> {
@@ -775,9 +785,13 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
                 diagnostics = solver.advance(problem, x)?;
             }
             let residual = lower_residual(problem, x, solver.lower())?;
+            let stalled = !(residual < self.inner.residual);
             self.inner.residual = residual;
             self.inner.lower = ratio(residual, first_residual);
-            if !(self.inner.lower <= self.target) {
+            let short = !(self.inner.lower <= self.target);
+            // Stalled at the noise of the solver's samples: less noise, not more calls.
+            let less_noise = short && stalled && solver.reduce_noise();
+            if short && !less_noise {
                 self.advances = twice(self.advances);
             }
             let r = StepReport {
@@ -834,6 +848,12 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         let depth_limited = tracks
             && (self.depth_limited || (inner.lower <= target && inner.adjoint > target && !solver.deepen_adjoint()));
         let held = tracks && !(inner.blocking(depth_limited) <= target);
+        // A hold that did not reduce the residuals it waits for has reached the noise of the
+        // solver's samples: less noise, not more of the same calls.
+        let less_noise = held
+            && self.holding
+            && !(inner.blocking(depth_limited) < self.inner.blocking(self.depth_limited))
+            && solver.reduce_noise();
         let converged = h_test && (relative == T::ZERO || inner.largest() <= relative);
         let at_depth_limit = h_test && depth_limited && inner.lower <= relative;
         let mut memory = self.memory;
@@ -875,7 +895,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.depth_limited = depth_limited;
         self.advances = if !held {
             (self.advances / 2).max(1)
-        } else if self.holding {
+        } else if self.holding && !less_noise {
             twice(self.advances)
         } else {
             self.advances

@@ -22,6 +22,13 @@ use crate::scalar::Real;
 pub trait BatchSource {
     /// The next minibatch.
     fn next_batch(&mut self) -> Result<Batch, Error>;
+
+    /// Doubles the batch size (up to the whole data set), halving the variance of the
+    /// estimates drawn from it; `false`, changing nothing, when it cannot grow. By default a
+    /// source cannot.
+    fn grow(&mut self) -> bool {
+        false
+    }
 }
 
 /// Always [`Batch::Full`]: runs a stochastic method deterministically (and the
@@ -102,10 +109,7 @@ impl Minibatches {
         let n = samples as u32;
         let b = batch_size.min(samples) as u32;
         let batches = n.div_ceil(b);
-        let mut half_bits = 0u32;
-        while half_bits < 16 && (1u64 << (2 * half_bits)) < batches as u64 {
-            half_bits += 1;
-        }
+        let half_bits = half_bits_for(batches);
         Ok(Minibatches {
             samples: n,
             batch_size: b,
@@ -182,7 +186,28 @@ impl Minibatches {
     }
 }
 
+/// The Feistel half-width whose domain `0..4^half_bits` covers `0..batches`.
+fn half_bits_for(batches: u32) -> u32 {
+    let mut half_bits = 0u32;
+    while half_bits < 16 && (1u64 << (2 * half_bits)) < batches as u64 {
+        half_bits += 1;
+    }
+    half_bits
+}
+
 impl BatchSource for Minibatches {
+    /// Batches of twice the size (the last one possibly shorter), from a new epoch.
+    fn grow(&mut self) -> bool {
+        if self.batch_size >= self.samples {
+            return false;
+        }
+        self.batch_size = self.batch_size.saturating_mul(2).min(self.samples);
+        self.batches = self.samples.div_ceil(self.batch_size);
+        self.half_bits = half_bits_for(self.batches);
+        self.position = 0;
+        true
+    }
+
     fn next_batch(&mut self) -> Result<Batch, Error> {
         let id = match self.order {
             Order::Shuffled => {

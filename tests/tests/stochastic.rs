@@ -1145,3 +1145,67 @@ fn soba_and_ma_soba_on_q1_follow_the_reference_behaviour() {
     assert!(converged.iter().all(|d| d.is_some_and(|d| d < 1e-10)), "{converged:?}");
     assert!(diverged.iter().all(Option::is_none), "{diverged:?}");
 }
+
+/// Runs `solver` under a driver with Barzilai–Borwein steps, inner tracking 0.1 and a
+/// relative tolerance of 1e-8 (the registry's default for growing-batch estimates).
+fn run_tracked<S: Solver<f64, DX, DY>>(p: &P, solver: &mut S) -> ([f64; DX], bilevel::run::RunReport<f64>) {
+    use bilevel::run::{Adaptive, Budget, Driver, Stopping};
+    let rule = Adaptive::BarzilaiBorwein { radius: 1.0 };
+    let mut driver = Driver::adaptive(rule, None, Budget::iterations(5_000), Stopping::relative(1e-8))
+        .unwrap()
+        .tracking(0.1)
+        .unwrap();
+    let mut x = [0.0; DX];
+    let r = driver
+        .run(solver, &Counted::new(p), &mut x, |_, _, _| {
+            core::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    (x, r)
+}
+
+/// SGD-type methods under inner tracking: when held steps stop reducing the full-batch
+/// residuals, sampling noise is what holds them, so the solver doubles its minibatches
+/// (`Solver::reduce_noise`); the noise falls with the outer progress and the run reaches the
+/// mean problem's closed-form `x*` and says so. With fixed batches the residuals stay at
+/// the noise floor and the run ends on its budget.
+#[test]
+fn with_tracking_sgd_methods_grow_their_batches_to_the_closed_form_optimum() {
+    for seed in 1..=3 {
+        let p = problem(seed);
+        let q = p.mean();
+        let x_star = q.solution().unwrap();
+        let beta = 1.0 / q.lower_lipschitz();
+        let [lower, upper] = samplers(&p, Order::Shuffled, seed);
+        let check = |(x, r): ([f64; DX], bilevel::run::RunReport<f64>), name: &str| {
+            let err = linalg::dist(&x, &x_star) / linalg::norm(&x_star).max(1.0);
+            assert_eq!(
+                r.outcome,
+                bilevel::run::Outcome::Converged,
+                "{name}, seed {seed}: {r:?}"
+            );
+            assert!(err < 1e-6, "{name}, seed {seed}: |x − x*| = {err:e}");
+        };
+        let mut soba = Soba::new(SobaConfig::saba(beta), [0.0; DY], lower.clone(), upper.clone());
+        check(run_tracked(&p, &mut soba), "soba");
+        let average = SobaConfig::ma_soba(beta, 0.1);
+        let mut ma_soba = Soba::new(average, [0.0; DY], lower.clone(), upper.clone());
+        check(run_tracked(&p, &mut ma_soba), "ma-soba");
+        let mut nsbo = Nsbo::new(NsboConfig::constant(beta, 1), [0.0; DY], lower, upper);
+        check(run_tracked(&p, &mut nsbo), "nsbo-sgd");
+    }
+}
+
+/// A sampler doubles its batches up to the whole data set, then refuses.
+#[test]
+fn minibatches_grow_to_the_full_data_set_and_no_further() {
+    let mut s = Minibatches::new(10, 3, Order::Shuffled, 1).unwrap();
+    let mut sizes = vec![s.batch_size()];
+    while s.grow() {
+        sizes.push(s.batch_size());
+    }
+    assert_eq!(sizes, [3, 6, 10]);
+    assert_eq!(s.batches(), 1);
+    assert_eq!(s.next_batch().unwrap().range(10), 0..10);
+    assert!(!FullBatch.grow());
+}

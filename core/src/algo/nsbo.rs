@@ -240,6 +240,13 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
     fn lower(&self) -> &[T; DY] {
         &self.state.y
     }
+
+    /// Doubles both levels' minibatches.
+    fn reduce_noise(&mut self) -> bool {
+        let lower = self.lower_batches.grow();
+        let upper = self.upper_batches.grow();
+        lower || upper
+    }
 }
 
 /// NSBO-SAGA (MA-NSBO-SAGA with an average in the configuration), with SAGA tables for at

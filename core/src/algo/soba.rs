@@ -255,6 +255,13 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
     fn lower(&self) -> &[T; DY] {
         &self.state.y
     }
+
+    /// Doubles both levels' minibatches.
+    fn reduce_noise(&mut self) -> bool {
+        let lower = self.lower_batches.grow();
+        let upper = self.upper_batches.grow();
+        lower || upper
+    }
 }
 
 /// SABA: SOBA over SAGA estimates, with tables for at most `NI` lower-level and `NO`
