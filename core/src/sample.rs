@@ -202,7 +202,7 @@ impl BatchSource for Minibatches {
             return false;
         }
         self.batch_size = self.batch_size.saturating_mul(2).min(self.samples);
-        self.batches = self.samples.div_ceil(self.batch_size);
+        self.batches = self.samples.div_ceil(self.batch_size.max(1));
         self.half_bits = half_bits_for(self.batches);
         self.position = 0;
         true
