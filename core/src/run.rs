@@ -848,8 +848,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         let depth_limited = tracks
             && (self.depth_limited || (inner.lower <= target && inner.adjoint > target && !solver.deepen_adjoint()));
         let held = tracks && !(inner.blocking(depth_limited) <= target);
-        // A hold that did not reduce the residuals it waits for has reached the noise of the
-        // solver's samples: less noise, not more of the same calls.
+        // Stalled at the noise of the solver's samples, as in the held lower branch above.
         let less_noise = held
             && self.holding
             && !(inner.blocking(depth_limited) < self.inner.blocking(self.depth_limited))

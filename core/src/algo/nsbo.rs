@@ -20,7 +20,7 @@
 //! average on `D_x`.
 
 use crate::algo::nbo::{NboBatches, NboConfig, NewtonStep, newton_step};
-use crate::algo::stochastic::{MovingAverage, Saga, SagaTables, SampledHessian, averaged};
+use crate::algo::stochastic::{MovingAverage, Saga, SagaTables, SampledHessian, averaged, grow_both};
 use crate::error::{Error, ensure};
 use crate::linsolve::SolveStatus;
 use crate::problem::{Checked, Problem};
@@ -243,9 +243,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 
     /// Doubles both levels' minibatches.
     fn reduce_noise(&mut self) -> bool {
-        let lower = self.lower_batches.grow();
-        let upper = self.upper_batches.grow();
-        lower || upper
+        grow_both(&mut self.lower_batches, &mut self.upper_batches)
     }
 }
 

@@ -21,7 +21,7 @@
 //! These methods need an outer step far below the inner one (spec §7.8): divide the
 //! schedule (`Schedule::divided_by`).
 
-use crate::algo::stochastic::{MovingAverage, Saga, SagaTables, averaged, single_loop_diagnostics};
+use crate::algo::stochastic::{MovingAverage, Saga, SagaTables, averaged, grow_both, single_loop_diagnostics};
 use crate::error::Error;
 use crate::problem::{Batch, Checked, Problem};
 use crate::run::{Diagnostics, Solver};
@@ -258,9 +258,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 
     /// Doubles both levels' minibatches.
     fn reduce_noise(&mut self) -> bool {
-        let lower = self.lower_batches.grow();
-        let upper = self.upper_batches.grow();
-        lower || upper
+        grow_both(&mut self.lower_batches, &mut self.upper_batches)
     }
 }
 

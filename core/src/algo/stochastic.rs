@@ -96,6 +96,14 @@ where
     Ok(())
 }
 
+/// Doubles the minibatches of both levels ([`crate::run::Solver::reduce_noise`] of the
+/// SGD-type methods); `false` when neither can grow.
+pub(crate) fn grow_both<S: BatchSource>(lower: &mut S, upper: &mut S) -> bool {
+    let lower = lower.grow();
+    let upper = upper.grow();
+    lower || upper
+}
+
 /// When the moving average enters the outer step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
