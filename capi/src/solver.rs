@@ -200,7 +200,11 @@ pub(crate) unsafe fn init(
     };
     let bounds = (config.use_bounds != 0).then_some((config.lower_bound, config.upper_bound));
     let driver = if config.outer_step == 0.0 {
-        let rule = Adaptive::for_estimates(method.info.estimates, config.outer_radius);
+        let rule = Adaptive::for_estimates(
+            method.info.estimates,
+            f64::from(config.inner_tracking),
+            config.outer_radius,
+        );
         Driver::adaptive(rule, bounds, Budget::iterations(0), Stopping::never())
     } else {
         let schedule = Schedule::Constant(config.outer_step);

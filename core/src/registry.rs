@@ -213,6 +213,13 @@ pub enum Estimates {
     /// once its inner state has caught up. So the driver holds `x` until the full-batch
     /// residuals have caught up and Barzilai–Borwein steps follow; a seed matters.
     VarianceReduced,
+    /// From minibatches that the solver enlarges ([`crate::run::Solver::reduce_noise`]) when
+    /// held steps stop reducing the full-batch residuals: the driver holds `x` as for tracked
+    /// estimates and the batch doubles whenever sampling noise is what keeps the residuals
+    /// short, so the noise falls with the outer progress and the estimates are exact once the
+    /// batch is full. Barzilai–Borwein steps follow (a decreasing AdaGrad-norm step would
+    /// stay as small as the early noisy estimates made it); a seed matters.
+    GrowingBatch,
     /// From minibatches or random directions: noisy, so the step decreases (AdaGrad-norm); a
     /// seed matters.
     Stochastic,
@@ -231,12 +238,21 @@ impl Estimates {
 
     /// Whether the estimates come from samples (a seed matters).
     pub const fn sampled(self) -> bool {
-        matches!(self, Estimates::VarianceReduced | Estimates::Stochastic)
+        matches!(
+            self,
+            Estimates::VarianceReduced | Estimates::GrowingBatch | Estimates::Stochastic
+        )
     }
 
-    /// Whether the estimates stay noisy at a fixed `x` (the outer step must decrease).
-    pub const fn noisy(self) -> bool {
-        matches!(self, Estimates::Stochastic)
+    /// Whether the estimates stay noisy at a fixed `x` (the outer step must decrease) under
+    /// inner tracking `theta`: growing-batch ones grow their batches only at held steps, so
+    /// without tracking (`theta = 0`) they are as noisy as the stochastic ones.
+    pub fn noisy(self, theta: f64) -> bool {
+        match self {
+            Estimates::Stochastic => true,
+            Estimates::GrowingBatch => !(theta > 0.0),
+            _ => false,
+        }
     }
 }
 

@@ -57,10 +57,10 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
         self.hypergradient(problem, x, &mut h)
     }
 
-    /// The adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f` the solver carries from one outer iteration to
-    /// the next, if it carries one: the driver measures its residual to decide whether `x`
-    /// may move (see [`Driver::tracking`]).
-    fn adjoint(&self) -> Option<&[T; DY]> {
+    /// The adjoint the solver carries from one outer iteration to the next, if it carries
+    /// one: the driver measures its residual to decide whether `x` may move (see
+    /// [`Driver::tracking`]).
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
         None
     }
 
@@ -82,6 +82,15 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     fn reduce_noise(&mut self) -> bool {
         false
     }
+}
+
+/// A solver's carried adjoint, with its sign (spec §1.1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Adjoint<'a, T, const DY: usize> {
+    /// `u ≈ [∇²_yy g]⁻¹ ∇_y f`.
+    Solution(&'a [T; DY]),
+    /// `v = −u`, the single-loop methods' sign.
+    Negated(&'a [T; DY]),
 }
 
 /// The most calls of the solver one held step of the driver makes (see
@@ -334,17 +343,22 @@ fn adjoint_residual<T, P, const DX: usize, const DY: usize>(
     problem: &Counted<P>,
     x: &[T; DX],
     y: &[T; DY],
-    u: &[T; DY],
+    adjoint: Adjoint<'_, T, DY>,
 ) -> Result<(T, T), Error>
 where
     T: Real,
     P: Problem<T, DX, DY>,
 {
+    // With `v = −u` the residual is `‖∇²_yy g·v + ∇_y f‖`: the same norm, exactly.
+    let (u, sign) = match adjoint {
+        Adjoint::Solution(u) => (u, -T::ONE),
+        Adjoint::Negated(v) => (v, T::ONE),
+    };
     let mut r = [T::ZERO; DY];
     problem.lower_hvp(x, y, u, crate::problem::Batch::Full, &mut r)?;
     let (mut gx, mut b) = ([T::ZERO; DX], [T::ZERO; DY]);
     problem.upper_grad(x, y, crate::problem::Batch::Full, &mut gx, &mut b)?;
-    linalg::axpy(-T::ONE, &b, &mut r);
+    linalg::axpy(sign, &b, &mut r);
     let (residual, scale) = (linalg::norm(&r), linalg::norm(&b));
     if residual.is_finite() && scale.is_finite() {
         Ok((residual, scale))
@@ -408,12 +422,13 @@ pub enum Adaptive<T> {
 }
 
 impl<T: Real> Adaptive<T> {
-    /// The rule for a method's estimates: Barzilai–Borwein for deterministic ones (exact
-    /// once the inner state has caught up, see [`Driver::tracking`]), AdaGrad-norm for noisy
-    /// ones (their errors do not vanish with the step, so the step must). A `radius` of 1
-    /// changes a log-parametrized strength by one e-fold at most in the first move.
-    pub fn for_estimates(estimates: crate::registry::Estimates, radius: T) -> Self {
-        if estimates.noisy() {
+    /// The rule for a method's estimates under inner tracking `theta` ([`Driver::tracking`]):
+    /// Barzilai–Borwein for deterministic ones (exact once the inner state has caught up),
+    /// AdaGrad-norm for noisy ones (their errors do not vanish with the step, so the step
+    /// must). A `radius` of 1 changes a log-parametrized strength by one e-fold at most in
+    /// the first move.
+    pub fn for_estimates(estimates: crate::registry::Estimates, theta: f64, radius: T) -> Self {
+        if estimates.noisy(theta) {
             Adaptive::AdaGradNorm { radius }
         } else {
             Adaptive::BarzilaiBorwein { radius }
@@ -958,8 +973,8 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     {
         let residual = lower_residual(problem, x, solver.lower())?;
         let mut adjoint = T::ZERO;
-        if let Some(u) = solver.adjoint() {
-            let (r, b) = adjoint_residual(problem, x, solver.lower(), u)?;
+        if let Some(carried) = solver.adjoint() {
+            let (r, b) = adjoint_residual(problem, x, solver.lower(), carried)?;
             adjoint = ratio(r, b);
         }
         Ok(InnerErrors {

@@ -140,13 +140,14 @@ impl<P: Problem<f64, 1, DY>> Visit<f64, 1, DY> for Defaults<'_, P> {
 
     fn visit<S: Solver<f64, 1, DY>>(self, mut solver: S) -> Self::Output {
         let estimates = self.1.info().estimates;
+        let theta = estimates.default_tracking();
         let mut driver = Driver::adaptive(
-            Adaptive::for_estimates(estimates, 1.0),
+            Adaptive::for_estimates(estimates, theta, 1.0),
             Some((-12.0, 12.0)),
             Budget::iterations(5000),
             Stopping::relative(1e-6),
         )?
-        .tracking(estimates.default_tracking())?;
+        .tracking(theta)?;
         let (mut x, mut held) = ([0.0], 0);
         let report = driver.run(&mut solver, &Counted::new(self.0), &mut x, |r, _, _| {
             held += u32::from(r.held);

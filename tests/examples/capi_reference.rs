@@ -272,8 +272,9 @@ fn main() {
     impl<P: Problem<f32, 1, 32>> Visit<f32, 1, 32> for Defaults<'_, P> {
         type Output = f32;
         fn visit<S: Solver<f32, 1, 32> + Clone + std::fmt::Debug>(self, mut solver: S) -> f32 {
-            let rule = Adaptive::for_estimates(Method::NboCg.info().estimates, 1.0);
-            let tracking = Method::NboCg.info().estimates.default_tracking() as f32;
+            let estimates = Method::NboCg.info().estimates;
+            let rule = Adaptive::for_estimates(estimates, estimates.default_tracking(), 1.0);
+            let tracking = estimates.default_tracking() as f32;
             let mut driver = Driver::adaptive(rule, None, Budget::iterations(300), Stopping::relative(1e-5))
                 .and_then(|d| d.tracking(tracking))
                 .unwrap();

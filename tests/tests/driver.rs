@@ -189,8 +189,8 @@ impl Solver<f64, DX, DY> for Rigged {
             .as_ref()
             .unwrap_or_else(|| Solver::<f64, DX, DY>::lower(&self.reference))
     }
-    fn adjoint(&self) -> Option<&[f64; DY]> {
-        self.frozen_adjoint.as_ref()
+    fn adjoint(&self) -> Option<bilevel::run::Adjoint<'_, f64, DY>> {
+        self.frozen_adjoint.as_ref().map(bilevel::run::Adjoint::Solution)
     }
 }
 

@@ -1168,21 +1168,25 @@ fn run_tracked<S: Solver<f64, DX, DY>>(p: &P, solver: &mut S) -> ([f64; DX], bil
 /// residuals, sampling noise is what holds them, so the solver doubles its minibatches
 /// (`Solver::reduce_noise`); the noise falls with the outer progress and the run reaches the
 /// mean problem's closed-form `x*` and says so. With fixed batches the residuals stay at
-/// the noise floor and the run ends on its budget.
+/// the noise floor and the run ends on its budget. When only the upper level is sampled,
+/// the lower residual falls to zero and the noise shows in the adjoint's residual alone.
 #[test]
 fn with_tracking_sgd_methods_grow_their_batches_to_the_closed_form_optimum() {
-    for seed in 1..=3 {
+    for (seed, upper_only) in [(1, false), (2, false), (3, false), (1, true), (2, true)] {
         let p = problem(seed);
         let q = p.mean();
         let x_star = q.solution().unwrap();
         let beta = 1.0 / q.lower_lipschitz();
-        let [lower, upper] = samplers(&p, Order::Shuffled, seed);
+        let [mut lower, upper] = samplers(&p, Order::Shuffled, seed);
+        if upper_only {
+            lower = Minibatches::new(p.samples().0, p.samples().0, Order::Shuffled, seed).unwrap();
+        }
         let check = |(x, r): ([f64; DX], bilevel::run::RunReport<f64>), name: &str| {
             let err = linalg::dist(&x, &x_star) / linalg::norm(&x_star).max(1.0);
             assert_eq!(
                 r.outcome,
                 bilevel::run::Outcome::Converged,
-                "{name}, seed {seed}: {r:?}"
+                "{name}, seed {seed}, only the upper level sampled: {upper_only}: {r:?}"
             );
             assert!(err < 1e-6, "{name}, seed {seed}: |x − x*| = {err:e}");
         };
@@ -1208,4 +1212,26 @@ fn minibatches_grow_to_the_full_data_set_and_no_further() {
     assert_eq!(s.batches(), 1);
     assert_eq!(s.next_batch().unwrap().range(10), 0..10);
     assert!(!FullBatch.grow());
+}
+
+/// Growing batches grow only at held steps: without tracking the SGD methods' estimates stay
+/// noisy and get AdaGrad-norm's decreasing step; with it, Barzilai–Borwein's.
+#[test]
+fn growing_batch_methods_step_as_stochastic_ones_without_tracking() {
+    use bilevel::registry::{Estimates, Method};
+    use bilevel::run::Adaptive;
+    for method in [Method::Soba, Method::MaSoba, Method::NsboSgd] {
+        let estimates = method.info().estimates;
+        assert_eq!(estimates, Estimates::GrowingBatch, "{}", method.name());
+        let theta = estimates.default_tracking();
+        assert_eq!(
+            Adaptive::for_estimates(estimates, theta, 1.0),
+            Adaptive::BarzilaiBorwein { radius: 1.0 }
+        );
+        assert_eq!(
+            Adaptive::<f64>::for_estimates(estimates, 0.0, 1.0),
+            Adaptive::AdaGradNorm { radius: 1.0 }
+        );
+    }
+    assert!(Estimates::Stochastic.noisy(0.1) && !Estimates::Tracked.noisy(0.0));
 }

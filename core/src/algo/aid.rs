@@ -22,7 +22,7 @@ use crate::inner;
 use crate::linalg;
 use crate::linsolve::{LowerHessian, Solve, SolveStatus, conjugate_gradient, gradient_descent, neumann};
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// How AID approximates the adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f`.
@@ -286,8 +286,8 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
 
     /// The adjoint of the last call: warm-started by CG and gradient descent, the last
     /// truncated series for Neumann.
-    fn adjoint(&self) -> Option<&[T; DY]> {
-        Some(&self.u)
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
+        Some(Adjoint::Solution(&self.u))
     }
 
     /// A Neumann series restarts from `∇_y f` at every call, so only more terms make it

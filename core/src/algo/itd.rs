@@ -21,7 +21,7 @@ use crate::inner;
 use crate::linalg;
 use crate::linsolve::LowerHessian;
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// Configuration of ITD (both modes).
@@ -193,8 +193,8 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
 
     /// `α Σ_t p_t`: its residual `‖∇²_yy g·u − ∇_y f‖ ≈ ‖(I − α∇²_yy g)^D ∇_y f‖` measures
     /// the truncation bias.
-    fn adjoint(&self) -> Option<&[T; DY]> {
-        Some(&self.u)
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
+        Some(Adjoint::Solution(&self.u))
     }
 
     /// A deeper unrolling, up to the trajectory's capacity `S`.

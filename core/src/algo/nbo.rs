@@ -23,7 +23,7 @@ use crate::error::{Error, ensure};
 use crate::linalg;
 use crate::linsolve::{LowerHessian, Solve, SolveStatus, SymmetricOperator, conjugate_gradient2, gradient_descent2};
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Adjoint, Diagnostics, Solver};
 use crate::scalar::Real;
 
 /// How NBO solves the joint system `H·[v, u] = [∇_y g, ∇_y f]`.
@@ -322,8 +322,8 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Nbo<T, DY>
         &self.y
     }
 
-    fn adjoint(&self) -> Option<&[T; DY]> {
-        Some(&self.u)
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
+        Some(Adjoint::Solution(&self.u))
     }
 }
 

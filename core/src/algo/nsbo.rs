@@ -24,7 +24,7 @@ use crate::algo::stochastic::{MovingAverage, Saga, SagaTables, SampledHessian, a
 use crate::error::{Error, ensure};
 use crate::linsolve::SolveStatus;
 use crate::problem::{Checked, Problem};
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Adjoint, Diagnostics, Solver};
 use crate::sample::{BatchSource, Minibatches};
 use crate::scalar::Real;
 use crate::schedule::Schedule;
@@ -241,6 +241,12 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         &self.state.y
     }
 
+    /// The warm-started `u`, as for NSBO-SAGA: its residual stalling at a held `x` is what
+    /// asks for larger batches.
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
+        Some(Adjoint::Solution(&self.state.u))
+    }
+
     /// Doubles both levels' minibatches.
     fn reduce_noise(&mut self) -> bool {
         grow_both(&mut self.lower_batches, &mut self.upper_batches)
@@ -320,8 +326,8 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
 
     /// The warm-started `u`: at a held `x` its SAGA steps make it exact, so the driver may
     /// wait for it.
-    fn adjoint(&self) -> Option<&[T; DY]> {
-        Some(&self.state.u)
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
+        Some(Adjoint::Solution(&self.state.u))
     }
 }
 
@@ -358,7 +364,7 @@ impl MethodSpec for NsboSgdMethod {
         name: "nsbo-sgd",
         family: Family::Nsbo,
         summary: "NBO on minibatches: stochastic Newton step and adjoint by SGD on a shared sampled Hessian",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::GrowingBatch,
         settings: &[LOWER_STEP, STEPS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Nsbo<T, DX, DY, Minibatches>;

@@ -28,7 +28,7 @@ use crate::linalg;
 use crate::linsolve::{LowerHessian, SolveStatus, conjugate_gradient};
 use crate::problem::{Batch, Checked, Problem};
 use crate::qn::{InverseHessian, LBfgs, QnCounts, Safeguards};
-use crate::run::{Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// Configuration of SHINE.
@@ -329,8 +329,8 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
 
     /// `u = H_L-BFGS·∇_y f` (refined): the memory's inverse is only an approximation, so
     /// the driver measures the residual.
-    fn adjoint(&self) -> Option<&[T; DY]> {
-        Some(&self.u)
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
+        Some(Adjoint::Solution(&self.u))
     }
 
     /// More CG refinement of `u` (SHINE-refine), twice as many steps plus one, up to

@@ -24,7 +24,7 @@
 use crate::algo::stochastic::{MovingAverage, Saga, SagaTables, averaged, grow_both, single_loop_diagnostics};
 use crate::error::Error;
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Adjoint, Diagnostics, Solver};
 use crate::sample::{BatchSource, Minibatches};
 use crate::scalar::Real;
 use crate::schedule::Schedule;
@@ -256,6 +256,12 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         &self.state.y
     }
 
+    /// The warm-started `v = −u`: the driver holds `x` until its full-batch residual has
+    /// caught up, and its stalling there is what asks for larger batches.
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
+        Some(Adjoint::Negated(&self.state.v))
+    }
+
     /// Doubles both levels' minibatches.
     fn reduce_noise(&mut self) -> bool {
         grow_both(&mut self.lower_batches, &mut self.upper_batches)
@@ -375,7 +381,7 @@ impl MethodSpec for SobaMethod {
         name: "soba",
         family: Family::Soba,
         summary: "single loop: one SGD step on y and on the adjoint per outer step; cheapest step",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::GrowingBatch,
         settings: &[LOWER_STEP, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Soba<T, DX, DY, Minibatches>;
@@ -416,7 +422,7 @@ impl MethodSpec for MaSobaMethod {
         name: "ma-soba",
         family: Family::Soba,
         summary: "SOBA with a moving average of the hypergradient",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::GrowingBatch,
         settings: &[RHO, THETA, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Soba<T, DX, DY, Minibatches>;

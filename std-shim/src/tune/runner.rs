@@ -116,7 +116,7 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             )?,
             None => {
                 let radius = T::from_f64(plan.radius);
-                let rule = Adaptive::for_estimates(plan.estimates, radius);
+                let rule = Adaptive::for_estimates(plan.estimates, plan.tracking, radius);
                 Driver::adaptive(rule, bounds, budget, stopping)?
             }
         }

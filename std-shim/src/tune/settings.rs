@@ -69,6 +69,9 @@ pub fn methods_table() -> String {
             bilevel::registry::Estimates::VarianceReduced => {
                 "variance-reduced, Barzilai–Borwein outer step, holds x until the tables, y and u catch up"
             }
+            bilevel::registry::Estimates::GrowingBatch => {
+                "growing minibatches, Barzilai–Borwein outer step, holds x until y and u catch up, doubling the batch when noise stops them (with --tracking 0: stochastic, AdaGrad-norm)"
+            }
             bilevel::registry::Estimates::Stochastic => "stochastic, AdaGrad-norm outer step",
         };
         let _ = writeln!(s, "{} ({}, {outer}): {}", info.name, info.family.name(), info.summary);
