@@ -82,6 +82,15 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     fn reduce_noise(&mut self) -> bool {
         false
     }
+
+    /// Halves the solver's inner step sizes after a held step's lower residual grew with no
+    /// noise left to remove (see [`Driver::tracking`]): gradient steps that diverge at this
+    /// `x`. A default step `1/L` taken from the smoothness at the starting `x` is too long
+    /// where `x` has made the lower level stiffer (a stronger regularization). Returns
+    /// `false`, changing nothing, when the solver takes no such steps (the default).
+    fn shorten_steps(&mut self) -> bool {
+        false
+    }
 }
 
 /// A solver's carried adjoint, with its sign (spec §1.1).
@@ -701,7 +710,8 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     /// behind is caught up in a few measured steps, and the work per step follows what the
     /// outer progress needs. A held step that did not reduce the residuals it waits for asks
     /// the solver for less noise ([`Solver::reduce_noise`]: larger minibatches) before more
-    /// calls. Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
+    /// calls; one whose lower residual grew, with no noise left to remove, asks for shorter
+    /// inner steps ([`Solver::shorten_steps`]). Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
     /// non-finite `θ` is refused. Each step then costs one more lower gradient (and, with an
     /// adjoint, one Hessian-vector product and one upper gradient).
     pub fn tracking(mut self, theta: T) -> Result<Self, Error> {
@@ -801,12 +811,15 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             }
             let residual = lower_residual(problem, x, solver.lower())?;
             let stalled = !(residual < self.inner.residual);
+            let grew = residual > self.inner.residual;
             self.inner.residual = residual;
             self.inner.lower = ratio(residual, first_residual);
             let short = !(self.inner.lower <= self.target);
-            // Stalled at the noise of the solver's samples: less noise, not more calls.
+            // Stalled at the noise of the solver's samples: less noise, not more calls. Grown
+            // with no noise to remove: steps too long for this `x`.
             let less_noise = short && stalled && solver.reduce_noise();
-            if short && !less_noise {
+            let shorter = short && grew && !less_noise && solver.shorten_steps();
+            if short && !less_noise && !shorter {
                 self.advances = twice(self.advances);
             }
             let r = StepReport {
@@ -863,11 +876,12 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         let depth_limited = tracks
             && (self.depth_limited || (inner.lower <= target && inner.adjoint > target && !solver.deepen_adjoint()));
         let held = tracks && !(inner.blocking(depth_limited) <= target);
-        // Stalled at the noise of the solver's samples, as in the held lower branch above.
-        let less_noise = held
-            && self.holding
-            && !(inner.blocking(depth_limited) < self.inner.blocking(self.depth_limited))
-            && solver.reduce_noise();
+        // Stalled at the noise of the solver's samples, or with steps too long, as in the
+        // held lower branch above.
+        let stalled =
+            held && self.holding && !(inner.blocking(depth_limited) < self.inner.blocking(self.depth_limited));
+        let less_noise = stalled && solver.reduce_noise();
+        let shorter = stalled && !less_noise && inner.residual > self.inner.residual && solver.shorten_steps();
         let converged = h_test && (relative == T::ZERO || inner.largest() <= relative);
         let at_depth_limit = h_test && depth_limited && inner.lower <= relative;
         let mut memory = self.memory;
@@ -909,7 +923,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.depth_limited = depth_limited;
         self.advances = if !held {
             (self.advances / 2).max(1)
-        } else if self.holding && !less_noise {
+        } else if self.holding && !less_noise && !shorter {
             twice(self.advances)
         } else {
             self.advances

@@ -88,6 +88,18 @@ impl<T: Real> Default for AidConfig<T> {
 }
 
 impl<T: Real> AidConfig<T> {
+    /// Halves the lower step and the adjoint's gradient or Neumann step
+    /// ([`Solver::shorten_steps`]).
+    fn halve_steps(&mut self) -> bool {
+        let half = T::from_f64(0.5);
+        self.lower_step *= half;
+        match &mut self.adjoint {
+            AdjointSolver::GradientDescent { step, .. } | AdjointSolver::Neumann { step, .. } => *step *= half,
+            AdjointSolver::ConjugateGradient { .. } => {}
+        }
+        true
+    }
+
     /// AID-CG: `lower_steps` gradient steps with `lower_step`, then `cg_steps` warm-started
     /// CG steps on the adjoint.
     pub fn conjugate_gradient(lower_step: T, lower_steps: u32, cg_steps: u32) -> Self {
@@ -288,6 +300,10 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
     /// truncated series for Neumann.
     fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
         Some(Adjoint::Solution(&self.u))
+    }
+
+    fn shorten_steps(&mut self) -> bool {
+        self.config.halve_steps()
     }
 
     /// A Neumann series restarts from `∇_y f` at every call, so only more terms make it

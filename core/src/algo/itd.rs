@@ -49,6 +49,12 @@ impl<T: Real> Default for ItdConfig<T> {
 }
 
 impl<T: Real> ItdConfig<T> {
+    /// Halves the unrolled gradient step ([`Solver::shorten_steps`]).
+    fn halve_steps(&mut self) -> bool {
+        self.lower_step *= T::from_f64(0.5);
+        true
+    }
+
     /// Checks the step size and the step count.
     pub fn validate(&self) -> Result<(), Error> {
         ensure(
@@ -195,6 +201,10 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
     /// the truncation bias.
     fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
         Some(Adjoint::Solution(&self.u))
+    }
+
+    fn shorten_steps(&mut self) -> bool {
+        self.config.halve_steps()
     }
 
     /// A deeper unrolling, up to the trajectory's capacity `S`.

@@ -70,6 +70,17 @@ impl<T: Real> Default for NboConfig<T> {
 }
 
 impl<T: Real> NboConfig<T> {
+    /// Halves NBO-GD's `β` ([`Solver::shorten_steps`]); NBO-CG takes no step to halve.
+    fn halve_steps(&mut self) -> bool {
+        match &mut self.solver {
+            NewtonSolver::GradientDescent { step } => {
+                *step *= T::from_f64(0.5);
+                true
+            }
+            NewtonSolver::ConjugateGradient => false,
+        }
+    }
+
     /// NBO-GD: `steps + 1` gradient steps with step `beta`.
     pub fn gradient_descent(beta: T, steps: u32) -> Self {
         NboConfig {
@@ -324,6 +335,10 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Nbo<T, DY>
 
     fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
         Some(Adjoint::Solution(&self.u))
+    }
+
+    fn shorten_steps(&mut self) -> bool {
+        self.config.halve_steps()
     }
 }
 

@@ -57,6 +57,12 @@ impl<T: Real> Default for NsboConfig<T> {
 }
 
 impl<T: Real> NsboConfig<T> {
+    /// Halves `β` ([`Solver::shorten_steps`]).
+    fn halve_steps(&mut self) -> bool {
+        self.step = self.step.divided_by(T::from_f64(2.0));
+        true
+    }
+
     /// Constant inner step `beta`, `steps + 1` inner steps, no averaging.
     pub fn constant(beta: T, steps: u32) -> Self {
         NsboConfig {
@@ -247,6 +253,10 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         Some(Adjoint::Solution(&self.state.u))
     }
 
+    fn shorten_steps(&mut self) -> bool {
+        self.config.halve_steps()
+    }
+
     /// Doubles both levels' minibatches.
     fn reduce_noise(&mut self) -> bool {
         grow_both(&mut self.lower_batches, &mut self.upper_batches)
@@ -328,6 +338,10 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
     /// wait for it.
     fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
         Some(Adjoint::Solution(&self.state.u))
+    }
+
+    fn shorten_steps(&mut self) -> bool {
+        self.config.halve_steps()
     }
 }
 

@@ -60,6 +60,13 @@ impl<T: Real> Default for SobaConfig<T> {
 }
 
 impl<T: Real> SobaConfig<T> {
+    /// Halves the steps of `y` and `v` ([`Solver::shorten_steps`]).
+    fn halve_steps(&mut self) -> bool {
+        self.lower_step = self.lower_step.divided_by(T::from_f64(2.0));
+        self.adjoint_step = self.adjoint_step.divided_by(T::from_f64(2.0));
+        true
+    }
+
     /// SOBA: one schedule for `y` and `v`.
     pub fn soba(step: Schedule<T>) -> Self {
         SobaConfig {
@@ -266,6 +273,10 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
     fn reduce_noise(&mut self) -> bool {
         grow_both(&mut self.lower_batches, &mut self.upper_batches)
     }
+
+    fn shorten_steps(&mut self) -> bool {
+        self.config.halve_steps()
+    }
 }
 
 /// SABA: SOBA over SAGA estimates, with tables for at most `NI` lower-level and `NO`
@@ -356,6 +367,10 @@ impl<T: Real, const DX: usize, const DY: usize, const NI: usize, const NO: usize
 
     fn lower(&self) -> &[T; DY] {
         &self.state.y
+    }
+
+    fn shorten_steps(&mut self) -> bool {
+        self.config.halve_steps()
     }
 }
 
