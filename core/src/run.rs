@@ -102,6 +102,18 @@ pub enum Adjoint<'a, T, const DY: usize> {
     Negated(&'a [T; DY]),
 }
 
+/// What a held step whose residuals did not fall (`stalled`) asks of the solver instead of
+/// more calls: less noise (larger minibatches) while there is noise to remove; without, and
+/// with the lower residual `grown`, shorter inner steps (they diverge at this `x`). Whether
+/// the solver changed.
+fn remedy<T: Real, S: Solver<T, DX, DY>, const DX: usize, const DY: usize>(
+    solver: &mut S,
+    stalled: bool,
+    grown: bool,
+) -> bool {
+    stalled && (solver.reduce_noise() || (grown && solver.shorten_steps()))
+}
+
 /// The most calls of the solver one held step of the driver makes (see
 /// [`Driver::tracking`]).
 pub const MAX_ADVANCES: u32 = 1 << 12;
@@ -711,8 +723,8 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
     /// outer progress needs. A held step that did not reduce the residuals it waits for asks
     /// the solver for less noise ([`Solver::reduce_noise`]: larger minibatches) before more
     /// calls; one whose lower residual grew, with no noise left to remove, asks for shorter
-    /// inner steps ([`Solver::shorten_steps`]). Held steps count as iterations. `θ = 0` (the default) turns it off; a negative or
-    /// non-finite `θ` is refused. Each step then costs one more lower gradient (and, with an
+    /// inner steps ([`Solver::shorten_steps`]). Held steps count as iterations. `θ = 0` (the
+    /// default) turns it off; a negative or non-finite `θ` is refused. Each step then costs one more lower gradient (and, with an
     /// adjoint, one Hessian-vector product and one upper gradient).
     pub fn tracking(mut self, theta: T) -> Result<Self, Error> {
         ensure(
@@ -810,16 +822,11 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
                 diagnostics = solver.advance(problem, x)?;
             }
             let residual = lower_residual(problem, x, solver.lower())?;
-            let stalled = !(residual < self.inner.residual);
-            let grew = residual > self.inner.residual;
+            let (stalled, grew) = (!(residual < self.inner.residual), residual > self.inner.residual);
             self.inner.residual = residual;
             self.inner.lower = ratio(residual, first_residual);
             let short = !(self.inner.lower <= self.target);
-            // Stalled at the noise of the solver's samples: less noise, not more calls. Grown
-            // with no noise to remove: steps too long for this `x`.
-            let less_noise = short && stalled && solver.reduce_noise();
-            let shorter = short && grew && !less_noise && solver.shorten_steps();
-            if short && !less_noise && !shorter {
+            if short && !remedy(solver, stalled, grew) {
                 self.advances = twice(self.advances);
             }
             let r = StepReport {
@@ -876,12 +883,10 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         let depth_limited = tracks
             && (self.depth_limited || (inner.lower <= target && inner.adjoint > target && !solver.deepen_adjoint()));
         let held = tracks && !(inner.blocking(depth_limited) <= target);
-        // Stalled at the noise of the solver's samples, or with steps too long, as in the
-        // held lower branch above.
+        // A hold again that did not reduce its residuals, as in the held lower branch above.
         let stalled =
             held && self.holding && !(inner.blocking(depth_limited) < self.inner.blocking(self.depth_limited));
-        let less_noise = stalled && solver.reduce_noise();
-        let shorter = stalled && !less_noise && inner.residual > self.inner.residual && solver.shorten_steps();
+        let remedied = remedy(solver, stalled, inner.residual > self.inner.residual);
         let converged = h_test && (relative == T::ZERO || inner.largest() <= relative);
         let at_depth_limit = h_test && depth_limited && inner.lower <= relative;
         let mut memory = self.memory;
@@ -923,7 +928,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.depth_limited = depth_limited;
         self.advances = if !held {
             (self.advances / 2).max(1)
-        } else if self.holding && !less_noise && !shorter {
+        } else if self.holding && !remedied {
             twice(self.advances)
         } else {
             self.advances
