@@ -240,7 +240,10 @@ size_t bl_solver_align(void);
 
 // Fills `config` with the documented defaults of `method` for `problem` at the `dx`
 // hyperparameters `x0`: the lower-level steps are `1/L`, with `L` the smoothness of `∇_y g`
-// there (`BlCallbacks.lower_smoothness` for callbacks, which must then be > 0).
+// there: for the built-in problems that of the whole data set (the top eigenvalue of its
+// Gram matrix), or for a minibatch method the expected smoothness of its default batch
+// size (a `batch_size` set later keeps that step); `BlCallbacks.lower_smoothness` for
+// callbacks, which must then be > 0.
 //
 // # Safety
 // `method` null or `&bl_method_<name>`; `problem` null or valid; `x0` null or `dx` floats;

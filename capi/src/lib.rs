@@ -70,7 +70,10 @@ pub extern "C" fn bl_solver_align() -> usize {
 
 /// Fills `config` with the documented defaults of `method` for `problem` at the `dx`
 /// hyperparameters `x0`: the lower-level steps are `1/L`, with `L` the smoothness of `∇_y g`
-/// there (`BlCallbacks.lower_smoothness` for callbacks, which must then be > 0).
+/// there: for the built-in problems that of the whole data set (the top eigenvalue of its
+/// Gram matrix), or for a minibatch method the expected smoothness of its default batch
+/// size (a `batch_size` set later keeps that step); `BlCallbacks.lower_smoothness` for
+/// callbacks, which must then be > 0.
 ///
 /// # Safety
 /// `method` null or `&bl_method_<name>`; `problem` null or valid; `x0` null or `dx` floats;
@@ -101,12 +104,12 @@ pub unsafe extern "C" fn bl_default_config(
     // SAFETY: `x0` holds `dx ≤ BL_MAX_DX` floats.
     let x0 = unsafe { core::slice::from_raw_parts(x0, dx as usize) };
     // SAFETY: forwarded.
-    let lipschitz = match unsafe { problem::lower_smoothness(problem, x0) } {
-        Ok(l) => l,
+    let smoothness = match unsafe { problem::lower_smoothness(problem, x0) } {
+        Ok(s) => s,
         Err(code) => return code,
     };
     // SAFETY: non-null, and the caller promised a writable `BlConfig`.
-    unsafe { config.write(BlConfig::defaults(method, f64::from(lipschitz))) };
+    unsafe { config.write(BlConfig::defaults(method, smoothness)) };
     BL_OK
 }
 

@@ -8,6 +8,7 @@ use core::ffi::c_void;
 
 use bilevel::problem::FiniteDiff;
 use bilevel::problems::{Logistic, Ridge, Samples};
+use bilevel::smoothness::Smoothness;
 use bilevel::{Batch, Error, Oracle, Problem};
 
 /// Largest upper-level dimension.
@@ -427,28 +428,30 @@ pub(crate) unsafe fn shape(problem: &BlProblem) -> Result<(u32, u32, (usize, usi
     }
 }
 
-/// The smoothness `L` of `∇_y g` at `x` (the first `dx` entries used), as the problem knows it.
+/// The smoothness of `∇_y g` at `x` (the first `dx` entries used), as the problem knows it:
+/// the built-in problems for the whole data set and for minibatches, a callback problem one
+/// constant `L`.
 ///
 /// # Safety
 /// As for [`shape`].
-pub(crate) unsafe fn lower_smoothness(problem: &BlProblem, x: &[f32]) -> Result<f32, u32> {
+pub(crate) unsafe fn lower_smoothness(problem: &BlProblem, x: &[f32]) -> Result<Smoothness, u32> {
     use crate::status::{BL_ERR_CONFIG, BL_ERR_KIND};
     let at = |i: usize| x.get(i).copied().unwrap_or(0.0);
-    let l = match problem.kind {
-        BL_PROBLEM_CALLBACKS => problem.callbacks.lower_smoothness,
+    let s = match problem.kind {
+        BL_PROBLEM_CALLBACKS => Smoothness::uniform(f64::from(problem.callbacks.lower_smoothness)),
         // SAFETY: forwarded.
-        BL_PROBLEM_LOGISTIC => unsafe { logistic::<1>(&problem.data)? }.0.lower_lipschitz(&[at(0)]),
+        BL_PROBLEM_LOGISTIC => unsafe { logistic::<1>(&problem.data)? }.0.lower_smoothness(&[at(0)]),
         // SAFETY: forwarded.
-        BL_PROBLEM_RIDGE => unsafe { ridge(&problem.data)? }.0.lower_lipschitz(&[at(0)]),
+        BL_PROBLEM_RIDGE => unsafe { ridge(&problem.data)? }.0.lower_smoothness(&[at(0)]),
         BL_PROBLEM_LOGISTIC_PER_FEATURE => {
             // SAFETY: forwarded.
             let p = unsafe { logistic::<FEATURES>(&problem.data)? };
-            p.0.lower_lipschitz(&core::array::from_fn(at))
+            p.0.lower_smoothness(&core::array::from_fn(at))
         }
         _ => return Err(BL_ERR_KIND),
     };
-    if l.is_finite() && l > 0.0 {
-        Ok(l)
+    if s.full.is_finite() && s.full > 0.0 && s.row.is_finite() {
+        Ok(s)
     } else {
         Err(BL_ERR_CONFIG)
     }

@@ -14,6 +14,7 @@ use bilevel::problem::{Counted, OracleCounts};
 use bilevel::registry::{Method, MethodSpec, Settings, Start};
 use bilevel::run::{Adaptive, Budget, Driver, Outcome, Outer, Solver, StepReport, Stopping};
 use bilevel::schedule::Schedule;
+use bilevel::smoothness::Smoothness;
 use bilevel::{Error, Problem};
 
 use crate::problem::{BlProblem, CallbackProblem, DX, DY, logistic, ridge, shape};
@@ -98,11 +99,13 @@ pub struct BlConfig {
 }
 
 impl BlConfig {
-    /// The defaults of `method` for a lower level of smoothness `lipschitz`.
-    pub(crate) fn defaults(method: &'static BlMethod, lipschitz: f64) -> Self {
+    /// The defaults of `method` for a lower level of `smoothness` (steps `c/L` at the
+    /// method's default batch size).
+    pub(crate) fn defaults(method: &'static BlMethod, smoothness: Smoothness) -> Self {
+        let defaults = Settings::described(method.method, method.info, smoothness);
         let mut settings = [0.0; BL_MAX_SETTINGS as usize];
-        for (v, s) in settings.iter_mut().zip(method.settings()) {
-            *v = s.default_for(lipschitz) as f32;
+        for (v, (_, d)) in settings.iter_mut().zip(defaults.iter()) {
+            *v = d as f32;
         }
         BlConfig {
             method,

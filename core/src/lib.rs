@@ -57,6 +57,7 @@ pub mod run;
 pub mod sample;
 pub mod scalar;
 pub mod schedule;
+pub mod smoothness;
 
 pub use error::{Error, Oracle};
 pub use problem::{Batch, Counted, Problem};

@@ -41,6 +41,7 @@ use crate::error::{Error, ensure};
 use crate::run::Solver;
 use crate::sample::{Minibatches, Order};
 use crate::scalar::Real;
+use crate::smoothness::Smoothness;
 
 /// A family of methods: the algorithm file that implements them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,14 +286,19 @@ pub const MAX_SETTINGS: usize = 8;
 /// batch size grows so that each level has at most this many minibatches.
 pub const SAGA_BATCHES: usize = 64;
 
-/// A method's setting values: the defaults for a lower level of smoothness `L`, then
-/// overrides.
+/// A method's setting values: the defaults for the lower level's smoothness, then
+/// overrides. A default `c/L` takes `L` at the method's batch size
+/// ([`Smoothness::at_batch`]; the whole data set for full-batch methods), and follows a
+/// `batch_size` that is set later.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Settings {
     method: Method,
     info: &'static MethodInfo,
     values: [f64; MAX_SETTINGS],
+    smoothness: Smoothness,
+    /// Bit `i` set: setting `i` was set, not derived.
+    chosen: u32,
 }
 
 /// Why a `key = value` was refused.
@@ -315,20 +321,46 @@ impl fmt::Display for SettingError {
 }
 
 impl Settings {
-    /// The defaults of `method` for a lower level whose gradient is `lipschitz`-smooth.
-    pub fn new(method: Method, lipschitz: f64) -> Self {
-        Settings::described(method, method.info(), lipschitz)
+    /// The defaults of `method` for a lower level of `smoothness` (or of one constant `L`:
+    /// `Settings::new(method, 4.0)`).
+    pub fn new(method: Method, smoothness: impl Into<Smoothness>) -> Self {
+        Settings::described(method, method.info(), smoothness)
     }
 
     /// [`Settings::new`] with `method`'s description given (it must be `method.info()`; a
     /// caller that holds it, like the C library's per-method tables, avoids linking every
     /// method's description).
-    pub fn described(method: Method, info: &'static MethodInfo, lipschitz: f64) -> Self {
-        let mut values = [0.0; MAX_SETTINGS];
-        for (v, s) in values.iter_mut().zip(info.settings) {
-            *v = s.default_for(lipschitz);
+    pub fn described(method: Method, info: &'static MethodInfo, smoothness: impl Into<Smoothness>) -> Self {
+        let mut s = Settings {
+            method,
+            info,
+            values: [0.0; MAX_SETTINGS],
+            smoothness: smoothness.into(),
+            chosen: 0,
+        };
+        s.derive_defaults();
+        s
+    }
+
+    /// Every setting not chosen gets its default, a step `c/L` with `L` at the batch size.
+    fn derive_defaults(&mut self) {
+        let lipschitz = self.smoothness.at_batch(self.batch_size());
+        for (i, (v, s)) in self.values.iter_mut().zip(self.info.settings).enumerate() {
+            if self.chosen & (1 << i) == 0 {
+                *v = s.default_for(lipschitz);
+            }
         }
-        Settings { method, info, values }
+    }
+
+    /// The minibatch size the method will draw (chosen, else its default), or `usize::MAX`
+    /// for a full-batch method.
+    fn batch_size(&self) -> usize {
+        let mut entries = self.info.settings.iter().zip(self.values).enumerate();
+        match entries.find(|(_, (s, _))| s.key == BATCH_SIZE.key) {
+            Some((i, (_, v))) if self.chosen & (1 << i) != 0 => v as usize,
+            Some((_, (s, _))) => s.default_for(1.0) as usize,
+            None => usize::MAX,
+        }
     }
 
     /// The method these settings are for.
@@ -347,6 +379,10 @@ impl Settings {
         setting.check(value).map_err(SettingError::Invalid)?;
         if let Some(v) = self.values.get_mut(i) {
             *v = value;
+            self.chosen |= 1 << i;
+        }
+        if setting.key == BATCH_SIZE.key {
+            self.derive_defaults();
         }
         Ok(())
     }

@@ -105,7 +105,7 @@ pub fn tune(split: &Split<FEATURES>) -> Result<Tuned, bilevel::Error> {
 /// the relative tolerance 1e-6 and a cap of 5000 iterations.
 pub fn tune_with(split: &Split<FEATURES>, method: Method) -> Result<Tuned, bilevel::Error> {
     let p = problem(split)?;
-    let settings = Settings::new(method, p.lower_lipschitz(&[0.0]));
+    let settings = Settings::new(method, p.lower_smoothness(&[0.0]));
     let start = Start::new([0.0; DY], p.samples(), 1);
     let run = method.build(&settings, &start, Defaults(&p, method))??;
     let model = run.model;

@@ -232,10 +232,10 @@ fn main() {
     let (vx, vt) = rows(64, 777_777);
     let p: Logistic<'_, f32, 31, 1, 32> =
         Logistic::new(Samples::new(&tx, &tt).unwrap(), Samples::new(&vx, &vt).unwrap()).unwrap();
-    // The C library's defaults: its steps are 1/L at the start, stored as floats.
-    let lipschitz = f64::from(p.lower_lipschitz(&[-2.0]));
+    // The C library's defaults: its steps are 1/L at the start (at the default batch size), stored as floats.
+    let smoothness = p.lower_smoothness(&[-2.0]);
     for m in LOGISTIC_METHODS {
-        let mut settings = Settings::new(m, lipschitz);
+        let mut settings = Settings::new(m, smoothness);
         let defaults: Vec<(&str, f64)> = settings.iter().map(|(s, v)| (s.key, f64::from(v as f32))).collect();
         for (key, v) in defaults {
             settings.set(key, v).unwrap();
@@ -263,7 +263,7 @@ fn main() {
     }
 
     // The defaults alone: steps 1/L at ln λ = 0, the adaptive outer step, no box.
-    let mut settings = Settings::new(Method::NboCg, f64::from(p.lower_lipschitz(&[0.0])));
+    let mut settings = Settings::new(Method::NboCg, p.lower_smoothness(&[0.0]));
     let defaults: Vec<(&str, f64)> = settings.iter().map(|(s, v)| (s.key, f64::from(v as f32))).collect();
     for (key, v) in defaults {
         settings.set(key, v).unwrap();

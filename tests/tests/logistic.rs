@@ -199,3 +199,66 @@ fn f32_oracles_agree_with_f64() {
     p64.lower_grad(&[0.5], &y, Batch::Full, &mut g64).unwrap();
     assert!(rel_err(&g32.map(f64::from), &g64) < 1e-5);
 }
+
+/// The top eigenvalue of a symmetric positive semi-definite matrix by dense power iteration
+/// (independent of the library's passes over the rows).
+fn top_eigenvalue<const N: usize>(h: &[[f64; N]; N]) -> f64 {
+    let mut v = [1.0; N];
+    let mut top = 0.0;
+    for _ in 0..5000 {
+        let w: [f64; N] = core::array::from_fn(|i| (0..N).map(|j| h[i][j] * v[j]).sum());
+        let norm = libm::sqrt(w.iter().map(|a| a * a).sum::<f64>());
+        top = (0..N).map(|i| v[i] * w[i]).sum::<f64>() / v.iter().map(|a| a * a).sum::<f64>();
+        v = w.map(|a| a / norm);
+    }
+    top
+}
+
+/// The lower Hessian at `(x, y)`, column by column from the Hessian-vector oracle.
+fn lower_hessian(p: &Logistic<'_, f64, D, 1, 5>, x: &[f64; 1], y: &[f64; 5]) -> [[f64; 5]; 5] {
+    let mut h = [[0.0; 5]; 5];
+    for (j, column) in h.iter_mut().enumerate() {
+        let mut e = [0.0; 5];
+        e[j] = 1.0;
+        p.lower_hvp(x, y, &e, Batch::Full, column).unwrap();
+    }
+    h
+}
+
+#[test]
+fn lower_smoothness_is_the_largest_curvature_of_the_lower_level() {
+    let d = Data::new();
+    let p = d.problem::<1>();
+    let x = [-12.0];
+    let s = p.lower_smoothness(&x);
+    // At y = 0 every logistic curvature is ¼: the bound is attained there.
+    let top = top_eigenvalue(&lower_hessian(&p, &x, &[0.0; 5]));
+    assert!(
+        (s.full - top).abs() <= 1e-4 * top,
+        "L = {} against the Hessian's {top}",
+        s.full
+    );
+    assert_eq!(p.lower_lipschitz(&x), s.full);
+    // Elsewhere the curvature is smaller.
+    let mut rng = Rng128::new(5);
+    for _ in 0..5 {
+        let y: [f64; 5] = random(&mut rng);
+        assert!(top_eigenvalue(&lower_hessian(&p, &x, &y)) <= s.full);
+    }
+    // A single row's Hessian ¼ââᵀ + Λ has top eigenvalue ¼‖â‖² (+ λ at most).
+    let row = d
+        .train
+        .0
+        .iter()
+        .map(|r| 1.0 + r.iter().map(|v| v * v).sum::<f64>())
+        .fold(0.0, f64::max);
+    assert!(
+        (s.row - (0.25 * row + libm::exp(-12.0))).abs() <= 1e-12 * row,
+        "{}",
+        s.row
+    );
+    assert_eq!(s.rows, d.train.0.len());
+    // Minibatches lie between: a batch of the whole set is the full constant.
+    assert!(s.at_batch(8) > s.full && s.at_batch(8) < s.row);
+    assert_eq!(s.at_batch(d.train.0.len()), s.full);
+}

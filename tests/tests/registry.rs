@@ -196,3 +196,28 @@ fn bad_settings_are_refused_naming_the_key_and_change_nothing() {
         assert!(matches!(r, Err(Error::InvalidConfig { field: "settings", .. })));
     });
 }
+
+#[test]
+fn minibatch_steps_default_to_the_expected_smoothness_of_their_batch() {
+    use bilevel::smoothness::Smoothness;
+    let smoothness = Smoothness {
+        full: 2.0,
+        row: 100.0,
+        rows: 1000,
+    };
+    // A full-batch method steps at 1/L of the whole sum.
+    let nbo = Settings::new(Method::NboGd, smoothness);
+    assert_eq!(nbo.get("lower_step"), Some(0.5));
+    // A minibatch method at 1/L of its default batch (32), which follows a batch size set
+    // later unless the step itself was set.
+    let mut soba = Settings::new(Method::Soba, smoothness);
+    assert_eq!(soba.get("lower_step"), Some(1.0 / smoothness.at_batch(32)));
+    assert!(smoothness.at_batch(32) > 2.0 && smoothness.at_batch(32) < 100.0);
+    soba.set("batch_size", 1000.0).unwrap();
+    assert_eq!(soba.get("lower_step"), Some(0.5));
+    soba.set("lower_step", 0.1).unwrap();
+    soba.set("batch_size", 1.0).unwrap();
+    assert_eq!(soba.get("lower_step"), Some(0.1));
+    // One constant for every batch when that is all the problem knows.
+    assert_eq!(Settings::new(Method::Soba, 4.0).get("lower_step"), Some(0.25));
+}

@@ -4,6 +4,7 @@
 use crate::error::Error;
 use crate::problem::Batch;
 use crate::scalar::Real;
+use crate::smoothness::{Smoothness, gram_smoothness};
 
 /// `n` samples with `D` features each and one target per sample (a real value for
 /// regression, `0`/`1` for binary classification, a class index `0..C` for multiclass).
@@ -32,6 +33,12 @@ impl<'a, T: Real, const D: usize> Samples<'a, T, D> {
             });
         }
         Ok(Samples { features, targets })
+    }
+
+    /// The smoothness of a loss `(1/n) Σ φ(âᵢ·y)` with `φ'' ≤ 1` over these rows (a bias
+    /// entry appended to each): [`gram_smoothness`].
+    pub fn smoothness(&self) -> Smoothness {
+        gram_smoothness(self.features)
     }
 
     /// Number of samples.

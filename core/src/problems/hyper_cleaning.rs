@@ -26,6 +26,7 @@ use crate::linalg;
 use crate::problem::{Batch, Problem};
 use crate::problems::data::{BatchRows, Samples};
 use crate::scalar::{Real, sigmoid};
+use crate::smoothness::Smoothness;
 
 /// Softmax-regression data hyper-cleaning with `C` classes, `D` features and `N` training
 /// samples (see the module docs).
@@ -197,15 +198,17 @@ impl<'a, T: Real, const D: usize, const C: usize, const N: usize, const DY: usiz
         Ok(HyperCleaning { l2, ..self })
     }
 
-    /// An upper bound on the Lipschitz constant of `∇_y g` for any `x`:
-    /// `½·max ‖âᵢ‖² + ρ` (the softmax Hessian is at most ½ in norm, the weights `σ(xᵢ)` at
-    /// most 1).
+    /// The smoothness of `∇_y g` for any `x`, for the whole training set and for its
+    /// minibatches: `½` of the Gram matrix's (the softmax Hessian is at most ½ in norm, the
+    /// weights `σ(xᵢ)` at most 1) plus `ρ`.
+    pub fn lower_smoothness(&self) -> Smoothness {
+        self.train.smoothness().scaled(0.5, self.l2.to_f64())
+    }
+
+    /// The Lipschitz constant of the full-batch `∇_y g` for any `x` (a safe lower-level step
+    /// is its inverse).
     pub fn lower_lipschitz(&self) -> T {
-        let mut rows = T::ZERO;
-        for row in self.train.features {
-            rows = rows.max(T::ONE + linalg::dot(row, row));
-        }
-        T::from_f64(0.5) * rows + self.l2
+        T::from_f64(self.lower_smoothness().full)
     }
 
     /// Mean cross-entropy of the classifier `y` on `data` (e.g. a test set).

@@ -18,6 +18,7 @@ use crate::problem::{Batch, Problem};
 use crate::problems::data::{Samples, add_affine_row as add_row, affine as margin};
 use crate::problems::penalty;
 use crate::scalar::{Real, sigmoid, softplus};
+use crate::smoothness::Smoothness;
 
 /// Logistic regression with exp-parametrized L2 on the weights (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -76,18 +77,20 @@ impl<'a, T: Real, const D: usize, const DX: usize, const DY: usize> Logistic<'a,
         Ok(Logistic { train, validation })
     }
 
-    /// An upper bound on the Lipschitz constant of `∇_y g` at `x`:
-    /// `¼·max ‖âᵢ‖² + max_j λ_j` (a safe lower-level step is its inverse).
-    pub fn lower_lipschitz(&self, x: &[T; DX]) -> T {
-        let mut rows = T::ZERO;
-        for row in self.train.features {
-            rows = rows.max(T::ONE + linalg::dot(row, row));
-        }
+    /// The smoothness of `∇_y g` at `x`, for the whole training set and for its minibatches:
+    /// `¼` of the Gram matrix's (the logistic curvature is at most `¼`) plus `max_j λ_j`.
+    pub fn lower_smoothness(&self, x: &[T; DX]) -> Smoothness {
         let mut lam = T::ZERO;
         for j in 0..D {
             lam = lam.max(penalty::strength(x, j));
         }
-        T::from_f64(0.25) * rows + lam
+        self.train.smoothness().scaled(0.25, lam.to_f64())
+    }
+
+    /// The Lipschitz constant of the full-batch `∇_y g` at `x` (a safe lower-level step is
+    /// its inverse).
+    pub fn lower_lipschitz(&self, x: &[T; DX]) -> T {
+        T::from_f64(self.lower_smoothness(x).full)
     }
 
     /// Mean logistic loss of the model `y` on `data` (e.g. a test set).

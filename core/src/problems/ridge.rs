@@ -24,6 +24,7 @@ use crate::problem::{Batch, Problem};
 use crate::problems::data::{Samples, add_affine_row, affine, affine_gram};
 use crate::problems::penalty;
 use crate::scalar::Real;
+use crate::smoothness::Smoothness;
 
 /// Ridge regression with exp-parametrized L2 on the weights (see the module docs).
 ///
@@ -96,18 +97,20 @@ impl<'a, T: Real, const D: usize, const DX: usize, const DY: usize> Ridge<'a, T,
         Ok(Ridge { train, validation })
     }
 
-    /// An upper bound on the Lipschitz constant of `∇_y g` at `x`:
-    /// `max ‖âᵢ‖² + max_j λ_j` (a safe lower-level step is its inverse).
-    pub fn lower_lipschitz(&self, x: &[T; DX]) -> T {
-        let mut rows = T::ZERO;
-        for row in self.train.features {
-            rows = rows.max(T::ONE + linalg::dot(row, row));
-        }
+    /// The smoothness of `∇_y g` at `x`, for the whole training set and for its minibatches:
+    /// the Gram matrix's plus `max_j λ_j`.
+    pub fn lower_smoothness(&self, x: &[T; DX]) -> Smoothness {
         let mut lam = T::ZERO;
         for j in 0..D {
             lam = lam.max(penalty::strength(x, j));
         }
-        rows + lam
+        self.train.smoothness().scaled(1.0, lam.to_f64())
+    }
+
+    /// The Lipschitz constant of the full-batch `∇_y g` at `x` (a safe lower-level step is
+    /// its inverse).
+    pub fn lower_lipschitz(&self, x: &[T; DX]) -> T {
+        T::from_f64(self.lower_smoothness(x).full)
     }
 
     /// Half the mean squared error of the model `y` on `data` (e.g. a test set).

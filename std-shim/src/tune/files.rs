@@ -132,12 +132,6 @@ pub(super) fn sq(v: f64) -> f64 {
     v * v
 }
 
-pub(super) fn max_row_norm2<T: Real, const W: usize>(rows: &[[T; W]]) -> f64 {
-    rows.iter()
-        .map(|r| 1.0 + r.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>())
-        .fold(0.0, f64::max)
-}
-
 /// `1 − Σ(t − ŷ)² / Σ(t − t̄)²` of the affine model `y = [w, b]` on `rows`.
 pub(super) fn r2<T: Real, const W: usize>(rows: &[[T; W]], targets: &[T], y: &[T]) -> f64 {
     let n = targets.len().max(1) as f64;

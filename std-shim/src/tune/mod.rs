@@ -251,7 +251,7 @@ mod problems;
 mod runner;
 mod settings;
 
-use files::{Converted, Files, max_row_norm2, r2, read_files, required, sq, width_of};
+use files::{Converted, Files, r2, read_files, required, sq, width_of};
 use problems::{hyperclean, meta, regression};
 use runner::{RunPlan, RunResult, run_method};
 

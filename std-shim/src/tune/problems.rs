@@ -5,6 +5,7 @@ use bilevel::problem::Problem;
 use bilevel::problems::{HyperCleaning, Logistic, MetaLearning, Ridge, Task};
 use bilevel::reference::{ReferenceConfig, reference_value};
 use bilevel::scalar::Real;
+use bilevel::smoothness::{Smoothness, gram_smoothness};
 
 use crate::data::Target;
 use crate::tasks::{TaskData, read_tasks};
@@ -23,8 +24,8 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
     let test = files.test.as_ref().map(Converted::<T, W>::new);
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); DX];
     let y0 = [T::ZERO; DY];
-    let plan = |lipschitz: f64| -> Result<(RunPlan, Params), BoxError> {
-        let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+    let plan = |smoothness: Smoothness| -> Result<(RunPlan, Params), BoxError> {
+        let prm = params(req.problem, &req.method, smoothness, &req.settings)?;
         let plan = RunPlan::new(
             req,
             &prm,
@@ -37,7 +38,7 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
     let meaning = if DX == 1 { "ln λ" } else { "ln λ per feature" };
     if ridge {
         let p: Ridge<'_, T, W, DX, DY> = Ridge::new(train.samples()?, validation.samples()?)?;
-        let (plan, prm) = plan(p.lower_lipschitz(&x0).to_f64())?;
+        let (plan, prm) = plan(p.lower_smoothness(&x0))?;
         let d = run_method(&p, &prm, &plan, x0, y0)?;
         let model = p.lower_solution(&d.x)?;
         let value = p.value(&d.x)?.to_f64();
@@ -53,7 +54,7 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
         Ok(outcome_summary(req, &d, x, meaning, value, test, (width, W)))
     } else {
         let p: Logistic<'_, T, W, DX, DY> = Logistic::new(train.samples()?, validation.samples()?)?;
-        let (plan, prm) = plan(p.lower_lipschitz(&x0).to_f64())?;
+        let (plan, prm) = plan(p.lower_smoothness(&x0))?;
         let d = run_method(&p, &prm, &plan, x0, y0)?;
         let (value, model) = reference_value(&p, &d.x, &y0, &ReferenceConfig::default())?;
         let test = match &test {
@@ -209,8 +210,8 @@ pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>
     let inner: HyperCleaning<'_, T, W, C, N, DY> =
         HyperCleaning::new(train.samples()?, validation.samples()?)?.with_l2(T::from_f64(l2))?;
     let p = FirstRows { inner, rows: n };
-    let lipschitz = 0.5 * max_row_norm2(&train.rows[..n]) + l2;
-    let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+    let smoothness = gram_smoothness(train.rows.get(..n).unwrap_or(&[])).scaled(0.5, l2);
+    let prm = params(req.problem, &req.method, smoothness, &req.settings)?;
     let plan = RunPlan::new(req, &prm, Some((-8.0, 8.0)), format!("hyperclean {}", req.method));
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); N];
     let y0 = [T::ZERO; DY];
@@ -336,9 +337,18 @@ pub(super) fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
     let settings = params(req.problem, &req.method, 1.0, &req.settings)?;
     let lambda = settings.get("lambda");
     let p: MetaLearning<'_, T, W, TASKS, DX, DY> = MetaLearning::new(array, T::from_f64(lambda))?;
-    let support_norm = data.iter().map(|(s, _)| max_row_norm2(&s.rows)).fold(0.0, f64::max);
-    let lipschitz = (support_norm + lambda) / TASKS as f64;
-    let prm = params(req.problem, &req.method, lipschitz, &req.settings)?;
+    // Task i's block of the lower Hessian is (Gᵢ + λI)/T; a minibatch of tasks weighs
+    // each block by 1/b instead.
+    let task = data
+        .iter()
+        .map(|(s, _)| gram_smoothness(&s.rows).full + lambda)
+        .fold(0.0, f64::max);
+    let smoothness = Smoothness {
+        full: task / TASKS as f64,
+        row: task,
+        rows: TASKS,
+    };
+    let prm = params(req.problem, &req.method, smoothness, &req.settings)?;
     let plan = RunPlan::new(req, &prm, None, format!("meta {}", req.method));
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); DX];
     let y0 = [T::ZERO; DY];

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use bilevel::problems::HyperCleaning;
 use bilevel::registry::{Method, SettingError, Settings};
+use bilevel::smoothness::Smoothness;
 
 use super::*;
 
@@ -100,11 +101,11 @@ pub fn methods_table() -> String {
 }
 
 /// The method's and the problem's settings with `overrides` applied, for a lower level of
-/// smoothness `lipschitz`; an unknown key is an error naming it and listing the valid ones.
+/// `smoothness`; an unknown key is an error naming it and listing the valid ones.
 pub fn params(
     problem: ProblemKind,
     method: &str,
-    lipschitz: f64,
+    smoothness: impl Into<Smoothness>,
     overrides: &[(String, f64)],
 ) -> Result<Params, String> {
     let Some(m) = Method::from_name(method) else {
@@ -112,7 +113,7 @@ pub fn params(
     };
     let mut p = Params {
         method: m,
-        settings: Settings::new(m, lipschitz),
+        settings: Settings::new(m, smoothness),
         problem: problem_defaults(problem),
     };
     for (key, value) in overrides {
