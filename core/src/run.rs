@@ -67,11 +67,12 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     /// Makes the next calls' adjoint more accurate after the driver found its residual above
     /// the tolerance (see [`Driver::tracking`]). A solver whose adjoint is a fixed truncation
     /// rebuilt at every call (a Neumann series, an unrolled depth, a fixed number of
-    /// refinement steps) deepens it and returns `false` once it is at its capacity, when
-    /// repeating the call would no longer help. By default `true`: a warm-started adjoint
+    /// refinement steps) deepens it ([`Deepening::Deeper`]: one more call at the new depth
+    /// is what helps, repeating it would not) until it is at its capacity
+    /// ([`Deepening::AtCapacity`]). By default [`Deepening::Repeat`]: a warm-started adjoint
     /// improves by being called again.
-    fn deepen_adjoint(&mut self) -> bool {
-        true
+    fn deepen_adjoint(&mut self) -> Deepening {
+        Deepening::Repeat
     }
 
     /// Makes the next calls' estimates less noisy after held steps stopped reducing the
@@ -91,6 +92,19 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     fn shorten_steps(&mut self) -> bool {
         false
     }
+}
+
+/// What [`Solver::deepen_adjoint`] did to a short adjoint, which decides how the driver calls
+/// the solver again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Deepening {
+    /// Nothing: the adjoint is warm-started, and calling again improves it.
+    Repeat,
+    /// The next call's truncation is deeper; repeating a call at the old depth would not help.
+    Deeper,
+    /// The truncation is at its capacity: neither repeating nor deepening helps.
+    AtCapacity,
 }
 
 /// A solver's carried adjoint, with its sign (spec §1.1).
@@ -124,13 +138,13 @@ fn twice(advances: u32) -> u32 {
 }
 
 /// Deepens a fixed count of inner steps: twice as many plus one (so that 0 grows), up to
-/// `cap`. Returns `false`, leaving `n` alone, when it is already there.
-pub fn deepen_count(n: &mut u32, cap: u32) -> bool {
+/// `cap`; [`Deepening::AtCapacity`], leaving `n` alone, when it is already there.
+pub fn deepen_count(n: &mut u32, cap: u32) -> Deepening {
     if *n >= cap {
-        return false;
+        return Deepening::AtCapacity;
     }
     *n = n.saturating_mul(2).saturating_add(1).min(cap);
-    true
+    Deepening::Deeper
 }
 
 /// The shared outer update `x ← Π_box(x − α_t h)`.
@@ -606,6 +620,8 @@ pub struct Driver<T, const DX: usize> {
     inner: InnerErrors<T>,
     target: T,
     depth_limited: bool,
+    /// The last estimate deepened the solver's truncated adjoint.
+    deepened: bool,
     holding: bool,
     advances: u32,
 }
@@ -676,6 +692,7 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             },
             target: T::ZERO,
             depth_limited: false,
+            deepened: false,
             holding: false,
             advances: 1,
         })
@@ -842,7 +859,12 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
             return Ok((r, self.budget_outcome(problem)));
         }
         // A step held again repeats the call: its earlier repetitions only advance the state.
-        let repeats = if tracks && self.holding { self.advances } else { 1 };
+        // After a deepening one call at the new depth is what the hold waits for.
+        let repeats = if tracks && self.holding && !self.deepened {
+            self.advances
+        } else {
+            1
+        };
         for _ in 1..repeats {
             estimate(solver, problem, x)?;
         }
@@ -880,8 +902,13 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         // A truncated adjoint that is short once the lower level has caught up is deepened for
         // the next call; at its capacity it no longer holds `x` (the method then moves on its
         // biased estimates, as published).
-        let depth_limited = tracks
-            && (self.depth_limited || (inner.lower <= target && inner.adjoint > target && !solver.deepen_adjoint()));
+        let deepening = if tracks && !self.depth_limited && inner.lower <= target && inner.adjoint > target {
+            solver.deepen_adjoint()
+        } else {
+            Deepening::Repeat
+        };
+        let deepened = deepening == Deepening::Deeper;
+        let depth_limited = tracks && (self.depth_limited || deepening == Deepening::AtCapacity);
         let held = tracks && !(inner.blocking(depth_limited) <= target);
         // A hold again that did not reduce its residuals, as in the held lower branch above.
         let stalled =
@@ -926,9 +953,10 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         self.inner = inner;
         self.target = target;
         self.depth_limited = depth_limited;
+        self.deepened = deepened;
         self.advances = if !held {
             (self.advances / 2).max(1)
-        } else if self.holding && !remedied {
+        } else if self.holding && !remedied && !deepened {
             twice(self.advances)
         } else {
             self.advances

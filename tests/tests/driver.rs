@@ -8,7 +8,7 @@ use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
 use bilevel::problems::Quadratic;
 use bilevel::reference::{ReferenceConfig, ReferenceSolver};
-use bilevel::run::{Adaptive, Budget, Diagnostics, Driver, Outcome, RunReport, Solver, Stopping};
+use bilevel::run::{Adaptive, Budget, Deepening, Diagnostics, Driver, Outcome, RunReport, Solver, Stopping};
 use bilevel::{Batch, Counted, Error, Problem};
 
 const DX: usize = 2;
@@ -417,5 +417,83 @@ fn a_lower_level_far_behind_is_caught_up_in_a_few_held_steps() {
         let mut x = [0.0; DX];
         let r = run_tracked(q, &mut aid, 0.1, &mut x);
         check(r, x, "aid-cg");
+    });
+}
+
+/// A solver that counts its estimates since it last deepened its adjoint.
+#[derive(Clone, Debug)]
+struct Watched<S> {
+    inner: S,
+    since_deeper: core::cell::Cell<Option<u32>>,
+    deepenings: u32,
+}
+
+impl<S: Solver<f64, DX, DY>> Solver<f64, DX, DY> for Watched<S> {
+    fn hypergradient<P: Problem<f64, DX, DY>>(
+        &mut self,
+        p: &P,
+        x: &[f64; DX],
+        h: &mut [f64; DX],
+    ) -> Result<Diagnostics, Error> {
+        self.since_deeper.set(self.since_deeper.get().map(|n| n + 1));
+        self.inner.hypergradient(p, x, h)
+    }
+    fn lower(&self) -> &[f64; DY] {
+        self.inner.lower()
+    }
+    fn advance<P: Problem<f64, DX, DY>>(&mut self, p: &P, x: &[f64; DX]) -> Result<Diagnostics, Error> {
+        self.inner.advance(p, x)
+    }
+    fn adjoint(&self) -> Option<bilevel::run::Adjoint<'_, f64, DY>> {
+        self.inner.adjoint()
+    }
+    fn deepen_adjoint(&mut self) -> Deepening {
+        let d = self.inner.deepen_adjoint();
+        if d == Deepening::Deeper {
+            self.since_deeper.set(Some(0));
+            self.deepenings += 1;
+        }
+        d
+    }
+}
+
+/// A truncated adjoint rebuilt at every call does not improve by repetition: after it is
+/// deepened, the held step makes one call at the new depth, however long the hold has lasted.
+#[test]
+fn after_deepening_a_truncated_adjoint_the_driver_calls_once_at_the_new_depth() {
+    for_each_quadratic(|q, x_star, beta, label| {
+        let mut solver = Watched {
+            inner: Aid::new(AidConfig::neumann(beta, 10, beta, 2), [0.0; DY]),
+            since_deeper: core::cell::Cell::new(None),
+            deepenings: 0,
+        };
+        let rule = Adaptive::BarzilaiBorwein { radius: 1.0 };
+        let mut driver = Driver::adaptive(rule, None, Budget::iterations(100_000), Stopping::relative(1e-8))
+            .unwrap()
+            .tracking(0.1)
+            .unwrap();
+        let mut x = [0.0; DX];
+        let mut checked = 0;
+        let r = driver
+            .run(&mut solver, &Counted::new(q), &mut x, |r, _, s| {
+                // The deepening of this step itself set the count to 0; one of the step before
+                // left it at the calls made since.
+                if let Some(n) = s.since_deeper.get() {
+                    assert!(
+                        n <= 1,
+                        "{label}: {n} estimates at one depth after deepening (iteration {})",
+                        r.iteration
+                    );
+                    if n == 1 {
+                        checked += 1;
+                        s.since_deeper.set(None);
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Converged, "{label}");
+        assert!(bilevel::linalg::dist(&x, x_star) < 1e-6 * bilevel::linalg::norm(x_star).max(1.0));
+        assert!(solver.deepenings > 1 && checked > 0, "{label}: nothing deepened");
     });
 }

@@ -22,7 +22,7 @@ use crate::inner;
 use crate::linalg;
 use crate::linsolve::{LowerHessian, Solve, SolveStatus, conjugate_gradient, gradient_descent, neumann};
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Adjoint, Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Deepening, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// How AID approximates the adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f`.
@@ -309,10 +309,10 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
     /// A Neumann series restarts from `∇_y f` at every call, so only more terms make it
     /// exact, up to [`MAX_NEUMANN_TERMS`]. CG and gradient descent are warm-started:
     /// repeating the call is enough.
-    fn deepen_adjoint(&mut self) -> bool {
+    fn deepen_adjoint(&mut self) -> Deepening {
         match &mut self.config.adjoint {
             AdjointSolver::Neumann { terms, .. } => deepen_count(terms, MAX_NEUMANN_TERMS),
-            _ => true,
+            _ => Deepening::Repeat,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::inner;
 use crate::linalg;
 use crate::linsolve::LowerHessian;
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Adjoint, Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Deepening, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// Configuration of ITD (both modes).
@@ -208,7 +208,7 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
     }
 
     /// A deeper unrolling, up to the trajectory's capacity `S`.
-    fn deepen_adjoint(&mut self) -> bool {
+    fn deepen_adjoint(&mut self) -> Deepening {
         deepen_count(&mut self.config.lower_steps, u32::try_from(S).unwrap_or(u32::MAX))
     }
 }

@@ -28,7 +28,7 @@ use crate::linalg;
 use crate::linsolve::{LowerHessian, SolveStatus, conjugate_gradient};
 use crate::problem::{Batch, Checked, Problem};
 use crate::qn::{InverseHessian, LBfgs, QnCounts, Safeguards};
-use crate::run::{Adjoint, Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Deepening, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// Configuration of SHINE.
@@ -335,7 +335,7 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
 
     /// More CG refinement of `u` (SHINE-refine), twice as many steps plus one, up to
     /// [`MAX_REFINE_STEPS`]: the memory's inverse does not improve by repetition alone.
-    fn deepen_adjoint(&mut self) -> bool {
+    fn deepen_adjoint(&mut self) -> Deepening {
         deepen_count(&mut self.config.refine_steps, MAX_REFINE_STEPS)
     }
 }
