@@ -1195,8 +1195,12 @@ fn with_tracking_sgd_methods_grow_their_batches_to_the_closed_form_optimum() {
         let average = SobaConfig::ma_soba(beta, 0.1);
         let mut ma_soba = Soba::new(average, [0.0; DY], lower.clone(), upper.clone());
         check(run_tracked(&p, &mut ma_soba), "ma-soba");
-        let mut nsbo = Nsbo::new(NsboConfig::constant(beta, 1), [0.0; DY], lower, upper);
+        let mut nsbo = Nsbo::new(NsboConfig::constant(beta, 1), [0.0; DY], lower.clone(), upper.clone());
         check(run_tracked(&p, &mut nsbo), "nsbo-sgd");
+        // stocBiO also deepens its Neumann series (from 2 terms), once its batches are full.
+        let mut stocbio = StocBio::new(stocbio_config(&q, 2), [0.0; DY], lower, upper);
+        check(run_tracked(&p, &mut stocbio), "stocbio");
+        assert!(stocbio.config.neumann_terms > 2, "the series was not deepened");
     }
 }
 
@@ -1220,7 +1224,7 @@ fn minibatches_grow_to_the_full_data_set_and_no_further() {
 fn growing_batch_methods_step_as_stochastic_ones_without_tracking() {
     use bilevel::registry::{Estimates, Method};
     use bilevel::run::Adaptive;
-    for method in [Method::Soba, Method::MaSoba, Method::NsboSgd] {
+    for method in [Method::Soba, Method::MaSoba, Method::NsboSgd, Method::StocBio] {
         let estimates = method.info().estimates;
         assert_eq!(estimates, Estimates::GrowingBatch, "{}", method.name());
         let theta = estimates.default_tracking();

@@ -13,12 +13,23 @@
 //! accumulation, which rescales `u` by up to `1/η` along each eigen-direction (spec §7.2,
 //! §7.12). With independent batches its expectation is the deterministic truncated series.
 //! `u` is not warm-started.
+//!
+//! Under the driver's inner tracking (the default) stocBiO is a growing-batch method: it
+//! shows the driver its last `u`, so a held step measures both residuals at the full batch.
+//! The minibatches double when sampling noise stops the residuals from falling
+//! ([`Solver::reduce_noise`]); once they hold the whole data set the series deepens while `u`
+//! is short ([`Solver::deepen_adjoint`]: a longer series of sampled products only adds
+//! work, not accuracy, while the noise is what limits `u`). The method is then AID-Neumann
+//! on the whole data set, which converges. Held steps between estimates take the `D` lower
+//! steps alone.
 
+use crate::algo::aid::MAX_NEUMANN_TERMS;
+use crate::algo::stochastic::grow_both;
 use crate::algo::stochastic::{SampledHessian, stochastic_gradient_descent};
 use crate::error::{Error, ensure};
 use crate::linsolve::{SolveStatus, neumann};
 use crate::problem::{Checked, Problem};
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Adjoint, Deepening, Diagnostics, Solver, deepen_count};
 use crate::sample::{BatchSource, Minibatches};
 use crate::scalar::Real;
 use crate::schedule::Schedule;
@@ -69,13 +80,21 @@ impl<T: Real> StocBioConfig<T> {
             "finite and > 0",
         )
     }
+
+    /// Halves the lower-level and Neumann steps.
+    fn halve_steps(&mut self) -> bool {
+        self.lower_step = self.lower_step.divided_by(T::from_f64(2.0));
+        self.neumann_step /= T::from_f64(2.0);
+        true
+    }
 }
 
 /// stocBiO (see the module docs) drawing batches from `S`.
 ///
 /// Cost per outer iteration: `D` lower gradients, 1 upper gradient, `Q` Hessian-vector
-/// products, 1 cross product, each on its own batch. State: `y` and two samplers; the
-/// Neumann series needs `2·DY` floats of work space.
+/// products, 1 cross product, each on its own batch. State: `y`, the last `u` (for the
+/// driver's residual test) and two samplers; the Neumann series needs `2·DY` floats of work
+/// space.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(
     feature = "serde",
@@ -93,7 +112,11 @@ pub struct StocBio<T, const DY: usize, S = Minibatches> {
     pub config: StocBioConfig<T>,
     #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
     y: [T; DY],
+    #[cfg_attr(feature = "serde", serde(with = "crate::checkpoint::array"))]
+    u: [T; DY],
     k: u32,
+    /// Both samplers hold the whole data set: no noise left to remove.
+    full_batches: bool,
     lower_batches: S,
     upper_batches: S,
 }
@@ -104,7 +127,9 @@ impl<T: Real, const DY: usize, S: BatchSource + Clone> StocBio<T, DY, S> {
         StocBio {
             config,
             y: y0,
+            u: [T::ZERO; DY],
             k: 0,
+            full_batches: false,
             lower_batches: lower,
             upper_batches: upper,
         }
@@ -150,6 +175,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
             grad_x[j] -= cross[j];
         }
         self.y = y;
+        self.u = u;
         self.k = self.k.saturating_add(1);
         self.lower_batches = lower;
         self.upper_batches = upper;
@@ -163,6 +189,47 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 
     fn lower(&self) -> &[T; DY] {
         &self.y
+    }
+
+    /// The `D` lower-level steps alone: a `u` built now would be rebuilt at the next call.
+    fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
+        self.config.validate()?;
+        let oracles = Checked::new(problem, "stocBiO");
+        let mut lower = self.lower_batches.clone();
+        let mut y = self.y;
+        let alpha = self.config.lower_step.at(self.k);
+        stochastic_gradient_descent(oracles, x, &mut y, alpha, self.config.lower_steps, &mut lower)?;
+        self.y = y;
+        self.lower_batches = lower;
+        Ok(Diagnostics {
+            inner_steps: self.config.lower_steps,
+            ..Diagnostics::default()
+        })
+    }
+
+    fn adjoint(&self) -> Option<Adjoint<'_, T, DY>> {
+        Some(Adjoint::Solution(&self.u))
+    }
+
+    /// Doubles the Neumann terms `Q` once the batches are full; before, the noise is
+    /// removed first ([`Deepening::Repeat`]: a hold that then stalls grows the batches).
+    fn deepen_adjoint(&mut self) -> Deepening {
+        if self.full_batches {
+            deepen_count(&mut self.config.neumann_terms, MAX_NEUMANN_TERMS)
+        } else {
+            Deepening::Repeat
+        }
+    }
+
+    /// Doubles both levels' minibatches.
+    fn reduce_noise(&mut self) -> bool {
+        let grown = grow_both(&mut self.lower_batches, &mut self.upper_batches);
+        self.full_batches = !grown;
+        grown
+    }
+
+    fn shorten_steps(&mut self) -> bool {
+        self.config.halve_steps()
     }
 }
 
@@ -183,7 +250,7 @@ impl MethodSpec for StocBioMethod {
         name: "stocbio",
         family: Family::StocBio,
         summary: "D lower SGD steps, then the adjoint by a Neumann series of sampled Hessian products",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::GrowingBatch,
         settings: &[LOWER_STEP, LOWER_STEPS, NEUMANN_STEP, NEUMANN_TERMS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = StocBio<T, DY, Minibatches>;
