@@ -752,3 +752,46 @@ fn with_no_settings_the_converging_methods_reach_the_reference_optimum_on_other_
         }
     }
 }
+
+/// A run that ends with extreme weights is still scored: the lower solve of the final
+/// evaluation starts from the solver's own `y` (from zero, Newton ran out of steps on this
+/// run and the command failed after its 3000 iterations).
+#[test]
+fn hyperclean_scores_a_run_that_ends_with_extreme_weights() {
+    let dir = fresh_dir("extreme-weights");
+    let digits = dir.join("digits");
+    let out = bilevel(&["data", "--dataset", "digits", "--out", digits.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = |f: &str| digits.join(f).to_str().unwrap().to_string();
+    let out = bilevel(&[
+        "tune",
+        "--problem",
+        "hyperclean",
+        "--train",
+        &p("train.csv"),
+        "--val",
+        &p("val.csv"),
+        "--test",
+        &p("test.csv"),
+        "--method",
+        "nsbo-sgd",
+        "--set",
+        "noise=0.5",
+        "--set",
+        "steps=3",
+        "--iters",
+        "3000",
+        "--seed",
+        "4",
+        "--tracking",
+        "0",
+        "--step",
+        "2100",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("test accuracy = 8"), "{stdout}");
+}

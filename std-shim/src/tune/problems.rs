@@ -56,7 +56,7 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
         let p: Logistic<'_, T, W, DX, DY> = Logistic::new(train.samples()?, validation.samples()?)?;
         let (plan, prm) = plan(p.lower_smoothness(&x0))?;
         let d = run_method(&p, &prm, &plan, x0, y0)?;
-        let (value, model) = reference_value(&p, &d.x, &y0, &ReferenceConfig::default())?;
+        let (value, model) = reference_value(&p, &d.x, &warm_start(&d, y0), &ReferenceConfig::default())?;
         let test = match &test {
             Some(t) => Some(TestScore {
                 loss: Logistic::<T, W, DX, DY>::loss(&t.samples()?, &model)?.to_f64(),
@@ -67,6 +67,15 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
         };
         let x = d.x[..used].iter().map(|v| v.to_f64()).collect();
         Ok(outcome_summary(req, &d, x, meaning, value.to_f64(), test, (width, W)))
+    }
+}
+
+/// Where the final evaluation's lower solve starts: the solver's own last `y` (near `y*(x)`
+/// after a converged run, so the solve is short and reaches its tolerance), else `y0`.
+fn warm_start<T: Real, const DX: usize, const DY: usize>(d: &RunResult<T, DX>, y0: [T; DY]) -> [T; DY] {
+    match <[T; DY]>::try_from(d.lower.as_slice()) {
+        Ok(y) if y.iter().all(|v| v.is_finite()) => y,
+        _ => y0,
     }
 }
 
@@ -216,7 +225,7 @@ pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); N];
     let y0 = [T::ZERO; DY];
     let d = run_method(&p, &prm, &plan, x0, y0)?;
-    let (value, model) = reference_value(&p, &d.x, &y0, &ReferenceConfig::default())?;
+    let (value, model) = reference_value(&p, &d.x, &warm_start(&d, y0), &ReferenceConfig::default())?;
     let test = match &test {
         Some(t) => Some(TestScore {
             loss: HyperCleaning::<T, W, C, N, DY>::loss(&t.samples()?, &model)?.to_f64(),

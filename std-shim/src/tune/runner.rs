@@ -57,6 +57,8 @@ impl RunPlan {
 /// What one run produced.
 pub(super) struct RunResult<T, const DX: usize> {
     pub(super) x: [T; DX],
+    /// The solver's last lower iterate: where the final evaluation's lower solve starts.
+    pub(super) lower: Vec<T>,
     pub(super) iterations: u32,
     pub(super) status: String,
     pub(super) calls: OracleCounts,
@@ -187,6 +189,7 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
         };
         Ok(RunResult {
             x,
+            lower: solver.lower().to_vec(),
             iterations: driver.iteration(),
             status,
             calls: counted.counts(),
