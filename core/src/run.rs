@@ -92,6 +92,30 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
     fn shorten_steps(&mut self) -> bool {
         false
     }
+
+    /// What keeps the solver's estimates from being `∇F` once its inner state has caught up,
+    /// which decides whether a run that passes the stopping test converged (see [`Bias`]).
+    fn bias(&self) -> Bias {
+        Bias::None
+    }
+}
+
+/// What keeps a solver's estimates from being the hypergradient once its inner state has
+/// caught up ([`Solver::bias`]). A run whose estimate and residuals pass the stopping test
+/// with a bias left ends with [`Outcome::DepthLimit`]: `x` is where the method's biased
+/// estimate vanishes, not a stationary point of `F`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Bias {
+    /// Nothing: a vanishing estimate with vanishing residuals is a stationary point of `F`.
+    None,
+    /// A truncation (Neumann terms, unrolled depth, approximate adjoint) that the solver
+    /// deepens under the driver's inner tracking ([`Solver::deepen_adjoint`]); without
+    /// tracking it stays as configured.
+    Truncation,
+    /// A bias no further call removes: PZOBO's fixed-length perturbed paths, F2SA's finite
+    /// penalty.
+    Fixed,
 }
 
 /// What [`Solver::deepen_adjoint`] did to a short adjoint, which decides how the driver calls
@@ -282,8 +306,9 @@ pub enum Outcome {
     /// The observer asked to stop.
     Stopped,
     /// The estimate passed the hypergradient test, but its truncation (the adjoint residual)
-    /// is above the tolerance and the solver cannot deepen it further ([`Solver::deepen_adjoint`]):
-    /// `x` is where the method's biased estimate vanishes, not a stationary point of `F`.
+    /// is above the tolerance and the solver cannot deepen it further ([`Solver::deepen_adjoint`]),
+    /// or the estimates carry a bias that nothing removed ([`Solver::bias`]): `x` is where the
+    /// method's biased estimate vanishes, not a stationary point of `F`.
     DepthLimit,
 }
 
@@ -914,8 +939,15 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         let stalled =
             held && self.holding && !(inner.blocking(depth_limited) < self.inner.blocking(self.depth_limited));
         let remedied = remedy(solver, stalled, inner.residual > self.inner.residual);
-        let converged = h_test && (relative == T::ZERO || inner.largest() <= relative);
-        let at_depth_limit = h_test && depth_limited && inner.lower <= relative;
+        let biased = match solver.bias() {
+            Bias::None => false,
+            Bias::Truncation => !tracks,
+            Bias::Fixed => true,
+        };
+        let converged = h_test && (relative == T::ZERO || inner.largest() <= relative) && !biased;
+        // At the method's biased fixed point only the lower level can still be measured:
+        // the adjoint's residual is what the truncation leaves.
+        let at_depth_limit = h_test && (depth_limited || biased) && inner.lower <= relative;
         let mut memory = self.memory;
         let alpha = if held {
             T::ZERO

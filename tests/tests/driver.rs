@@ -497,3 +497,26 @@ fn after_deepening_a_truncated_adjoint_the_driver_calls_once_at_the_new_depth() 
         assert!(solver.deepenings > 1 && checked > 0, "{label}: nothing deepened");
     });
 }
+
+/// Without the driver's tracking a truncation stays as configured: a run whose estimate
+/// vanishes at the method's biased fixed point says so (depth limit), never "converged".
+#[test]
+fn a_fixed_truncation_without_tracking_ends_at_the_depth_limit_not_converged() {
+    let q = Q::random(3, 50.0, 0.5);
+    let x_star = q.solution().unwrap();
+    let beta = 1.0 / q.lower_lipschitz();
+    let mut neumann = Aid::new(AidConfig::neumann(beta, 10, beta, 2), [0.0; DY]);
+    let mut x = [0.0; DX];
+    let (r, _) = run_tracked(&q, &mut neumann, 0.0, &mut x);
+    assert_eq!(r.outcome, Outcome::DepthLimit, "{r:?}");
+    let err = bilevel::linalg::dist(&x, &x_star) / bilevel::linalg::norm(&x_star).max(1.0);
+    assert!(
+        err > 1e-3,
+        "two Neumann terms at κ = 50 cannot be exact: |x − x*| = {err:e}"
+    );
+    // A warm-started adjoint has no such bias: the same run with conjugate gradient converges.
+    let mut cg = Aid::new(AidConfig::conjugate_gradient(beta, 10, 2), [0.0; DY]);
+    let mut x = [0.0; DX];
+    let (r, _) = run_tracked(&q, &mut cg, 0.0, &mut x);
+    assert_eq!(r.outcome, Outcome::Converged, "{r:?}");
+}

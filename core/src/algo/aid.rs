@@ -22,7 +22,7 @@ use crate::inner;
 use crate::linalg;
 use crate::linsolve::{LowerHessian, Solve, SolveStatus, conjugate_gradient, gradient_descent, neumann};
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Adjoint, Deepening, Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Bias, Deepening, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// How AID approximates the adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f`.
@@ -282,6 +282,14 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
 
     fn lower(&self) -> &[T; DY] {
         &self.y
+    }
+
+    /// A Neumann series is a truncation; CG and gradient descent on `u` are warm-started.
+    fn bias(&self) -> Bias {
+        match self.config.adjoint {
+            AdjointSolver::Neumann { .. } => Bias::Truncation,
+            _ => Bias::None,
+        }
     }
 
     /// The `D` lower steps alone: the adjoint, warm-started or rebuilt, is left for the next

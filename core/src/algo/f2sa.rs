@@ -20,7 +20,7 @@ use crate::algo::stochastic::stochastic_gradient_descent;
 use crate::error::{Error, ensure};
 use crate::linalg;
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Bias, Diagnostics, Solver};
 use crate::sample::{BatchSource, Minibatches};
 use crate::scalar::Real;
 use crate::schedule::Schedule;
@@ -233,6 +233,11 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 
     fn lower(&self) -> &[T; DY] {
         &self.z
+    }
+
+    /// The finite penalty `λ_k`.
+    fn bias(&self) -> Bias {
+        Bias::Fixed
     }
 }
 

@@ -21,7 +21,7 @@ use crate::inner;
 use crate::linalg;
 use crate::linsolve::LowerHessian;
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Adjoint, Deepening, Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Bias, Deepening, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// Configuration of ITD (both modes).
@@ -186,6 +186,11 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
         &self.y
     }
 
+    /// The unrolled depth.
+    fn bias(&self) -> Bias {
+        Bias::Truncation
+    }
+
     /// The `D` lower steps without the reverse pass (the next estimate makes it).
     fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
         self.config.validate()?;
@@ -327,6 +332,11 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for ItdForward
 
     fn lower(&self) -> &[T; DY] {
         &self.y
+    }
+
+    /// The unrolled depth, which forward mode does not deepen.
+    fn bias(&self) -> Bias {
+        Bias::Fixed
     }
 }
 

@@ -27,7 +27,7 @@ use crate::error::{Error, ensure};
 use crate::linalg;
 use crate::problem::{Checked, Problem};
 use crate::rng::Rng128;
-use crate::run::{Diagnostics, Solver};
+use crate::run::{Bias, Diagnostics, Solver};
 use crate::sample::{BatchSource, FullBatch};
 use crate::scalar::Real;
 
@@ -209,6 +209,11 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 
     fn lower(&self) -> &[T; DY] {
         &self.y
+    }
+
+    /// The perturbed paths' fixed length `N` and radius `μ`.
+    fn bias(&self) -> Bias {
+        Bias::Fixed
     }
 }
 

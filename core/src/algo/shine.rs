@@ -28,7 +28,7 @@ use crate::linalg;
 use crate::linsolve::{LowerHessian, SolveStatus, conjugate_gradient};
 use crate::problem::{Batch, Checked, Problem};
 use crate::qn::{InverseHessian, LBfgs, QnCounts, Safeguards};
-use crate::run::{Adjoint, Deepening, Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Bias, Deepening, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
 /// Configuration of SHINE.
@@ -325,6 +325,11 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
 
     fn lower(&self) -> &[T; DY] {
         &self.y
+    }
+
+    /// The L-BFGS memory's approximation of the inverse Hessian (refined under tracking).
+    fn bias(&self) -> Bias {
+        Bias::Truncation
     }
 
     /// `u = H_L-BFGS·∇_y f` (refined): the memory's inverse is only an approximation, so

@@ -29,7 +29,7 @@ use crate::algo::stochastic::{SampledHessian, stochastic_gradient_descent};
 use crate::error::{Error, ensure};
 use crate::linsolve::{SolveStatus, neumann};
 use crate::problem::{Checked, Problem};
-use crate::run::{Adjoint, Deepening, Diagnostics, Solver, deepen_count};
+use crate::run::{Adjoint, Bias, Deepening, Diagnostics, Solver, deepen_count};
 use crate::sample::{BatchSource, Minibatches};
 use crate::scalar::Real;
 use crate::schedule::Schedule;
@@ -189,6 +189,11 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 
     fn lower(&self) -> &[T; DY] {
         &self.y
+    }
+
+    /// The Neumann series' terms.
+    fn bias(&self) -> Bias {
+        Bias::Truncation
     }
 
     /// The `D` lower-level steps alone: a `u` built now would be rebuilt at the next call.
