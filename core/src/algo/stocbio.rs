@@ -136,6 +136,23 @@ impl<T: Real, const DY: usize, S: BatchSource + Clone> StocBio<T, DY, S> {
     }
 }
 
+impl<T: Real, const DY: usize, S: BatchSource + Clone> StocBio<T, DY, S> {
+    /// The `D` lower-level SGD steps from `y` at `x`, on copies: the new `y` and the lower
+    /// sampler after them (the caller commits them once nothing can fail).
+    fn lower_steps<P: Problem<T, DX, DY>, const DX: usize>(
+        &self,
+        oracles: Checked<'_, P>,
+        x: &[T; DX],
+    ) -> Result<([T; DY], S), Error> {
+        self.config.validate()?;
+        let mut lower = self.lower_batches.clone();
+        let mut y = self.y;
+        let alpha = self.config.lower_step.at(self.k);
+        stochastic_gradient_descent(oracles, x, &mut y, alpha, self.config.lower_steps, &mut lower)?;
+        Ok((y, lower))
+    }
+}
+
 impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T, DX, DY> for StocBio<T, DY, S> {
     fn hypergradient<P: Problem<T, DX, DY>>(
         &mut self,
@@ -143,12 +160,9 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         x: &[T; DX],
         h: &mut [T; DX],
     ) -> Result<Diagnostics, Error> {
-        self.config.validate()?;
         let oracles = Checked::new(problem, "stocBiO");
-        let (mut lower, mut upper) = (self.lower_batches.clone(), self.upper_batches.clone());
-        let mut y = self.y;
-        let alpha = self.config.lower_step.at(self.k);
-        stochastic_gradient_descent(oracles, x, &mut y, alpha, self.config.lower_steps, &mut lower)?;
+        let (y, mut lower) = self.lower_steps(oracles, x)?;
+        let mut upper = self.upper_batches.clone();
         let mut grad_x = [T::ZERO; DX];
         let mut grad_y = [T::ZERO; DY];
         oracles.upper_grad(x, &y, upper.next_batch()?, &mut grad_x, &mut grad_y)?;
@@ -198,12 +212,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
 
     /// The `D` lower-level steps alone: a `u` built now would be rebuilt at the next call.
     fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
-        self.config.validate()?;
-        let oracles = Checked::new(problem, "stocBiO");
-        let mut lower = self.lower_batches.clone();
-        let mut y = self.y;
-        let alpha = self.config.lower_step.at(self.k);
-        stochastic_gradient_descent(oracles, x, &mut y, alpha, self.config.lower_steps, &mut lower)?;
+        let (y, lower) = self.lower_steps(Checked::new(problem, "stocBiO"), x)?;
         self.y = y;
         self.lower_batches = lower;
         Ok(Diagnostics {
