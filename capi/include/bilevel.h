@@ -355,7 +355,7 @@ extern const BlMethod bl_method_shine;
 
 /**
  * nbo-gd (NBO): inexact Newton step and adjoint by gradient descent on one shared Hessian.
- * Settings: lower_step (1/L), steps (1).
+ * Settings: lower_step (1/L), steps (1), curvature_iterations (4).
  */
 extern const BlMethod bl_method_nbo_gd;
 
@@ -385,31 +385,31 @@ extern const BlMethod bl_method_ma_nsbo_saga;
 
 /**
  * aid-cg (AID/AmIGO): D warm-started gradient steps, then the adjoint by warm-started conjugate gradient.
- * Settings: lower_step (1/L), lower_steps (10), cg_steps (10).
+ * Settings: lower_step (1/L), lower_steps (10), cg_steps (10), curvature_iterations (4).
  */
 extern const BlMethod bl_method_aid_cg;
 
 /**
  * aid-neumann (AID/AmIGO): D warm-started gradient steps, then the adjoint by a truncated Neumann series.
- * Settings: lower_step (1/L), lower_steps (10), neumann_step (1/L), neumann_terms (50).
+ * Settings: lower_step (1/L), lower_steps (10), neumann_step (1/L), neumann_terms (50), curvature_iterations (4).
  */
 extern const BlMethod bl_method_aid_neumann;
 
 /**
  * itd (ITD): differentiates through the unrolled lower-level gradient steps (reverse mode).
- * Settings: lower_step (1/L), lower_steps (50).
+ * Settings: lower_step (1/L), lower_steps (50), curvature_iterations (4).
  */
 extern const BlMethod bl_method_itd;
 
 /**
  * amigo-gd (AID/AmIGO): amortized implicit gradient: warm-started gradient descent on y and on the adjoint.
- * Settings: lower_step (1/L), lower_steps (10), adjoint_steps (10).
+ * Settings: lower_step (1/L), lower_steps (10), adjoint_steps (10), curvature_iterations (4).
  */
 extern const BlMethod bl_method_amigo_gd;
 
 /**
  * amigo-cg (AID/AmIGO): amortized implicit gradient with warm-started conjugate gradient on the adjoint.
- * Settings: lower_step (1/L), lower_steps (10), adjoint_steps (10).
+ * Settings: lower_step (1/L), lower_steps (10), adjoint_steps (10), curvature_iterations (4).
  */
 extern const BlMethod bl_method_amigo_cg;
 

@@ -43,6 +43,7 @@ pub mod algo;
 pub mod autodiff;
 #[cfg(feature = "serde")]
 pub mod checkpoint;
+pub mod curvature;
 pub mod error;
 pub mod inner;
 pub mod linalg;

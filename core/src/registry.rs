@@ -276,6 +276,16 @@ pub struct MethodInfo {
 /// The lower-level gradient step `1/L` most methods share.
 pub const LOWER_STEP: Setting = Setting::lower_step("lower_step", "lower-level gradient step (≤ 1/L)");
 
+/// Power iterations per estimate on the lower Hessian for inner steps `1/λ_max` at the current
+/// point instead of the global `1/L` ([`crate::curvature::LocalSteps`]).
+pub const CURVATURE_ITERATIONS: Setting = Setting::count(
+    "curvature_iterations",
+    "power iterations per estimate for inner steps 1/λ_max of the Hessian at hand (0: the fixed steps)",
+    0,
+    1024,
+    4,
+);
+
 /// The minibatch size of every stochastic method.
 pub const BATCH_SIZE: Setting = Setting::count("batch_size", "minibatch size", 1, u32::MAX, 32);
 
@@ -360,6 +370,22 @@ impl Settings {
             Some((i, (_, v))) if self.chosen & (1 << i) != 0 => v as usize,
             Some((_, (s, _))) => s.default_for(1.0) as usize,
             None => usize::MAX,
+        }
+    }
+
+    /// Whether `setting` was set, not derived.
+    pub fn chosen(&self, setting: &Setting) -> bool {
+        let i = self.info.settings.iter().position(|s| s.key == setting.key);
+        i.is_some_and(|i| self.chosen & (1 << i) != 0)
+    }
+
+    /// The [`CURVATURE_ITERATIONS`], or 0 (the fixed steps) when one of `steps` was set by
+    /// hand.
+    pub fn curvature_iterations(&self, steps: &[&Setting]) -> u32 {
+        if steps.iter().any(|s| self.chosen(s)) {
+            0
+        } else {
+            self.count(&CURVATURE_ITERATIONS)
         }
     }
 

@@ -93,6 +93,15 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
         false
     }
 
+    /// Sets the inner steps that default to `1/L` (gradient steps on the lower level, a
+    /// Neumann or gradient-descent adjoint's step) to `step`, a step from the curvature at
+    /// the current point ([`crate::curvature::LocalSteps`]). Returns `false`, changing
+    /// nothing, when the solver takes no such steps (the default).
+    fn set_steps(&mut self, step: T) -> bool {
+        let _ = step;
+        false
+    }
+
     /// What keeps the solver's estimates from being `∇F` once its inner state has caught up,
     /// which decides whether a run that passes the stopping test converged (see [`Bias`]).
     fn bias(&self) -> Bias {

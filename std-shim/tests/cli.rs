@@ -711,7 +711,8 @@ fn ridge_tunes_to_the_same_strength_whatever_the_units_of_the_target() {
 
 /// Data the defaults were not chosen on: the splits of seeds 1–5. With no settings, the
 /// methods whose estimates converge (quasi-Newton, Newton–CG) or become exact at a held `x`
-/// (the SAGA methods; the SGD methods once their minibatches have grown) reach the
+/// (the warm-started and truncated full-batch methods, whose steps follow the curvature at
+/// hand; the SAGA methods; the SGD methods once their minibatches have grown) reach the
 /// reference's optimum, and say so. The SGD methods take about a million oracle calls per
 /// run: one split.
 #[test]
@@ -729,6 +730,12 @@ fn with_no_settings_the_converging_methods_reach_the_reference_optimum_on_other_
             Method::QnboLbfgs,
             Method::Shine,
             Method::NboCg,
+            Method::NboGd,
+            Method::AidCg,
+            Method::AidNeumann,
+            Method::AmigoGd,
+            Method::AmigoCg,
+            Method::Itd,
             Method::Saba,
             Method::NsboSaga,
             Method::MaNsboSaga,

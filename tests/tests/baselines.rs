@@ -4,13 +4,15 @@
 
 use bilevel::algo::aid::{AdjointSolver, Aid, AidConfig};
 use bilevel::algo::amigo::Amigo;
-use bilevel::algo::itd::{ItdConfig, ItdForward, ItdReverse};
+use bilevel::algo::itd::{ItdConfig, ItdForward, ItdReverse, depth_capacity};
+use bilevel::curvature::{FIRST_ITERATIONS, LocalSteps};
 use bilevel::linalg;
 use bilevel::problem::{Batch, Counted, Problem};
 use bilevel::problems::Quadratic;
 use bilevel::rng::Rng128;
 use bilevel::run::{Budget, Outer, Solver, run};
 use bilevel::{Error, Oracle};
+use bilevel_tests::faults::assert_faults_keep_state;
 use bilevel_tests::{rel_err, rel_norm_err};
 
 type Q = Quadratic<f64, 4, 6>;
@@ -248,6 +250,59 @@ fn itd_from_the_lower_solution_is_neumann_with_d_minus_one_terms_and_improves_wi
     assert!(strictly_decreasing(&by_d) && by_d[3] < 1e-12, "{by_d:?}");
 }
 
+/// Steps from the curvature at hand: the wrapper measures the lower Hessian's largest
+/// eigenvalue (of `A`, for the quadratic) from below, gives both of AID-Neumann's steps
+/// `1/λ_max`, and its call is the bare solver's with those steps plus the power iterations.
+#[test]
+fn local_steps_follow_the_largest_eigenvalue_of_the_lower_hessian() {
+    let (q, x, _) = setup(9);
+    let lambda = q.lower_lipschitz();
+    let (terms, short) = (20, 0.01 / lambda);
+    let y0: [f64; 6] = gaussian(&mut Rng128::new(12));
+    let bare_solver = Aid::new(AidConfig::neumann(short, 3, short, terms), y0);
+    let mut local = LocalSteps::new::<4>(bare_solver.clone(), 4, short);
+    let p = Counted::new(&q);
+    let mut last = f64::MAX;
+    for call in 0..6 {
+        let mut bare = local.solver().clone();
+        p.reset();
+        let mut h = [0.0; 4];
+        local.hypergradient(&p, &x, &mut h).unwrap();
+        let with_power_iterations = p.counts();
+        let step = local.step();
+        assert!(
+            step * lambda >= 1.0 - 1e-12 && step <= last,
+            "call {call}: {step} after {last}"
+        );
+        last = step;
+        bare.config = AidConfig::neumann(step, 3, step, terms);
+        p.reset();
+        let hb = estimate(&mut bare, &p, &x);
+        assert_eq!(h.map(f64::to_bits), hb.map(f64::to_bits), "call {call}");
+        assert_eq!(local.solver(), &bare, "call {call}");
+        let iterations = if call == 0 { FIRST_ITERATIONS } else { 4 };
+        assert_eq!(
+            with_power_iterations.lower_hvp,
+            p.counts().lower_hvp + u64::from(iterations),
+            "call {call}"
+        );
+    }
+    assert!((last * lambda - 1.0).abs() < 1e-6, "{last} vs 1/{lambda}");
+    // A fault anywhere in a step, the power iterations included, leaves the steps, the
+    // eigenvector and the solver as they were.
+    assert_faults_keep_state(&local, &q, &x, &Outer::constant(0.01), 6);
+
+    // No iterations: the solver as configured, bit for bit, with no extra product.
+    let mut off = LocalSteps::new::<4>(bare_solver.clone(), 0, 1.0);
+    let mut bare = bare_solver;
+    p.reset();
+    let h = estimate(&mut off, &p, &x);
+    let c = p.counts();
+    p.reset();
+    assert_eq!(h, estimate(&mut bare, &p, &x));
+    assert_eq!((c, off.solver()), (p.counts(), &bare));
+}
+
 #[test]
 fn itd_costs_and_capacity() {
     let (q, x, alpha) = setup(8);
@@ -268,15 +323,47 @@ fn itd_costs_and_capacity() {
     let c = p.counts();
     assert_eq!((c.lower_grad, c.upper_grad, c.lower_hvp, c.lower_cross), (9, 1, 32, 54));
 
-    // More steps than the trajectory holds: a capacity error, state unchanged.
-    let y0 = [0.5; 6];
+    // Deeper than the 8 stored iterates: segments recomputed from checkpoints, the same bits
+    // as a trajectory stored whole, `D − ⌈D/k⌉` more lower gradients (k: segment length).
+    let y0: [f64; 6] = gaussian(&mut Rng128::new(11));
+    assert_eq!(depth_capacity(8), 20);
+    for (steps, segment) in [(8, 1), (9, 2), (14, 2), (15, 3), (20, 4)] {
+        let config = ItdConfig {
+            lower_step: alpha,
+            lower_steps: steps,
+        };
+        let (mut whole, mut small) = (
+            ItdReverse::<f64, 6, 32>::new(config, y0),
+            ItdReverse::<f64, 6, 8>::new(config, y0),
+        );
+        let (mut hw, mut hs) = ([0.0; 4], [0.0; 4]);
+        whole.hypergradient(&q, &x, &mut hw).unwrap();
+        p.reset();
+        small.hypergradient(&p, &x, &mut hs).unwrap();
+        assert_eq!(hs.map(f64::to_bits), hw.map(f64::to_bits), "D = {steps}");
+        assert_eq!(small.lower(), whole.lower(), "D = {steps}");
+        let c = p.counts();
+        let d = u64::from(steps);
+        let recomputed = d - d.div_ceil(segment);
+        assert_eq!(
+            (c.lower_grad, c.lower_hvp, c.lower_cross),
+            (d + recomputed, d - 1, d),
+            "D = {steps}"
+        );
+    }
+
+    // Deeper than the checkpoints reach: a capacity error, state unchanged.
+    let config = ItdConfig {
+        lower_step: alpha,
+        lower_steps: 21,
+    };
     let mut small = ItdReverse::<f64, 6, 8>::new(config, y0);
     let e = small.hypergradient(&q, &x, &mut h).unwrap_err();
     assert_eq!(
         e,
         Error::Capacity {
-            what: "ITD trajectory",
-            capacity: 8
+            what: "ITD trajectory (checkpointed)",
+            capacity: 20
         }
     );
     assert_eq!(*small.lower(), y0);

@@ -221,3 +221,31 @@ fn minibatch_steps_default_to_the_expected_smoothness_of_their_batch() {
     // One constant for every batch when that is all the problem knows.
     assert_eq!(Settings::new(Method::Soba, 4.0).get("lower_step"), Some(0.25));
 }
+
+/// ITD and AID-Neumann take their steps from the curvature at hand unless a step is set by
+/// hand: then the run is the one with the fixed steps, whatever the value.
+#[test]
+fn a_step_set_by_hand_turns_the_steps_from_the_local_curvature_off() {
+    with_problem(|problem, lipschitz| {
+        for (m, steps) in [
+            (Method::Itd, &["lower_step"][..]),
+            (Method::AidNeumann, &["lower_step", "neumann_step"][..]),
+        ] {
+            let defaults = Settings::new(m, lipschitz);
+            let mut fixed = defaults;
+            fixed.set("curvature_iterations", 0.0).unwrap();
+            let fixed_run = run(m, &fixed, problem, 4).unwrap();
+            assert_ne!(run(m, &defaults, problem, 4).unwrap(), fixed_run, "{}", m.name());
+            for key in steps {
+                let mut by_hand = defaults;
+                by_hand.set(key, defaults.get(key).unwrap()).unwrap();
+                assert_eq!(
+                    run(m, &by_hand, problem, 4).unwrap(),
+                    fixed_run,
+                    "{} with {key}",
+                    m.name()
+                );
+            }
+        }
+    });
+}

@@ -100,6 +100,16 @@ impl<T: Real> AidConfig<T> {
         true
     }
 
+    /// Sets the lower step and the adjoint's gradient or Neumann step ([`Solver::set_steps`]).
+    fn set_steps(&mut self, to: T) -> bool {
+        self.lower_step = to;
+        match &mut self.adjoint {
+            AdjointSolver::GradientDescent { step, .. } | AdjointSolver::Neumann { step, .. } => *step = to,
+            AdjointSolver::ConjugateGradient { .. } => {}
+        }
+        true
+    }
+
     /// AID-CG: `lower_steps` gradient steps with `lower_step`, then `cg_steps` warm-started
     /// CG steps on the adjoint.
     pub fn conjugate_gradient(lower_step: T, lower_steps: u32, cg_steps: u32) -> Self {
@@ -314,6 +324,10 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
         self.config.halve_steps()
     }
 
+    fn set_steps(&mut self, step: T) -> bool {
+        self.config.set_steps(step)
+    }
+
     /// A Neumann series restarts from `∇_y f` at every call, so only more terms make it
     /// exact, up to [`MAX_NEUMANN_TERMS`]. CG and gradient descent are warm-started:
     /// repeating the call is enough.
@@ -332,7 +346,10 @@ pub const MAX_NEUMANN_TERMS: u32 = 1 << 20;
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::curvature::LocalSteps;
+use crate::registry::{
+    CURVATURE_ITERATIONS, Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start,
+};
 
 pub(crate) const LOWER_STEPS: Setting = Setting::count(
     "lower_steps",
@@ -361,15 +378,15 @@ impl MethodSpec for AidCgMethod {
         family: Family::Aid,
         summary: "D warm-started gradient steps, then the adjoint by warm-started conjugate gradient",
         estimates: Estimates::Tracked,
-        settings: &[LOWER_STEP, LOWER_STEPS, CG_STEPS],
+        settings: &[LOWER_STEP, LOWER_STEPS, CG_STEPS, CURVATURE_ITERATIONS],
     };
-    type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
+    type Solver<T: Real, const DX: usize, const DY: usize> = LocalSteps<Aid<T, DY>, T, DY>;
     fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
     ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = AidConfig::conjugate_gradient(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&CG_STEPS));
-        build_aid(c, start)
+        Ok(LocalSteps::from_settings::<DX>(build_aid(c, start)?, s, &[&LOWER_STEP]))
     }
 }
 
@@ -379,9 +396,15 @@ impl MethodSpec for AidNeumannMethod {
         family: Family::Aid,
         summary: "D warm-started gradient steps, then the adjoint by a truncated Neumann series",
         estimates: Estimates::Truncated,
-        settings: &[LOWER_STEP, LOWER_STEPS, NEUMANN_STEP, NEUMANN_TERMS],
+        settings: &[
+            LOWER_STEP,
+            LOWER_STEPS,
+            NEUMANN_STEP,
+            NEUMANN_TERMS,
+            CURVATURE_ITERATIONS,
+        ],
     };
-    type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
+    type Solver<T: Real, const DX: usize, const DY: usize> = LocalSteps<Aid<T, DY>, T, DY>;
     fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
@@ -392,6 +415,10 @@ impl MethodSpec for AidNeumannMethod {
             s.real(&NEUMANN_STEP),
             s.count(&NEUMANN_TERMS),
         );
-        build_aid(c, start)
+        Ok(LocalSteps::from_settings::<DX>(
+            build_aid(c, start)?,
+            s,
+            &[&LOWER_STEP, &NEUMANN_STEP],
+        ))
     }
 }

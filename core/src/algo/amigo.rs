@@ -52,8 +52,11 @@ impl<T: Real> AidConfig<T> {
 // Registry entries.
 
 use crate::algo::aid::{LOWER_STEPS, build_aid};
+use crate::curvature::LocalSteps;
 use crate::error::Error;
-use crate::registry::{Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::registry::{
+    CURVATURE_ITERATIONS, Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start,
+};
 
 const ADJOINT_STEPS: Setting = Setting::count("adjoint_steps", "warm-started steps N on the adjoint", 1, u32::MAX, 10);
 
@@ -68,15 +71,15 @@ impl MethodSpec for AmigoGdMethod {
         family: Family::Aid,
         summary: "amortized implicit gradient: warm-started gradient descent on y and on the adjoint",
         estimates: Estimates::Tracked,
-        settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
+        settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS, CURVATURE_ITERATIONS],
     };
-    type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
+    type Solver<T: Real, const DX: usize, const DY: usize> = LocalSteps<Aid<T, DY>, T, DY>;
     fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
     ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = AidConfig::amigo_gd(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&ADJOINT_STEPS));
-        build_aid(c, start)
+        Ok(LocalSteps::from_settings::<DX>(build_aid(c, start)?, s, &[&LOWER_STEP]))
     }
 }
 
@@ -86,14 +89,14 @@ impl MethodSpec for AmigoCgMethod {
         family: Family::Aid,
         summary: "amortized implicit gradient with warm-started conjugate gradient on the adjoint",
         estimates: Estimates::Tracked,
-        settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS],
+        settings: &[LOWER_STEP, LOWER_STEPS, ADJOINT_STEPS, CURVATURE_ITERATIONS],
     };
-    type Solver<T: Real, const DX: usize, const DY: usize> = Aid<T, DY>;
+    type Solver<T: Real, const DX: usize, const DY: usize> = LocalSteps<Aid<T, DY>, T, DY>;
     fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
     ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = AidConfig::amigo_cg(s.real(&LOWER_STEP), s.count(&LOWER_STEPS), s.count(&ADJOINT_STEPS));
-        build_aid(c, start)
+        Ok(LocalSteps::from_settings::<DX>(build_aid(c, start)?, s, &[&LOWER_STEP]))
     }
 }

@@ -6,7 +6,8 @@
 //! - [`ItdReverse`] (reverse mode): store `y_0 … y_{D−1}`, then
 //!   `p ← ∇_y f(x, y_D)`, `h ← ∇_x f(x, y_D)` and for `t = D−1 … 0`:
 //!   `h ← h − α ∇²_xy g(x, y_t)·p`, `p ← p − α ∇²_yy g(x, y_t)·p`.
-//!   Memory: a trajectory of at most `S` stored iterates (`S·DY` floats).
+//!   Memory: `S` stored iterates (`S·DY` floats); deeper than `S`, segments of the
+//!   trajectory are recomputed from checkpoints.
 //! - [`ItdForward`] (forward mode): carry `Z_t = ∂y_t/∂x ∈ R^{DY×DX}`,
 //!   `Z_{t+1} = Z_t − α(H_t Z_t + J_t)` with `J_t = ∂(∇_y g)/∂x`, and
 //!   `h = ∇_x f + Z_Dᵀ ∇_y f`. Memory `DY·DX` floats, no trajectory; suits a tiny `DX`.
@@ -34,7 +35,8 @@ use crate::scalar::Real;
 pub struct ItdConfig<T> {
     /// Lower-level gradient step `α` (`≤ 1/L`).
     pub lower_step: T,
-    /// Unrolled steps `D` (≥ 1; at most the trajectory capacity in reverse mode).
+    /// Unrolled steps `D` (≥ 1; in reverse mode at most [`depth_capacity`] of its stored
+    /// iterates).
     pub lower_steps: u32,
 }
 
@@ -55,6 +57,12 @@ impl<T: Real> ItdConfig<T> {
         true
     }
 
+    /// Sets the unrolled gradient step ([`Solver::set_steps`]).
+    fn set_steps(&mut self, step: T) -> bool {
+        self.lower_step = step;
+        true
+    }
+
     /// Checks the step size and the step count.
     pub fn validate(&self) -> Result<(), Error> {
         ensure(
@@ -66,12 +74,16 @@ impl<T: Real> ItdConfig<T> {
     }
 }
 
-/// Reverse-mode ITD with a trajectory of capacity `S` (`D ≤ S`, otherwise
-/// [`Error::Capacity`]). State: the lower iterate `y` (warm start, `y ← y_D`).
+/// Reverse-mode ITD with `S` stored iterates. Up to `D = S` they are the whole trajectory;
+/// deeper, they hold the first iterate of each of `⌈D/k⌉` segments of `k` steps plus one
+/// segment's `k − 1` later iterates, recomputed from its first during the reverse pass
+/// (checkpointing: the same bits, `D − ⌈D/k⌉` more lower gradients), up to
+/// [`depth_capacity`]`(S)` steps (1 056 for the registry's `S = 64`; beyond, [`Error::Capacity`]).
+/// State: the lower iterate `y` (warm start, `y ← y_D`).
 ///
-/// Cost per outer iteration: `D` lower gradients, `D` cross products, `D − 1`
-/// Hessian-vector products (the product at `t = 0` would only feed `∂/∂y_0`, which is
-/// not needed), 1 upper gradient.
+/// Cost per outer iteration: `D` lower gradients (plus the recomputed ones), `D` cross
+/// products, `D − 1` Hessian-vector products (the product at `t = 0` would only feed
+/// `∂/∂y_0`, which is not needed), 1 upper gradient.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(
@@ -115,6 +127,20 @@ impl<T: Real, const DY: usize, const S: usize> PartialEq for ItdReverse<T, DY, S
     }
 }
 
+/// The deepest unrolling [`ItdReverse`] computes with `s` stored iterates: `c` segments of
+/// `k` steps with `c + k − 1 ≤ s`, at best `⌊(s+1)/2⌋·⌈(s+1)/2⌉`.
+pub const fn depth_capacity(s: usize) -> usize {
+    let k = s.div_ceil(2);
+    k * (s + 1 - k)
+}
+
+/// The shortest segment that fits `steps` into `s` stored iterates (`⌈steps/k⌉`
+/// checkpoints and `k − 1` recomputed iterates), which recomputes the fewest; `None` beyond
+/// [`depth_capacity`]. `1` (no recomputation) while `steps ≤ s`.
+fn segment_length(steps: usize, s: usize) -> Option<usize> {
+    (1..=steps.max(1)).find(|&k| steps.div_ceil(k) + k - 1 <= s)
+}
+
 impl<T: Real, const DY: usize, const S: usize> ItdReverse<T, DY, S> {
     /// Starts at lower iterate `y0`.
     pub fn new(config: ItdConfig<T>, y0: [T; DY]) -> Self {
@@ -142,14 +168,22 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
         self.config.validate()?;
         let steps = self.config.lower_steps as usize;
         let alpha = self.config.lower_step;
-        let trajectory = self.trajectory.get_mut(..steps).ok_or(Error::Capacity {
-            what: "ITD trajectory",
-            capacity: S,
-        })?;
+        let capacity = Error::Capacity {
+            what: "ITD trajectory (checkpointed)",
+            capacity: depth_capacity(S),
+        };
+        let segment = segment_length(steps, S).ok_or(capacity)?;
+        let (checkpoints, buffer) = self
+            .trajectory
+            .split_at_mut_checked(steps.div_ceil(segment))
+            .ok_or(capacity)?;
         let oracles = Checked::new(problem, "ITD reverse");
+        // Forward: keep the first iterate of every segment.
         let mut y = self.y;
-        for stored in trajectory.iter_mut() {
-            *stored = y;
+        for t in 0..steps {
+            if let Some(c) = checkpoints.get_mut(t / segment).filter(|_| t % segment == 0) {
+                *c = y;
+            }
             inner::gradient_descent(oracles, x, &mut y, alpha, 1, Batch::Full)?;
         }
         let mut grad_x = [T::ZERO; DX];
@@ -158,13 +192,28 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
         let mut cross = [T::ZERO; DX];
         let mut hp = [T::ZERO; DY];
         let mut u = [T::ZERO; DY];
-        for (t, y_t) in trajectory.iter().enumerate().rev() {
-            oracles.lower_cross(x, y_t, &p, Batch::Full, &mut cross)?;
-            linalg::axpy(-alpha, &cross, &mut grad_x);
-            linalg::axpy(alpha, &p, &mut u);
-            if t > 0 {
-                oracles.lower_hvp(x, y_t, &p, Batch::Full, &mut hp)?;
-                linalg::axpy(-alpha, &hp, &mut p);
+        // Reverse, one segment at a time from the last: its iterates after the first are
+        // recomputed from its checkpoint (the same bits as in the forward pass).
+        for (c, start) in checkpoints.iter().enumerate().rev() {
+            let first = c * segment;
+            let len = segment.min(steps - first);
+            let mut z = *start;
+            for stored in buffer.iter_mut().take(len - 1) {
+                inner::gradient_descent(oracles, x, &mut z, alpha, 1, Batch::Full)?;
+                *stored = z;
+            }
+            for i in (0..len).rev() {
+                let y_t = match i.checked_sub(1) {
+                    None => start,
+                    Some(j) => buffer.get(j).unwrap_or(start),
+                };
+                oracles.lower_cross(x, y_t, &p, Batch::Full, &mut cross)?;
+                linalg::axpy(-alpha, &cross, &mut grad_x);
+                linalg::axpy(alpha, &p, &mut u);
+                if first + i > 0 {
+                    oracles.lower_hvp(x, y_t, &p, Batch::Full, &mut hp)?;
+                    linalg::axpy(-alpha, &hp, &mut p);
+                }
             }
         }
         if !linalg::all_finite(&grad_x) {
@@ -212,9 +261,16 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
         self.config.halve_steps()
     }
 
-    /// A deeper unrolling, up to the trajectory's capacity `S`.
+    fn set_steps(&mut self, step: T) -> bool {
+        self.config.set_steps(step)
+    }
+
+    /// A deeper unrolling, up to [`depth_capacity`]`(S)`.
     fn deepen_adjoint(&mut self) -> Deepening {
-        deepen_count(&mut self.config.lower_steps, u32::try_from(S).unwrap_or(u32::MAX))
+        deepen_count(
+            &mut self.config.lower_steps,
+            u32::try_from(depth_capacity(S)).unwrap_or(u32::MAX),
+        )
     }
 }
 
@@ -343,20 +399,23 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for ItdForward
 // ---------------------------------------------------------------------------------------
 // Registry entry.
 
-use crate::registry::{Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start};
+use crate::curvature::LocalSteps;
+use crate::registry::{
+    CURVATURE_ITERATIONS, Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start,
+};
 
-/// Stored trajectory of the registry's ITD: its `lower_steps` at most.
-pub const ITD_STEPS: usize = 50;
+/// Stored iterates of the registry's ITD (its `lower_steps` at most [`depth_capacity`] of it).
+pub const ITD_STEPS: usize = 64;
 
 const LOWER_STEPS: Setting = Setting::count(
     "lower_steps",
-    "unrolled lower-level steps (at most the stored trajectory)",
+    "unrolled lower-level steps (beyond the 64 stored iterates, checkpointed)",
     1,
-    ITD_STEPS as u32,
+    depth_capacity(ITD_STEPS) as u32,
     50,
 );
 
-/// ITD in reverse mode over [`ITD_STEPS`] stored steps.
+/// ITD in reverse mode over [`ITD_STEPS`] stored iterates, its step from the local curvature.
 pub struct ItdMethod;
 
 impl MethodSpec for ItdMethod {
@@ -365,9 +424,9 @@ impl MethodSpec for ItdMethod {
         family: Family::Itd,
         summary: "differentiates through the unrolled lower-level gradient steps (reverse mode)",
         estimates: Estimates::Truncated,
-        settings: &[LOWER_STEP, LOWER_STEPS],
+        settings: &[LOWER_STEP, LOWER_STEPS, CURVATURE_ITERATIONS],
     };
-    type Solver<T: Real, const DX: usize, const DY: usize> = ItdReverse<T, DY, ITD_STEPS>;
+    type Solver<T: Real, const DX: usize, const DY: usize> = LocalSteps<ItdReverse<T, DY, ITD_STEPS>, T, DY>;
     fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
@@ -377,6 +436,7 @@ impl MethodSpec for ItdMethod {
             lower_steps: s.count(&LOWER_STEPS),
         };
         c.validate()?;
-        Ok(ItdReverse::<T, DY, ITD_STEPS>::new(c, start.y0))
+        let itd = ItdReverse::<T, DY, ITD_STEPS>::new(c, start.y0);
+        Ok(LocalSteps::from_settings::<DX>(itd, s, &[&LOWER_STEP]))
     }
 }

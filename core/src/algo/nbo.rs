@@ -81,6 +81,17 @@ impl<T: Real> NboConfig<T> {
         }
     }
 
+    /// Sets NBO-GD's `β` ([`Solver::set_steps`]); NBO-CG takes no step.
+    fn set_steps(&mut self, to: T) -> bool {
+        match &mut self.solver {
+            NewtonSolver::GradientDescent { step } => {
+                *step = to;
+                true
+            }
+            NewtonSolver::ConjugateGradient => false,
+        }
+    }
+
     /// NBO-GD: `steps + 1` gradient steps with step `beta`.
     pub fn gradient_descent(beta: T, steps: u32) -> Self {
         NboConfig {
@@ -340,14 +351,19 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Nbo<T, DY>
     fn shorten_steps(&mut self) -> bool {
         self.config.halve_steps()
     }
+
+    fn set_steps(&mut self, step: T) -> bool {
+        self.config.set_steps(step)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Registry entries.
 
-use crate::registry::{Estimates, Family, MethodInfo, MethodSpec, Setting, Settings, Start};
-
-use crate::registry::LOWER_STEP;
+use crate::curvature::LocalSteps;
+use crate::registry::{
+    CURVATURE_ITERATIONS, Estimates, Family, LOWER_STEP, MethodInfo, MethodSpec, Setting, Settings, Start,
+};
 
 pub(crate) const STEPS: Setting = Setting::count("steps", "inner steps T per outer step", 0, u32::MAX, 1);
 const CG_STEPS: Setting = Setting::count("steps", "conjugate-gradient steps per outer step", 1, u32::MAX, 5);
@@ -368,14 +384,15 @@ impl MethodSpec for NboGdMethod {
         family: Family::Nbo,
         summary: "inexact Newton step and adjoint by gradient descent on one shared Hessian",
         estimates: Estimates::Tracked,
-        settings: &[LOWER_STEP, STEPS],
+        settings: &[LOWER_STEP, STEPS, CURVATURE_ITERATIONS],
     };
-    type Solver<T: Real, const DX: usize, const DY: usize> = Nbo<T, DY>;
+    type Solver<T: Real, const DX: usize, const DY: usize> = LocalSteps<Nbo<T, DY>, T, DY>;
     fn build<T: Real, const DX: usize, const DY: usize>(
         s: &Settings,
         start: &Start<T, DY>,
     ) -> Result<Self::Solver<T, DX, DY>, Error> {
-        build_nbo(NboConfig::gradient_descent(s.real(&LOWER_STEP), s.count(&STEPS)), start)
+        let nbo = build_nbo(NboConfig::gradient_descent(s.real(&LOWER_STEP), s.count(&STEPS)), start)?;
+        Ok(LocalSteps::from_settings::<DX>(nbo, s, &[&LOWER_STEP]))
     }
 }
 
