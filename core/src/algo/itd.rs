@@ -134,11 +134,13 @@ pub const fn depth_capacity(s: usize) -> usize {
     k * (s + 1 - k)
 }
 
-/// The shortest segment that fits `steps` into `s` stored iterates (`⌈steps/k⌉`
-/// checkpoints and `k − 1` recomputed iterates), which recomputes the fewest; `None` beyond
-/// [`depth_capacity`]. `1` (no recomputation) while `steps ≤ s`.
-fn segment_length(steps: usize, s: usize) -> Option<usize> {
-    (1..=steps.max(1)).find(|&k| steps.div_ceil(k) + k - 1 <= s)
+/// The shortest segment that fits `steps` into `s` stored iterates, with its number of
+/// segments: `⌈steps/k⌉` checkpoints and `k − 1` recomputed iterates, which recomputes the
+/// fewest; `None` beyond [`depth_capacity`]. `k = 1` (no recomputation) while `steps ≤ s`.
+fn segments(steps: usize, s: usize) -> Option<(usize, usize)> {
+    (1..=steps.max(1))
+        .filter_map(|k| Some((k, (steps + k - 1).checked_div(k)?)))
+        .find(|&(k, count)| count + k - 1 <= s)
 }
 
 impl<T: Real, const DY: usize, const S: usize> ItdReverse<T, DY, S> {
@@ -172,19 +174,17 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
             what: "ITD trajectory (checkpointed)",
             capacity: depth_capacity(S),
         };
-        let segment = segment_length(steps, S).ok_or(capacity)?;
-        let (checkpoints, buffer) = self
-            .trajectory
-            .split_at_mut_checked(steps.div_ceil(segment))
-            .ok_or(capacity)?;
+        let (segment, count) = segments(steps, S).ok_or(capacity)?;
+        let (checkpoints, buffer) = self.trajectory.split_at_mut_checked(count).ok_or(capacity)?;
         let oracles = Checked::new(problem, "ITD reverse");
         // Forward: keep the first iterate of every segment.
         let mut y = self.y;
-        for t in 0..steps {
-            if let Some(c) = checkpoints.get_mut(t / segment).filter(|_| t % segment == 0) {
-                *c = y;
-            }
-            inner::gradient_descent(oracles, x, &mut y, alpha, 1, Batch::Full)?;
+        let mut remaining = steps;
+        for c in checkpoints.iter_mut() {
+            *c = y;
+            let len = segment.min(remaining);
+            inner::gradient_descent(oracles, x, &mut y, alpha, len as u32, Batch::Full)?;
+            remaining -= len;
         }
         let mut grad_x = [T::ZERO; DX];
         let mut p = [T::ZERO; DY];
