@@ -668,7 +668,16 @@ fn ridge_tunes_to_the_same_strength_whatever_the_units_of_the_target() {
         // SOBA, MA-SOBA and NSBO-SGD draw minibatches of 32 from the 40 validation rows
         // only: their noise is in the adjoint alone. MA-SOBA's path passes ln λ ≈ 3, where
         // the default lower step (1/L at the start) diverges: the driver halves it.
-        for method in ["reference", "qnbo-lbfgs", "soba", "ma-soba", "nsbo-sgd", "nbo-gd"] {
+        for method in [
+            "reference",
+            "qnbo-lbfgs",
+            "soba",
+            "ma-soba",
+            "nsbo-sgd",
+            "nbo-gd",
+            "aid-neumann",
+            "itd",
+        ] {
             let json = dir.join("r.json");
             let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
             let out = bilevel(&[

@@ -105,9 +105,9 @@ where
         None => {
             let Some((c, run)) = closest else { return };
             let how = match run.outcome {
+                _ if run.diverged => "diverged",
                 Ok(bilevel::run::Outcome::IterationBudget) => "budget",
-                Ok(_) if run.best_relative < 1.0 => "stalled",
-                _ => "diverged",
+                _ => "stalled",
             };
             println!(
                 "| {name} | {c} | not reached ({how}) | | | | | | | {:.10e} | best {:.1e} |",

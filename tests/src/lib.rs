@@ -37,10 +37,10 @@ fn central<const N: usize>(at: &[f64; N], h: f64, mut f: impl FnMut(&[f64; N]) -
     out
 }
 
-/// Checks every oracle the problem provides at `(x, y)` against central differences of the
-/// next-lower-order oracle, along `v` for products; panics with the oracle's name and the
-/// error when one is off by more than `tol` (relative). Oracles the problem does not
-/// provide are skipped; `lower_grad` and `upper_grad` need the values.
+/// Checks every oracle at `(x, y)` against central differences of the next-lower-order
+/// oracle, along `v` for products; panics with the oracle's name and the error when one is
+/// off by more than `tol` (relative), or fails, or is not provided (every built-in problem
+/// provides all of them: a skipped oracle would hide a broken one).
 pub fn check_oracles<P: Problem<f64, DX, DY>, const DX: usize, const DY: usize>(
     p: &P,
     x: &[f64; DX],
@@ -64,48 +64,45 @@ pub fn check_oracles<P: Problem<f64, DX, DY>, const DX: usize, const DY: usize>(
     assert!(e < tol, "upper_grad vs differences of upper_value: {e:e}");
 
     let mut hv = [0.0; DY];
-    if p.lower_hvp(x, y, v, batch, &mut hv).is_ok() {
-        let mut fd = [0.0; DY];
-        let (mut yp, mut ym) = (*y, *y);
-        for i in 0..DY {
-            yp[i] += h * v[i];
-            ym[i] -= h * v[i];
-        }
-        let (mut gp, mut gm) = ([0.0; DY], [0.0; DY]);
-        p.lower_grad(x, &yp, batch, &mut gp).unwrap();
-        p.lower_grad(x, &ym, batch, &mut gm).unwrap();
-        for i in 0..DY {
-            fd[i] = (gp[i] - gm[i]) / (2.0 * h);
-        }
-        let e = rel_err(&hv, &fd);
-        assert!(e < tol, "lower_hvp vs differences of lower_grad: {e:e}");
-        let (mut a, mut b) = ([0.0; DY], [0.0; DY]);
-        p.lower_hvp2(x, y, v, &gy, batch, &mut a, &mut b).unwrap();
-        let mut b1 = [0.0; DY];
-        p.lower_hvp(x, y, &gy, batch, &mut b1).unwrap();
-        assert!(
-            rel_err(&a, &hv) < 1e-12 && rel_err(&b, &b1) < 1e-12,
-            "lower_hvp2 differs from two lower_hvp"
-        );
+    p.lower_hvp(x, y, v, batch, &mut hv).expect("lower_hvp");
+    let mut fd = [0.0; DY];
+    let (mut yp, mut ym) = (*y, *y);
+    for i in 0..DY {
+        yp[i] += h * v[i];
+        ym[i] -= h * v[i];
     }
+    let (mut gp, mut gm) = ([0.0; DY], [0.0; DY]);
+    p.lower_grad(x, &yp, batch, &mut gp).unwrap();
+    p.lower_grad(x, &ym, batch, &mut gm).unwrap();
+    for i in 0..DY {
+        fd[i] = (gp[i] - gm[i]) / (2.0 * h);
+    }
+    let e = rel_err(&hv, &fd);
+    assert!(e < tol, "lower_hvp vs differences of lower_grad: {e:e}");
+    let (mut a, mut b) = ([0.0; DY], [0.0; DY]);
+    p.lower_hvp2(x, y, v, &gy, batch, &mut a, &mut b).expect("lower_hvp2");
+    let mut b1 = [0.0; DY];
+    p.lower_hvp(x, y, &gy, batch, &mut b1).expect("lower_hvp");
+    assert!(
+        rel_err(&a, &hv) < 1e-12 && rel_err(&b, &b1) < 1e-12,
+        "lower_hvp2 differs from two lower_hvp"
+    );
 
     let mut cross = [0.0; DX];
-    if p.lower_cross(x, y, v, batch, &mut cross).is_ok() {
-        let fd = central(x, h, |xx| {
-            let mut g = [0.0; DY];
-            p.lower_grad(xx, y, batch, &mut g).unwrap();
-            bilevel::linalg::dot(&g, v)
-        });
-        let e = rel_err(&cross, &fd);
-        assert!(e < tol, "lower_cross vs differences of lower_grad: {e:e}");
-    }
+    p.lower_cross(x, y, v, batch, &mut cross).expect("lower_cross");
+    let fd = central(x, h, |xx| {
+        let mut g = [0.0; DY];
+        p.lower_grad(xx, y, batch, &mut g).unwrap();
+        bilevel::linalg::dot(&g, v)
+    });
+    let e = rel_err(&cross, &fd);
+    assert!(e < tol, "lower_cross vs differences of lower_grad: {e:e}");
 
     let mut gx = [0.0; DX];
-    if p.lower_grad_x(x, y, batch, &mut gx).is_ok() {
-        let fd = central(x, h, |xx| p.lower_value(xx, y, batch).unwrap());
-        let e = rel_err(&gx, &fd);
-        assert!(e < tol, "lower_grad_x vs differences of lower_value: {e:e}");
-    }
+    p.lower_grad_x(x, y, batch, &mut gx).expect("lower_grad_x");
+    let fd = central(x, h, |xx| p.lower_value(xx, y, batch).unwrap());
+    let e = rel_err(&gx, &fd);
+    assert!(e < tol, "lower_grad_x vs differences of lower_value: {e:e}");
 }
 
 /// `∇F(x)` by central differences of `F(x) = f(x, y*(x))`, the lower level solved to high

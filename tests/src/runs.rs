@@ -30,6 +30,9 @@ pub struct TargetRun<const DX: usize> {
     pub x: [f64; DX],
     /// Smallest `‖∇F(x)‖ / ‖∇F(x₀)‖` seen.
     pub best_relative: f64,
+    /// The run blew up: `‖∇F(x)‖` became non-finite or above `1e8·‖∇F(x₀)‖`, or the driver
+    /// returned an error.
+    pub diverged: bool,
     /// How the driver ended (an error means the run blew up).
     pub outcome: Result<Outcome, Error>,
 }
@@ -59,6 +62,7 @@ where
     let mut reached = None;
     let mut best_relative = 1.0f64;
     let mut best_at_window_start = 1.0f64;
+    let mut blew_up = false;
     let outcome = run(
         solver,
         &counted,
@@ -75,7 +79,8 @@ where
                     calls: step.oracle_calls,
                 });
                 ControlFlow::Break(())
-            } else if rel.is_nan() || rel > 1e8 {
+            } else if !rel.is_finite() || rel > 1e8 {
+                blew_up = true;
                 ControlFlow::Break(())
             } else if (step.iteration + 1) % STALL_WINDOW == 0 {
                 let stalled = best_relative > 0.99 * best_at_window_start;
@@ -95,6 +100,7 @@ where
         reached,
         x,
         best_relative,
+        diverged: blew_up || outcome.is_err(),
         outcome,
     }
 }

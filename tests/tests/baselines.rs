@@ -569,3 +569,19 @@ fn biased_baselines_converge_to_a_bias_that_shrinks_with_their_budget() {
         .collect();
     assert!(strictly_decreasing(&itd) && itd[0] > 1e-3 && itd[2] < 1e-2, "{itd:?}");
 }
+
+/// The comparison's labels: a run whose iterates blow up is `diverged`; a biased method at its
+/// floor (one Neumann term) is not.
+#[test]
+fn a_run_that_blows_up_is_labelled_diverged_and_a_biased_floor_is_not() {
+    use bilevel_tests::runs::run_to_target;
+    let (q, x, alpha) = setup(10);
+    let grad = |x: &[f64; 4]| q.hypergradient(x).unwrap();
+    let l_f = q.hypergradient_lipschitz().unwrap();
+    let mut cg = Aid::new(AidConfig::conjugate_gradient(alpha, 10, 10), [0.0; 6]);
+    let r = run_to_target(&mut cg, &q, x, 100.0 / l_f, 2000, grad, 1e-8);
+    assert!(r.diverged && r.reached.is_none(), "{r:?}");
+    let mut neumann = Aid::new(AidConfig::neumann(alpha, 10, alpha, 1), [0.0; 6]);
+    let r = run_to_target(&mut neumann, &q, x, 0.5 / l_f, 20_000, grad, 1e-10);
+    assert!(!r.diverged && r.reached.is_none() && r.best_relative < 0.5, "{r:?}");
+}

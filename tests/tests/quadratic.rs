@@ -2,7 +2,7 @@
 //! hypergradient and against differences of F, and x* as a stationary point.
 
 use bilevel::problem::{Batch, FiniteDiff, Problem};
-use bilevel::problems::Quadratic;
+use bilevel::problems::{FiniteSum, Quadratic};
 use bilevel::reference::{ReferenceConfig, reference_hypergradient};
 use bilevel::rng::Rng128;
 use bilevel_tests::{check_oracles, fd_hypergradient, rel_err, rel_norm_err};
@@ -24,6 +24,26 @@ fn oracles_match_central_differences() {
         let q = Q::random(seed, 18.0, 0.1);
         let (x, y, v) = point(100 + seed);
         check_oracles(&q, &x, &y, &v, Batch::Full, 1e-7);
+    }
+}
+
+/// The stochastic methods' finite sum of quadratics, on the whole sum and on a range of its
+/// samples.
+#[test]
+fn finite_sum_oracles_match_central_differences() {
+    let p = FiniteSum::<f64, 4, 6, 10>::random(3, 18.0, 0.1, 0.2).unwrap();
+    for seed in 0..3 {
+        let (x, y, v) = point(200 + seed);
+        for batch in [
+            Batch::Full,
+            Batch::Range {
+                id: 1,
+                start: 3,
+                len: 4,
+            },
+        ] {
+            check_oracles(&p, &x, &y, &v, batch, 1e-7);
+        }
     }
 }
 
