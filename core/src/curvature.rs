@@ -143,6 +143,10 @@ where
         self.solver.adjoint()
     }
 
+    fn estimate_residual(&self) -> Option<T> {
+        self.solver.estimate_residual()
+    }
+
     fn deepen_adjoint(&mut self) -> Deepening {
         self.solver.deepen_adjoint()
     }

@@ -64,6 +64,15 @@ pub trait Solver<T: Real, const DX: usize, const DY: usize> {
         None
     }
 
+    /// The relative residual behind the last estimate, for a solver that solves its linear
+    /// system inside the estimate instead of carrying an adjoint the driver can check
+    /// (PZOBO's perturbed paths measure `‖∇²_yy g·δ + ∇²_xy g·u‖ / ‖∇²_xy g·u‖` from their
+    /// first and last steps, with their difference's bias). The driver's inner tracking
+    /// tests it as it tests an adjoint's residual. `None` by default.
+    fn estimate_residual(&self) -> Option<T> {
+        None
+    }
+
     /// Makes the next calls' adjoint more accurate after the driver found its residual above
     /// the tolerance (see [`Driver::tracking`]). A solver whose adjoint is a fixed truncation
     /// rebuilt at every call (a Neumann series, an unrolled depth, a fixed number of
@@ -668,7 +677,8 @@ struct InnerErrors<T> {
     residual: T,
     /// `residual` over its value at the start.
     lower: T,
-    /// `‖∇²_yy g·u − ∇_y f‖ / ‖∇_y f‖` for a solver with an adjoint `u`, else 0.
+    /// `‖∇²_yy g·u − ∇_y f‖ / ‖∇_y f‖` for a solver with an adjoint `u`, or the residual the
+    /// solver measured itself ([`Solver::estimate_residual`]), else 0.
     adjoint: T,
 }
 
@@ -1064,6 +1074,9 @@ impl<T: Real, const DX: usize> Driver<T, DX> {
         if let Some(carried) = solver.adjoint() {
             let (r, b) = adjoint_residual(problem, x, solver.lower(), carried)?;
             adjoint = ratio(r, b);
+        }
+        if let Some(own) = solver.estimate_residual().filter(|&own| !(own <= adjoint)) {
+            adjoint = own;
         }
         Ok(InnerErrors {
             residual,

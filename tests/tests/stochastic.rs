@@ -1239,3 +1239,109 @@ fn growing_batch_methods_step_as_stochastic_ones_without_tracking() {
     }
     assert!(Estimates::Stochastic.noisy(0.1) && !Estimates::Tracked.noisy(0.0));
 }
+
+/// PZOBO under inner tracking: its paths measure their own truncation
+/// (`Solver::estimate_residual`), the driver holds `x` and deepens them (`N` doubles) until
+/// the estimate is as accurate as the outer progress needs, and the run reaches the
+/// closed-form `x*` and says so. With one hyperparameter the sphere's directions are ±1, so
+/// no direction noise is left. Without tracking the same short paths stop at their biased
+/// fixed point and the run says so (`DepthLimit`), never `Converged`. (The tolerance stays
+/// above `√ε`, the smallest radius: the radius's bias counts in the residual.)
+#[test]
+fn pzobo_under_tracking_deepens_its_paths_to_the_closed_form_optimum() {
+    use bilevel::run::{Adaptive, Budget, Driver, Outcome, Stopping};
+    for seed in 1..=3 {
+        let q = Quadratic::<f64, 1, DY>::random(seed, 50.0, 0.1);
+        let x_star = q.solution().unwrap();
+        let config = PzoboConfig {
+            lower_step: 1.0 / q.lower_lipschitz(),
+            lower_steps: 2,
+            directions: 1,
+            radius: 0.1,
+            law: Directions::Sphere,
+        };
+        let run = |theta: f64| {
+            let mut pz = Pzobo::new(config, [0.0; DY], seed, FullBatch, FullBatch);
+            let rule = Adaptive::BarzilaiBorwein { radius: 1.0 };
+            let mut driver = Driver::adaptive(rule, None, Budget::iterations(5_000), Stopping::relative(1e-7))
+                .unwrap()
+                .tracking(theta)
+                .unwrap();
+            let mut x = [0.0; 1];
+            let r = driver
+                .run(&mut pz, &Counted::new(&q), &mut x, |_, _, _| {
+                    core::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            (x, r, pz.config)
+        };
+        let scale = linalg::norm(&x_star).max(1.0);
+        let (x, r, deepened) = run(0.1);
+        assert_eq!(r.outcome, Outcome::Converged, "seed {seed}: {r:?}");
+        let err = linalg::dist(&x, &x_star) / scale;
+        assert!(err < 1e-6, "seed {seed}: |x − x*| = {err:e}");
+        assert!(deepened.lower_steps > 2, "seed {seed}: the paths were not deepened");
+        let (x, r, fixed) = run(0.0);
+        assert_eq!(r.outcome, Outcome::DepthLimit, "seed {seed}: {r:?}");
+        assert_eq!(fixed, config);
+        let err = linalg::dist(&x, &x_star) / scale;
+        assert!(
+            err > 1e-3,
+            "seed {seed}: two-step paths should be biased: |x − x*| = {err:e}"
+        );
+    }
+}
+
+/// PZOBO's residual is the larger of the paths' truncation and the radius, and deepening
+/// acts on the larger: one-step paths (residual 1) grow, long paths on a quadratic (exact
+/// differences, truncation ≈ 0) halve the radius instead.
+#[test]
+fn pzobo_deepens_what_dominates_its_residual() {
+    let p = problem(4);
+    let q = p.mean();
+    let x = [0.3; DX];
+    let config = PzoboConfig {
+        lower_step: 1.0 / q.lower_lipschitz(),
+        lower_steps: 1,
+        directions: 3,
+        radius: 0.1,
+        law: Directions::Gaussian,
+    };
+    let mut h = [0.0; DX];
+    let mut short = Pzobo::new(config, [0.0; DY], 1, FullBatch, FullBatch);
+    assert_eq!(Solver::<f64, DX, DY>::estimate_residual(&short), Some(f64::MAX));
+    short.hypergradient(&q, &x, &mut h).unwrap();
+    let residual = Solver::<f64, DX, DY>::estimate_residual(&short).unwrap();
+    assert!(
+        (residual - 1.0).abs() < 1e-9,
+        "one step: the last step is the first: {residual}"
+    );
+    assert_eq!(
+        Solver::<f64, DX, DY>::deepen_adjoint(&mut short),
+        bilevel::run::Deepening::Deeper
+    );
+    assert_eq!((short.config.lower_steps, short.config.radius), (3, 0.1));
+
+    let long = PzoboConfig {
+        lower_steps: 400,
+        ..config
+    };
+    let mut long = Pzobo::new(long, [0.0; DY], 1, FullBatch, FullBatch);
+    long.hypergradient(&q, &x, &mut h).unwrap();
+    assert_eq!(Solver::<f64, DX, DY>::estimate_residual(&long), Some(0.1));
+    assert_eq!(
+        Solver::<f64, DX, DY>::deepen_adjoint(&mut long),
+        bilevel::run::Deepening::Deeper
+    );
+    assert_eq!((long.config.lower_steps, long.config.radius), (400, 0.05));
+    // The radius dominates until √ε, where deepening stops: longer paths would not help.
+    let mut halvings = 1;
+    while Solver::<f64, DX, DY>::deepen_adjoint(&mut long) == bilevel::run::Deepening::Deeper {
+        halvings += 1;
+        assert!(halvings < 100);
+    }
+    let floor = libm::sqrt(f64::EPSILON);
+    assert!(long.config.radius >= floor && long.config.radius < 2.0 * floor);
+    assert_eq!(long.config.lower_steps, 400);
+    assert_eq!(halvings, 22);
+}

@@ -19,17 +19,34 @@
 //! dominated by sampling noise divided by `μ`. Directions are Gaussian, or uniform on the
 //! sphere of radius `√DX`; both have `E[u uᵀ] = I`, so the estimate is unbiased for the
 //! path's Jacobian (unit-norm directions without the `√DX` would shrink the implicit part
-//! by `1/DX`, spec §7.3). Extra memory: `y_0`, `y_N`, one perturbed path, `∇_y f` and one
-//! direction: `4·DY + DX` floats — the smallest working set of all methods here.
+//! by `1/DX`, spec §7.3). Extra memory: `y_0`, `y_N`, one perturbed path, `∇_y f`, one
+//! direction and each path's first and next-to-last iterates: `8·DY + DX` floats.
+//!
+//! The paths also measure their own truncation. With `δ_t = (y_t^j − y_t)/μ`,
+//! `δ_1 ≈ −α ∇²_xy g·u` and `δ_N − δ_{N−1} ≈ −α (I − α∇²_yy g)^{N−1} ∇²_xy g·u`, the
+//! residual of the response system `∇²_yy g·δ = −∇²_xy g·u` at `δ_{N−1}` relative to its
+//! right-hand side; the forward difference adds a relative bias of order `μ` (`x` in units
+//! where the response bends on a unit scale, as for log-strengths). Their larger,
+//! [`Solver::estimate_residual`], is what the driver's inner tracking tests: it deepens the
+//! paths (`N` doubles) or shrinks the radius (`μ` halves), whichever dominates, until the
+//! estimate is as accurate as the outer progress needs, and doubles `Q` when held steps
+//! stall ([`Solver::reduce_noise`]). Without tracking (`--tracking 0`) `N`, `Q` and `μ` stay
+//! as configured: the published method.
 
 use crate::algo::stochastic::stochastic_gradient_descent;
 use crate::error::{Error, ensure};
 use crate::linalg;
 use crate::problem::{Checked, Problem};
 use crate::rng::Rng128;
-use crate::run::{Bias, Diagnostics, Solver};
+use crate::run::{Bias, Deepening, Diagnostics, Solver, deepen_count};
 use crate::sample::{BatchSource, FullBatch};
 use crate::scalar::Real;
+
+/// The longest paths deepening makes ([`Solver::deepen_adjoint`]).
+pub const MAX_LOWER_STEPS: u32 = 1 << 16;
+
+/// The most directions [`Solver::reduce_noise`] draws per outer step.
+pub const MAX_DIRECTIONS: u32 = 1 << 12;
 
 /// The law of PZOBO's random directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +112,8 @@ impl<T: Real> PzoboConfig<T> {
 }
 
 /// PZOBO (with `S = FullBatch`) and PZOBO-S (with a minibatch sampler); see the module
-/// docs. State: `y`, the direction generator (16 bytes) and two samplers.
+/// docs. State: `y`, the direction generator (16 bytes), two samplers and the last
+/// estimate's residual.
 ///
 /// Cost per outer iteration: `(Q + 1)·N` lower gradients and 1 upper gradient; no
 /// second-order oracle.
@@ -119,6 +137,8 @@ pub struct Pzobo<T, const DY: usize, S = FullBatch> {
     directions: Rng128,
     lower_batches: S,
     upper_batches: S,
+    /// The last estimate's paths' relative truncation (module docs).
+    truncation: T,
 }
 
 impl<T: Real, const DY: usize, S: BatchSource + Clone> Pzobo<T, DY, S> {
@@ -130,6 +150,7 @@ impl<T: Real, const DY: usize, S: BatchSource + Clone> Pzobo<T, DY, S> {
             directions: Rng128::new(seed),
             lower_batches: lower,
             upper_batches: upper,
+            truncation: T::MAX,
         }
     }
 
@@ -149,6 +170,47 @@ impl<T: Real, const DY: usize, S: BatchSource + Clone> Pzobo<T, DY, S> {
     }
 }
 
+/// `steps ≥ 1` steps of the lower path from `y` (left at the path's end), returning the
+/// iterates after the first step and before the last: their differences between perturbed
+/// and unperturbed paths measure the truncation (module docs).
+fn walk<P, S, T, const DX: usize, const DY: usize>(
+    oracles: Checked<'_, P>,
+    x: &[T; DX],
+    y: &mut [T; DY],
+    alpha: T,
+    steps: u32,
+    batches: &mut S,
+) -> Result<([T; DY], [T; DY]), Error>
+where
+    P: Problem<T, DX, DY>,
+    S: BatchSource,
+    T: Real,
+{
+    let start = *y;
+    let mut first = start;
+    stochastic_gradient_descent(oracles, x, &mut first, alpha, 1, batches)?;
+    let mut before_last = start;
+    let mut last = first;
+    if steps >= 2 {
+        before_last = first;
+        stochastic_gradient_descent(oracles, x, &mut before_last, alpha, steps - 2, batches)?;
+        last = before_last;
+        stochastic_gradient_descent(oracles, x, &mut last, alpha, 1, batches)?;
+    }
+    *y = last;
+    Ok((first, before_last))
+}
+
+/// `‖(a − b) − (c − d)‖²`.
+fn difference_norm2<T: Real, const N: usize>(a: &[T; N], b: &[T; N], c: &[T; N], d: &[T; N]) -> T {
+    let mut sum = T::ZERO;
+    for i in 0..N {
+        let e = (a[i] - b[i]) - (c[i] - d[i]);
+        sum += e * e;
+    }
+    sum
+}
+
 impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T, DX, DY> for Pzobo<T, DY, S> {
     fn hypergradient<P: Problem<T, DX, DY>>(
         &mut self,
@@ -165,20 +227,22 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         let mut lower = batches_at_start.clone();
         let mut upper = self.upper_batches.clone();
         let mut y_n = start;
-        stochastic_gradient_descent(oracles, x, &mut y_n, c.lower_step, c.lower_steps, &mut lower)?;
+        let (first, before_last) = walk(oracles, x, &mut y_n, c.lower_step, c.lower_steps, &mut lower)?;
         let mut grad_x = [T::ZERO; DX];
         let mut grad_y = [T::ZERO; DY];
         oracles.upper_grad(x, &y_n, upper.next_batch()?, &mut grad_x, &mut grad_y)?;
         let mut rng = self.directions.clone();
         let weight = T::ONE / (c.radius * T::from_u32(c.directions));
         let mut u = [T::ZERO; DX];
+        // Squared norms of the paths' last and first steps' responses (module docs).
+        let (mut last_steps, mut first_steps) = (T::ZERO, T::ZERO);
         for _ in 0..c.directions {
             self.direction(&mut rng, &mut u)?;
             let mut x_perturbed = *x;
             linalg::axpy(c.radius, &u, &mut x_perturbed);
             let mut y_j = start;
             let mut replay = batches_at_start.clone();
-            stochastic_gradient_descent(
+            let (first_j, before_last_j) = walk(
                 oracles,
                 &x_perturbed,
                 &mut y_j,
@@ -186,6 +250,8 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
                 c.lower_steps,
                 &mut replay,
             )?;
+            last_steps += difference_norm2(&y_j, &before_last_j, &y_n, &before_last);
+            first_steps += difference_norm2(&first_j, &start, &first, &start);
             let mut delta = [T::ZERO; DY];
             linalg::sub(&y_j, &y_n, &mut delta);
             linalg::axpy(weight * linalg::dot(&delta, &grad_y), &u, &mut grad_x);
@@ -196,10 +262,18 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
                 stage: "PZOBO hypergradient",
             });
         }
+        let truncation = if first_steps > T::ZERO {
+            (last_steps / first_steps).sqrt()
+        } else if last_steps == T::ZERO {
+            T::ZERO
+        } else {
+            T::MAX
+        };
         self.y = y_n;
         self.directions = rng;
         self.lower_batches = lower;
         self.upper_batches = upper;
+        self.truncation = truncation;
         *h = grad_x;
         Ok(Diagnostics {
             inner_steps: c.lower_steps.saturating_mul(c.directions.saturating_add(1)),
@@ -211,9 +285,68 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         &self.y
     }
 
-    /// The perturbed paths' fixed length `N` and radius `μ`.
+    /// The unperturbed path alone: it is what a held step waits for.
+    fn advance<P: Problem<T, DX, DY>>(&mut self, problem: &P, x: &[T; DX]) -> Result<Diagnostics, Error> {
+        let c = self.config;
+        c.validate()?;
+        let mut lower = self.lower_batches.clone();
+        let mut y = self.y;
+        let oracles = Checked::new(problem, "PZOBO");
+        stochastic_gradient_descent(oracles, x, &mut y, c.lower_step, c.lower_steps, &mut lower)?;
+        self.y = y;
+        self.lower_batches = lower;
+        Ok(Diagnostics {
+            inner_steps: c.lower_steps,
+            ..Diagnostics::default()
+        })
+    }
+
+    /// The larger of the last paths' truncation and the radius `μ` (module docs).
+    fn estimate_residual(&self) -> Option<T> {
+        let radius = self.config.radius;
+        Some(if self.truncation > radius {
+            self.truncation
+        } else {
+            radius
+        })
+    }
+
+    /// Halves the radius when its bias dominates the residual (down to `√ε`, where rounding
+    /// in the differences takes over), otherwise doubles the paths' length (up to
+    /// [`MAX_LOWER_STEPS`]).
+    fn deepen_adjoint(&mut self) -> Deepening {
+        let radius = self.config.radius;
+        if !(radius >= self.truncation) {
+            return deepen_count(&mut self.config.lower_steps, MAX_LOWER_STEPS);
+        }
+        let half = radius * T::from_f64(0.5);
+        if half >= T::EPSILON.sqrt() {
+            self.config.radius = half;
+            Deepening::Deeper
+        } else {
+            Deepening::AtCapacity
+        }
+    }
+
+    /// Larger minibatches while they can grow, then twice the directions.
+    fn reduce_noise(&mut self) -> bool {
+        if crate::algo::stochastic::grow_both(&mut self.lower_batches, &mut self.upper_batches) {
+            return true;
+        }
+        let q = self.config.directions;
+        self.config.directions = q.saturating_mul(2).min(MAX_DIRECTIONS);
+        self.config.directions > q
+    }
+
+    /// Halves the lower step.
+    fn shorten_steps(&mut self) -> bool {
+        self.config.lower_step *= T::from_f64(0.5);
+        true
+    }
+
+    /// The paths' length `N` and radius `μ`, which tracking deepens and shrinks.
     fn bias(&self) -> Bias {
-        Bias::Fixed
+        Bias::Truncation
     }
 }
 
@@ -239,7 +372,9 @@ fn config<T: Real>(s: &Settings) -> Result<PzoboConfig<T>, Error> {
         lower_steps: s.count(&LOWER_STEPS),
         directions: s.count(&DIRECTIONS),
         radius: s.real(&RADIUS),
-        ..PzoboConfig::default()
+        // The authors' unit-norm directions (rescaled): on one hyperparameter they are ±1,
+        // so the estimate carries no noise from their lengths.
+        law: Directions::Sphere,
     };
     c.validate()?;
     Ok(c)
@@ -250,7 +385,7 @@ impl MethodSpec for PzoboMethod {
         name: "pzobo",
         family: Family::Pzobo,
         summary: "Hessian-free: the response Jacobian from perturbed lower-level paths (first-order oracles only)",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::GrowingBatch,
         settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Pzobo<T, DY, FullBatch>;
@@ -267,7 +402,7 @@ impl MethodSpec for PzoboSMethod {
         name: "pzobo-s",
         family: Family::Pzobo,
         summary: "PZOBO on minibatches",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::GrowingBatch,
         settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Pzobo<T, DY, crate::sample::Minibatches>;
