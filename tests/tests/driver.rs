@@ -521,3 +521,40 @@ fn a_fixed_truncation_without_tracking_ends_at_the_depth_limit_not_converged() {
     let (r, _) = run_tracked(&q, &mut cg, 0.0, &mut x);
     assert_eq!(r.outcome, Outcome::Converged, "{r:?}");
 }
+
+/// An oracle-call budget ends the run after the first iteration that reaches it, as
+/// `OracleBudget` (never `Converged`), with the calls of that iteration the only excess:
+/// the same run with an iteration budget shows how many calls each iteration made.
+#[test]
+fn an_oracle_call_budget_ends_the_run_after_the_iteration_that_reaches_it() {
+    let q = Q::random(3, 50.0, 0.5);
+    let rule = Adaptive::BarzilaiBorwein { radius: 1.0 };
+    let beta = 1.0 / q.lower_lipschitz();
+    let mut calls = Vec::new();
+    let mut solver = Nbo::new(NboConfig::gradient_descent(beta, 1), [0.0; DY]);
+    let mut driver = Driver::adaptive(rule, None, Budget::iterations(40), Stopping::relative(1e-12)).unwrap();
+    let mut x = [0.0; DX];
+    driver
+        .run(&mut solver, &Counted::new(&q), &mut x, |step, _, _| {
+            calls.push(step.oracle_calls.total());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    for limit in [calls[3] - 1, calls[3], calls[3] + 1, calls[10]] {
+        let budget = Budget {
+            max_iterations: 40,
+            max_oracle_calls: limit,
+        };
+        let mut solver = Nbo::new(NboConfig::gradient_descent(beta, 1), [0.0; DY]);
+        let mut driver = Driver::adaptive(rule, None, budget, Stopping::relative(1e-12)).unwrap();
+        let mut x = [0.0; DX];
+        let counted = Counted::new(&q);
+        let r = driver
+            .run(&mut solver, &counted, &mut x, |_, _, _| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::OracleBudget, "limit {limit}");
+        let first_at_limit = calls.iter().position(|&c| c >= limit).unwrap();
+        assert_eq!(r.iterations as usize, first_at_limit + 1, "limit {limit}");
+        assert_eq!(r.oracle_calls.total(), calls[first_at_limit], "limit {limit}");
+    }
+}
