@@ -1294,12 +1294,22 @@ fn pzobo_under_tracking_deepens_its_paths_to_the_closed_form_optimum() {
 
 /// PZOBO's residual is the larger of the paths' truncation and the radius, and deepening
 /// acts on the larger: one-step paths (residual 1) grow, long paths on a quadratic (exact
-/// differences, truncation ≈ 0) halve the radius instead.
+/// differences, truncation ≈ 0) halve the radius instead. With more than one
+/// hyperparameter the directions' noise, which no residual shows, dominates: no residual,
+/// no deepening, a fixed bias.
 #[test]
 fn pzobo_deepens_what_dominates_its_residual() {
-    let p = problem(4);
-    let q = p.mean();
-    let x = [0.3; DX];
+    use bilevel::run::{Bias, Deepening};
+    let mut many = Pzobo::new(PzoboConfig::default(), [0.0; DY], 1, FullBatch, FullBatch);
+    let mut many_h = [0.0; DX];
+    many.hypergradient(&problem(4).mean(), &[0.3; DX], &mut many_h).unwrap();
+    assert_eq!(Solver::<f64, DX, DY>::estimate_residual(&many), None);
+    assert_eq!(Solver::<f64, DX, DY>::bias(&many), Bias::Fixed);
+    assert_eq!(Solver::<f64, DX, DY>::deepen_adjoint(&mut many), Deepening::AtCapacity);
+
+    const ONE: usize = 1;
+    let q = Quadratic::<f64, ONE, DY>::random(4, 10.0, 0.1);
+    let x = [0.3; ONE];
     let config = PzoboConfig {
         lower_step: 1.0 / q.lower_lipschitz(),
         lower_steps: 1,
@@ -1307,19 +1317,16 @@ fn pzobo_deepens_what_dominates_its_residual() {
         radius: 0.1,
         law: Directions::Gaussian,
     };
-    let mut h = [0.0; DX];
+    let mut h = [0.0; ONE];
     let mut short = Pzobo::new(config, [0.0; DY], 1, FullBatch, FullBatch);
-    assert_eq!(Solver::<f64, DX, DY>::estimate_residual(&short), Some(f64::MAX));
+    assert_eq!(Solver::<f64, ONE, DY>::estimate_residual(&short), Some(f64::MAX));
     short.hypergradient(&q, &x, &mut h).unwrap();
-    let residual = Solver::<f64, DX, DY>::estimate_residual(&short).unwrap();
+    let residual = Solver::<f64, ONE, DY>::estimate_residual(&short).unwrap();
     assert!(
         (residual - 1.0).abs() < 1e-9,
         "one step: the last step is the first: {residual}"
     );
-    assert_eq!(
-        Solver::<f64, DX, DY>::deepen_adjoint(&mut short),
-        bilevel::run::Deepening::Deeper
-    );
+    assert_eq!(Solver::<f64, ONE, DY>::deepen_adjoint(&mut short), Deepening::Deeper);
     assert_eq!((short.config.lower_steps, short.config.radius), (3, 0.1));
 
     let long = PzoboConfig {
@@ -1328,15 +1335,12 @@ fn pzobo_deepens_what_dominates_its_residual() {
     };
     let mut long = Pzobo::new(long, [0.0; DY], 1, FullBatch, FullBatch);
     long.hypergradient(&q, &x, &mut h).unwrap();
-    assert_eq!(Solver::<f64, DX, DY>::estimate_residual(&long), Some(0.1));
-    assert_eq!(
-        Solver::<f64, DX, DY>::deepen_adjoint(&mut long),
-        bilevel::run::Deepening::Deeper
-    );
+    assert_eq!(Solver::<f64, ONE, DY>::estimate_residual(&long), Some(0.1));
+    assert_eq!(Solver::<f64, ONE, DY>::deepen_adjoint(&mut long), Deepening::Deeper);
     assert_eq!((long.config.lower_steps, long.config.radius), (400, 0.05));
     // The radius dominates until √ε, where deepening stops: longer paths would not help.
     let mut halvings = 1;
-    while Solver::<f64, DX, DY>::deepen_adjoint(&mut long) == bilevel::run::Deepening::Deeper {
+    while Solver::<f64, ONE, DY>::deepen_adjoint(&mut long) == Deepening::Deeper {
         halvings += 1;
         assert!(halvings < 100);
     }

@@ -29,9 +29,11 @@
 //! where the response bends on a unit scale, as for log-strengths). Their larger,
 //! [`Solver::estimate_residual`], is what the driver's inner tracking tests: it deepens the
 //! paths (`N` doubles) or shrinks the radius (`μ` halves), whichever dominates, until the
-//! estimate is as accurate as the outer progress needs, and doubles `Q` when held steps
-//! stall ([`Solver::reduce_noise`]). Without tracking (`--tracking 0`) `N`, `Q` and `μ` stay
-//! as configured: the published method.
+//! estimate is as accurate as the outer progress needs. This needs estimates without
+//! direction noise, which only one hyperparameter gives (the sphere's directions are then
+//! `±1`): with more, random directions leave a noise no residual shows, the paths stay as
+//! configured and a run ends at the depth limit at best. Without tracking (`--tracking 0`)
+//! `N`, `Q` and `μ` stay as configured: the published method.
 
 use crate::algo::stochastic::stochastic_gradient_descent;
 use crate::error::{Error, ensure};
@@ -301,14 +303,17 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         })
     }
 
-    /// The larger of the last paths' truncation and the radius `μ` (module docs).
+    /// The larger of the last paths' truncation and the radius `μ` (module docs), on one
+    /// hyperparameter; with more, the direction noise the residual would not show
+    /// dominates.
     fn estimate_residual(&self) -> Option<T> {
         let radius = self.config.radius;
-        Some(if self.truncation > radius {
+        let residual = if self.truncation > radius {
             self.truncation
         } else {
             radius
-        })
+        };
+        (DX == 1).then_some(residual)
     }
 
     /// Halves the radius when its bias dominates the residual (down to `√ε`, where rounding
@@ -316,6 +321,9 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
     /// [`MAX_LOWER_STEPS`]).
     fn deepen_adjoint(&mut self) -> Deepening {
         let radius = self.config.radius;
+        if DX != 1 {
+            return Deepening::AtCapacity;
+        }
         if !(radius >= self.truncation) {
             return deepen_count(&mut self.config.lower_steps, MAX_LOWER_STEPS);
         }
@@ -344,9 +352,10 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         true
     }
 
-    /// The paths' length `N` and radius `μ`, which tracking deepens and shrinks.
+    /// The paths' length `N` and radius `μ`, which tracking deepens and shrinks on one
+    /// hyperparameter; with more, the directions' noise as well.
     fn bias(&self) -> Bias {
-        Bias::Truncation
+        if DX == 1 { Bias::Truncation } else { Bias::Fixed }
     }
 }
 
@@ -402,7 +411,7 @@ impl MethodSpec for PzoboSMethod {
         name: "pzobo-s",
         family: Family::Pzobo,
         summary: "PZOBO on minibatches",
-        estimates: Estimates::GrowingBatch,
+        estimates: Estimates::Stochastic,
         settings: &[LOWER_STEP, LOWER_STEPS, DIRECTIONS, RADIUS, BATCH_SIZE],
     };
     type Solver<T: Real, const DX: usize, const DY: usize> = Pzobo<T, DY, crate::sample::Minibatches>;

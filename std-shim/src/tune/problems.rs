@@ -56,7 +56,7 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
         let p: Logistic<'_, T, W, DX, DY> = Logistic::new(train.samples()?, validation.samples()?)?;
         let (plan, prm) = plan(p.lower_smoothness(&x0))?;
         let d = run_method(&p, &prm, &plan, x0, y0)?;
-        let (value, model) = reference_value(&p, &d.x, &warm_start(&d, y0), &ReferenceConfig::default())?;
+        let (value, model) = final_value(&p, &d, y0)?;
         let test = match &test {
             Some(t) => Some(TestScore {
                 loss: Logistic::<T, W, DX, DY>::loss(&t.samples()?, &model)?.to_f64(),
@@ -70,12 +70,25 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
     }
 }
 
-/// Where the final evaluation's lower solve starts: the solver's own last `y` (near `y*(x)`
-/// after a converged run, so the solve is short and reaches its tolerance), else `y0`.
-fn warm_start<T: Real, const DX: usize, const DY: usize>(d: &RunResult<T, DX>, y0: [T; DY]) -> [T; DY] {
+/// `F` at the run's `x` and the lower solution there, by the reference solve. It starts from
+/// the solver's own last `y` (near `y*(x)` after a converged run, so the solve is short and
+/// reaches its tolerance); a `y` the solve cannot start from (one that diverging inner steps
+/// left far out, where the loss overflows) gives way to `y0`.
+fn final_value<P, T, const DX: usize, const DY: usize>(
+    p: &P,
+    d: &RunResult<T, DX>,
+    y0: [T; DY],
+) -> Result<(T, [T; DY]), bilevel::Error>
+where
+    P: bilevel::Problem<T, DX, DY>,
+    T: Real,
+{
+    let config = ReferenceConfig::default();
     match <[T; DY]>::try_from(d.lower.as_slice()) {
-        Ok(y) if y.iter().all(|v| v.is_finite()) => y,
-        _ => y0,
+        Ok(y) if y.iter().all(|v| v.is_finite()) => {
+            reference_value(p, &d.x, &y, &config).or_else(|_| reference_value(p, &d.x, &y0, &config))
+        }
+        _ => reference_value(p, &d.x, &y0, &config),
     }
 }
 
@@ -225,7 +238,7 @@ pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); N];
     let y0 = [T::ZERO; DY];
     let d = run_method(&p, &prm, &plan, x0, y0)?;
-    let (value, model) = reference_value(&p, &d.x, &warm_start(&d, y0), &ReferenceConfig::default())?;
+    let (value, model) = final_value(&p, &d, y0)?;
     let test = match &test {
         Some(t) => Some(TestScore {
             loss: HyperCleaning::<T, W, C, N, DY>::loss(&t.samples()?, &model)?.to_f64(),
