@@ -405,7 +405,7 @@ where
 }
 
 /// `a / b`, or 0 when `b` is 0 (nothing to reduce) and `a` too.
-fn ratio<T: Real>(a: T, b: T) -> T {
+pub(crate) fn ratio<T: Real>(a: T, b: T) -> T {
     if b > T::ZERO {
         a / b
     } else if a == T::ZERO {

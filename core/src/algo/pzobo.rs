@@ -40,7 +40,7 @@ use crate::error::{Error, ensure};
 use crate::linalg;
 use crate::problem::{Checked, Problem};
 use crate::rng::Rng128;
-use crate::run::{Bias, Deepening, Diagnostics, Solver, deepen_count};
+use crate::run::{Bias, Deepening, Diagnostics, Solver, deepen_count, ratio};
 use crate::sample::{BatchSource, FullBatch};
 use crate::scalar::Real;
 
@@ -203,16 +203,6 @@ where
     Ok((first, before_last))
 }
 
-/// `‖(a − b) − (c − d)‖²`.
-fn difference_norm2<T: Real, const N: usize>(a: &[T; N], b: &[T; N], c: &[T; N], d: &[T; N]) -> T {
-    let mut sum = T::ZERO;
-    for i in 0..N {
-        let e = (a[i] - b[i]) - (c[i] - d[i]);
-        sum += e * e;
-    }
-    sum
-}
-
 impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T, DX, DY> for Pzobo<T, DY, S> {
     fn hypergradient<P: Problem<T, DX, DY>>(
         &mut self,
@@ -236,8 +226,13 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         let mut rng = self.directions.clone();
         let weight = T::ONE / (c.radius * T::from_u32(c.directions));
         let mut u = [T::ZERO; DX];
-        // Squared norms of the paths' last and first steps' responses (module docs).
+        // The unperturbed path's last and first steps; the perturbed paths' differ from them
+        // by their responses to the perturbation, whose squared norms add up (module docs).
+        let (mut last_step, mut first_step) = ([T::ZERO; DY], [T::ZERO; DY]);
+        linalg::sub(&y_n, &before_last, &mut last_step);
+        linalg::sub(&first, &start, &mut first_step);
         let (mut last_steps, mut first_steps) = (T::ZERO, T::ZERO);
+        let mut response = [T::ZERO; DY];
         for _ in 0..c.directions {
             self.direction(&mut rng, &mut u)?;
             let mut x_perturbed = *x;
@@ -252,8 +247,12 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
                 c.lower_steps,
                 &mut replay,
             )?;
-            last_steps += difference_norm2(&y_j, &before_last_j, &y_n, &before_last);
-            first_steps += difference_norm2(&first_j, &start, &first, &start);
+            linalg::sub(&y_j, &before_last_j, &mut response);
+            linalg::axpy(-T::ONE, &last_step, &mut response);
+            last_steps += linalg::dot(&response, &response);
+            linalg::sub(&first_j, &start, &mut response);
+            linalg::axpy(-T::ONE, &first_step, &mut response);
+            first_steps += linalg::dot(&response, &response);
             let mut delta = [T::ZERO; DY];
             linalg::sub(&y_j, &y_n, &mut delta);
             linalg::axpy(weight * linalg::dot(&delta, &grad_y), &u, &mut grad_x);
@@ -264,13 +263,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
                 stage: "PZOBO hypergradient",
             });
         }
-        let truncation = if first_steps > T::ZERO {
-            (last_steps / first_steps).sqrt()
-        } else if last_steps == T::ZERO {
-            T::ZERO
-        } else {
-            T::MAX
-        };
+        let truncation = ratio(last_steps.sqrt(), first_steps.sqrt());
         self.y = y_n;
         self.directions = rng;
         self.lower_batches = lower;
@@ -307,23 +300,17 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
     /// hyperparameter; with more, the direction noise the residual would not show
     /// dominates.
     fn estimate_residual(&self) -> Option<T> {
-        let radius = self.config.radius;
-        let residual = if self.truncation > radius {
-            self.truncation
-        } else {
-            radius
-        };
-        (DX == 1).then_some(residual)
+        (DX == 1).then_some(self.truncation.max(self.config.radius))
     }
 
     /// Halves the radius when its bias dominates the residual (down to `√ε`, where rounding
     /// in the differences takes over), otherwise doubles the paths' length (up to
     /// [`MAX_LOWER_STEPS`]).
     fn deepen_adjoint(&mut self) -> Deepening {
-        let radius = self.config.radius;
         if DX != 1 {
             return Deepening::AtCapacity;
         }
+        let radius = self.config.radius;
         if !(radius >= self.truncation) {
             return deepen_count(&mut self.config.lower_steps, MAX_LOWER_STEPS);
         }

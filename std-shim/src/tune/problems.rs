@@ -84,10 +84,12 @@ where
     T: Real,
 {
     let config = ReferenceConfig::default();
-    match <[T; DY]>::try_from(d.lower.as_slice()) {
-        Ok(y) if y.iter().all(|v| v.is_finite()) => {
-            reference_value(p, &d.x, &y, &config).or_else(|_| reference_value(p, &d.x, &y0, &config))
-        }
+    let warm = <[T; DY]>::try_from(d.lower.as_slice())
+        .ok()
+        .filter(|y| y.iter().all(|v| v.is_finite()))
+        .map(|y| reference_value(p, &d.x, &y, &config));
+    match warm {
+        Some(Ok(solved)) => Ok(solved),
         _ => reference_value(p, &d.x, &y0, &config),
     }
 }
