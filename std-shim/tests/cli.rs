@@ -752,7 +752,7 @@ fn with_no_settings_the_converging_methods_reach_the_reference_optimum_on_other_
         ]
         .into_iter()
         .chain(if seed == 3 {
-            vec![Method::Soba, Method::MaSoba, Method::NsboSgd]
+            vec![Method::Soba, Method::MaSoba, Method::NsboSgd, Method::F2sa]
         } else {
             Vec::new()
         }) {

@@ -497,6 +497,49 @@ fn f2sa_outer_loop_with_a_growing_penalty_approaches_the_solution_up_to_its_bias
     assert!(d < 0.05 * d0, "{d}");
 }
 
+/// Under inner tracking F2SA measures the bias its penalty leaves (first-order calls only)
+/// and the driver doubles `λ` until that bias is below the tolerance: on minibatches the
+/// batches grow to full first (a minibatch's bias measures its own noise), then `λ` grows,
+/// and the run converges to the closed-form optimum. Without tracking `λ` stays where its
+/// schedule put it and the run ends at its bias.
+#[test]
+fn f2sa_under_tracking_doubles_its_penalty_to_the_closed_form_optimum() {
+    use bilevel::run::{Adaptive, Budget, Driver, Outcome, Stopping};
+    for seed in 1..=3 {
+        let p = problem(20 + seed);
+        let q = p.mean();
+        let x_star = q.solution().unwrap();
+        let run = |theta: f64| {
+            let [l, u] = samplers(&p, Order::Shuffled, seed);
+            let mut f = F2sa::new(f2sa_config(&q, 1.0, 10), [0.0; DY], l, u);
+            f.config.max_penalty = f64::MAX;
+            let rule = Adaptive::BarzilaiBorwein { radius: 1.0 };
+            let mut driver = Driver::adaptive(rule, None, Budget::iterations(3_000), Stopping::relative(1e-6))
+                .unwrap()
+                .tracking(theta)
+                .unwrap();
+            let mut x = [0.0; DX];
+            let r = driver
+                .run(&mut f, &Counted::new(&p), &mut x, |_, _, _| {
+                    core::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            (x, r, f.penalty())
+        };
+        let scale = linalg::norm(&x_star).max(1.0);
+        let (x, r, lambda) = run(0.1);
+        assert_eq!(r.outcome, Outcome::Converged, "seed {seed}: {r:?}");
+        let err = linalg::dist(&x, &x_star) / scale;
+        assert!(err < 1e-4, "seed {seed}: |x − x*| = {err:e}, λ = {lambda}");
+        assert!(lambda > 1e3, "seed {seed}: λ = {lambda}, not doubled");
+        let (x, r, lambda) = run(0.0);
+        assert_ne!(r.outcome, Outcome::Converged, "seed {seed}: {r:?}");
+        assert_eq!(lambda, 1.0);
+        let err = linalg::dist(&x, &x_star) / scale;
+        assert!(err > 1e-3, "seed {seed}: λ = 1 should be biased: |x − x*| = {err:e}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // PZOBO
 

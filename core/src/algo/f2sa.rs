@@ -14,13 +14,31 @@
 //! The `y` step is the inverse of the smoothness `L_f + λ L_g` of `f + λ g` (times a
 //! schedule), so it shrinks like `1/λ` as the penalty grows: the coupling spec §7.9 asks
 //! for. The two `∇_x g` of `h` share one batch, so their difference carries no sampling
-//! noise of its own when `y ≈ z`. For finite `λ` the estimate is biased by `O(1/λ)`.
+//! noise of its own when `y ≈ z`.
+//!
+//! For finite `λ` the estimate is biased by `O(1/λ)`. Each call measures that bias with
+//! first-order calls only, so that the driver can double `λ` until it is below its
+//! tolerance ([`Solver::deepen_adjoint`]) instead of following a fixed schedule. With
+//! `u = λ(z − y)` (the adjoint the penalty builds: `y − z ≈ −[∇²_yy g]⁻¹∇_y f / λ`) and
+//! `m = (y + z)/2`, all on the last batches:
+//!
+//! - the adjoint's residual `‖∇²_yy g·u − ∇_y f(z)‖ / ‖∇_y f(z)‖`, with the Hessian-vector
+//!   product from gradient differences along `u` at steps `1/λ` and `1/(2λ)`, combined so
+//!   that the third derivative's term cancels:
+//!   `∇²_yy g·u ≈ λ(3∇_y g(z) − 4∇_y g(m) + ∇_y g(y))`;
+//! - the rest of the bias, in the `x` gradients: `2‖h − h_m‖` over the largest `‖h‖` so
+//!   far (the driver's tolerance is relative to the first estimate), where `h_m` is the
+//!   estimate from `m` at penalty `2λ` (`h = h* + b/λ + O(1/λ²)` and `h_m = h* + b/(2λ) + …`
+//!   along the terms in `x`);
+//! - how far `y` and `z` are from their targets, relative to `‖y − z‖`:
+//!   `‖∇_y f(y) + λ∇_y g(y)‖ / ‖∇_y f(y)‖` and `λ‖∇_y g(z)‖ / ‖∇_y f(y)‖`. While these
+//!   dominate, repeating the call helps and doubling `λ` does not.
 
-use crate::algo::stochastic::stochastic_gradient_descent;
+use crate::algo::stochastic::{grow_both, stochastic_gradient_descent};
 use crate::error::{Error, ensure};
 use crate::linalg;
 use crate::problem::{Batch, Checked, Problem};
-use crate::run::{Bias, Diagnostics, Solver};
+use crate::run::{Bias, Deepening, Diagnostics, Solver, ratio};
 use crate::sample::{BatchSource, Minibatches};
 use crate::scalar::Real;
 use crate::schedule::Schedule;
@@ -109,8 +127,9 @@ impl<T: Real> F2saConfig<T> {
 
 /// F2SA (see the module docs) drawing batches from `S`.
 ///
-/// Cost per outer iteration: `2T` lower gradients, `T + 1` upper gradients, 2 `∇_x g`; no
-/// second-order oracle. State: `y`, `z`, `λ` (`2·DY + 1` floats) and two samplers.
+/// Cost per outer iteration: `2T + 3` lower gradients, `T + 3` upper gradients, 3 `∇_x g`
+/// (the measurement of the bias included); no second-order oracle. State: `y`, `z`, `λ`,
+/// the last bias and lag and the scales of their tests (`2·DY + 5` floats) and two samplers.
 /// [`Solver::lower`] is `z`, the estimate of `y*(x)`.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(
@@ -135,6 +154,19 @@ pub struct F2sa<T, const DY: usize, S = Minibatches> {
     k: u32,
     lower_batches: S,
     upper_batches: S,
+    /// The bias the last estimate's penalty left, relative (see the module docs).
+    bias: T,
+    /// How far the last estimate's `y` and `z` were from their targets, relative.
+    lag: T,
+    /// Whether the minibatches can no longer grow.
+    full_batches: bool,
+    /// Whether held calls at full batches stopped reducing the lag (the driver asked for less
+    /// noise and there was none to remove) and it has not changed much since.
+    settled: bool,
+    /// `‖y − z‖ / (‖z‖ + ‖y − z‖)` at the last estimate: how many digits `y` and `z` share.
+    separation: T,
+    /// The largest estimate's norm so far: the scale of the bias in `x`.
+    largest: T,
 }
 
 impl<T: Real, const DY: usize, S: BatchSource + Clone> F2sa<T, DY, S> {
@@ -148,7 +180,19 @@ impl<T: Real, const DY: usize, S: BatchSource + Clone> F2sa<T, DY, S> {
             k: 0,
             lower_batches: lower,
             upper_batches: upper,
+            bias: T::MAX,
+            lag: T::MAX,
+            full_batches: false,
+            settled: false,
+            separation: T::ONE,
+            largest: T::ZERO,
         }
+    }
+
+    /// Whether the lag has settled below `16√ε` (2.4e-7 in `f64`): rounding (of `λ∇_y g(z)`,
+    /// which grows with `λ`) is what is left of it, and more calls do not reduce it.
+    fn rounded(&self) -> bool {
+        self.settled && self.lag <= T::from_f64(16.0) * T::EPSILON.sqrt()
     }
 
     /// The current penalty `λ_k`.
@@ -202,21 +246,36 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
                 stage: "F2SA penalized step",
             });
         }
-        oracles.upper_grad(x, &y, upper.next_batch()?, &mut grad_x, &mut grad_f)?;
-        let shared = lower.next_batch()?;
+        let (upper_batch, shared) = (upper.next_batch()?, lower.next_batch()?);
+        oracles.upper_grad(x, &y, upper_batch, &mut grad_x, &mut grad_f)?;
         let mut gx_y = [T::ZERO; DX];
         let mut gx_z = [T::ZERO; DX];
         oracles.lower_grad_x(x, &y, shared, &mut gx_y)?;
         oracles.lower_grad_x(x, &z, shared, &mut gx_z)?;
-        for j in 0..DX {
-            grad_x[j] += lambda * (gx_y[j] - gx_z[j]);
-        }
-        if !linalg::all_finite(&grad_x) {
+        let mut cross = gx_y;
+        linalg::axpy(-T::ONE, &gx_z, &mut cross);
+        linalg::scale(lambda, &mut cross);
+        let mut h_new = grad_x;
+        linalg::axpy(T::ONE, &cross, &mut h_new);
+        if !linalg::all_finite(&h_new) {
             return Err(Error::NonFinite {
                 oracle: None,
                 stage: "F2SA hypergradient",
             });
         }
+        let largest = self.largest.max(linalg::norm(&h_new));
+        let apart = linalg::dist(&y, &z);
+        let separation = ratio(apart, linalg::norm(&z) + apart);
+        let (bias, lag) = measure(
+            oracles,
+            x,
+            &y,
+            &z,
+            lambda,
+            (upper_batch, shared),
+            (&grad_f, largest),
+            (&gx_z, &h_new),
+        )?;
         let growth = c.penalty_growth.map_or(T::ZERO, |g| g.at(self.k));
         self.penalty = (lambda + growth).min(c.max_penalty);
         self.y = y;
@@ -224,7 +283,14 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         self.k = self.k.saturating_add(1);
         self.lower_batches = lower;
         self.upper_batches = upper;
-        *h = grad_x;
+        if (lag - self.lag).abs() > T::from_f64(0.5) * self.lag {
+            self.settled = false;
+        }
+        self.bias = bias;
+        self.lag = lag;
+        self.largest = largest;
+        self.separation = separation;
+        *h = h_new;
         Ok(Diagnostics {
             inner_steps: c.inner_steps,
             ..Diagnostics::default()
@@ -235,9 +301,112 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         &self.z
     }
 
-    /// The finite penalty `λ_k`.
+    /// The bias of the finite penalty and the lag of `y` and `z`, the larger (see the
+    /// module docs); the bias alone once the lag is down to rounding.
+    fn estimate_residual(&self) -> Option<T> {
+        Some(if self.rounded() {
+            self.bias
+        } else {
+            self.bias.max(self.lag)
+        })
+    }
+
+    /// When the penalty's bias is what keeps the residual short: larger minibatches while
+    /// they can grow (on a minibatch the bias measures its own sampling noise), then twice
+    /// the penalty `λ`. While `y` and `z` lag, more calls at this `λ` (repeat). At capacity
+    /// at `λ_max`, or when `y` and `z` would share more than half their digits (`y − z`
+    /// halves with each doubling, and the rounding of `λ(∇g(y) − ∇g(z))` grows as it does).
+    fn deepen_adjoint(&mut self) -> Deepening {
+        if self.lag > self.bias * T::from_f64(0.5) && !self.rounded() {
+            return Deepening::Repeat;
+        }
+        if !self.full_batches && Solver::<T, DX, DY>::reduce_noise(self) {
+            return Deepening::Deeper;
+        }
+        let next = self.penalty * T::from_f64(2.0);
+        if next > self.config.max_penalty || self.separation * T::from_f64(0.5) < T::EPSILON.sqrt() {
+            return Deepening::AtCapacity;
+        }
+        self.penalty = next;
+        self.settled = false;
+        Deepening::Deeper
+    }
+
+    /// Doubles both levels' minibatches; at full batches, notes that the lag has settled.
+    fn reduce_noise(&mut self) -> bool {
+        let grown = grow_both(&mut self.lower_batches, &mut self.upper_batches);
+        self.full_batches = !grown;
+        self.settled = !grown;
+        grown
+    }
+
+    /// Halves the steps of `z` and `y`.
+    fn shorten_steps(&mut self) -> bool {
+        let half = T::from_f64(2.0);
+        self.config.lower_step = self.config.lower_step.divided_by(half);
+        self.config.penalty_step = self.config.penalty_step.divided_by(half);
+        true
+    }
+
+    /// The finite penalty `λ_k`: removed as the driver deepens it.
     fn bias(&self) -> Bias {
-        Bias::Fixed
+        Bias::Truncation
+    }
+}
+
+/// The relative bias of the penalty and the lag of `y` and `z` behind their targets (see
+/// the module docs), from first-order calls on the estimate's batches.
+#[allow(clippy::too_many_arguments)]
+fn measure<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize>(
+    oracles: Checked<'_, P>,
+    x: &[T; DX],
+    y: &[T; DY],
+    z: &[T; DY],
+    lambda: T,
+    (upper_batch, lower_batch): (Batch, Batch),
+    (grad_f, largest): (&[T; DY], T),
+    (gx_z, h): (&[T; DX], &[T; DX]),
+) -> Result<(T, T), Error> {
+    let two = T::from_f64(2.0);
+    let mut m = *y;
+    linalg::axpy(T::ONE, z, &mut m);
+    linalg::scale(T::from_f64(0.5), &mut m);
+    let (mut g_y, mut g_z, mut g_m) = ([T::ZERO; DY], [T::ZERO; DY], [T::ZERO; DY]);
+    oracles.lower_grad(x, y, lower_batch, &mut g_y)?;
+    oracles.lower_grad(x, z, lower_batch, &mut g_z)?;
+    oracles.lower_grad(x, &m, lower_batch, &mut g_m)?;
+    let (mut fx_z, mut f_z) = ([T::ZERO; DX], [T::ZERO; DY]);
+    oracles.upper_grad(x, z, upper_batch, &mut fx_z, &mut f_z)?;
+    // ∇²_yy g·u − ∇_y f(z), with ∇²_yy g·u ≈ λ(3∇_y g(z) − 4∇_y g(m) + ∇_y g(y)).
+    let mut r = [T::ZERO; DY];
+    for i in 0..DY {
+        r[i] = lambda * (T::from_f64(3.0) * g_z[i] - T::from_f64(4.0) * g_m[i] + g_y[i]) - f_z[i];
+    }
+    let adjoint = ratio(linalg::norm(&r), linalg::norm(&f_z));
+    // h_m: the estimate from m at penalty 2λ, in x.
+    let (mut fx_m, mut f_m, mut gx_m) = ([T::ZERO; DX], [T::ZERO; DY], [T::ZERO; DX]);
+    oracles.upper_grad(x, &m, upper_batch, &mut fx_m, &mut f_m)?;
+    oracles.lower_grad_x(x, &m, lower_batch, &mut gx_m)?;
+    let mut gap = *h;
+    for j in 0..DX {
+        gap[j] -= fx_m[j] + two * lambda * (gx_m[j] - gx_z[j]);
+    }
+    // Relative to the largest estimate (the driver's tolerance is relative to the first):
+    // the terms of `h` cancel at the optimum, so `‖h‖` itself is no scale.
+    let in_x = ratio(two * linalg::norm(&gap), largest);
+    // y against ∇_y f + λ∇_y g = 0, z against ∇_y g = 0, both relative to λ‖∇_y g(y)‖ ≈ ‖∇_y f‖.
+    let mut stationarity = *grad_f;
+    linalg::axpy(lambda, &g_y, &mut stationarity);
+    let scale = linalg::norm(grad_f);
+    let lag = ratio(linalg::norm(&stationarity), scale).max(ratio(lambda * linalg::norm(&g_z), scale));
+    let (bias, lag) = (adjoint.max(in_x), lag);
+    if bias.is_finite() && lag.is_finite() {
+        Ok((bias, lag))
+    } else {
+        Err(Error::NonFinite {
+            oracle: None,
+            stage: "F2SA bias",
+        })
     }
 }
 
@@ -274,7 +443,7 @@ impl MethodSpec for F2saMethod {
         name: "f2sa",
         family: Family::F2sa,
         summary: "fully first order: a growing penalty λ(g − min g) replaces second derivatives",
-        estimates: Estimates::Stochastic,
+        estimates: Estimates::GrowingBatch,
         settings: &[
             LOWER_STEP,
             INNER_STEPS,
@@ -292,6 +461,7 @@ impl MethodSpec for F2saMethod {
     ) -> Result<Self::Solver<T, DX, DY>, Error> {
         let c = F2saConfig {
             lower_step: Schedule::Constant(s.real(&LOWER_STEP)),
+            penalty_step: Schedule::Constant(T::ONE),
             inner_steps: s.count(&INNER_STEPS),
             penalty: s.real(&PENALTY),
             penalty_growth: Some(Schedule::Decay {
