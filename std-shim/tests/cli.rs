@@ -677,6 +677,7 @@ fn ridge_tunes_to_the_same_strength_whatever_the_units_of_the_target() {
             "nbo-gd",
             "aid-neumann",
             "itd",
+            "f2sa",
             "pzobo",
         ] {
             let json = dir.join("r.json");
