@@ -771,6 +771,75 @@ fn with_no_settings_the_converging_methods_reach_the_reference_optimum_on_other_
     }
 }
 
+/// The command line's run on 30 features compiled at width 32 (rows padded with zeros) is the
+/// library's run at width 30: the same status, iterations and oracle calls, and the same
+/// `ln λ` and validation loss, for a method of each kind of estimate. A method name mapped to
+/// another solver, or padding that changes the arithmetic, shows in the counts.
+#[test]
+fn tune_pads_rows_without_changing_the_run() {
+    use bilevel::registry::Method;
+    let dir = fresh_dir("padded");
+    let data = dir.join("bc");
+    let out = bilevel(&[
+        "data",
+        "--dataset",
+        "breast-cancer",
+        "--seed",
+        "3",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let split = demo::breast_cancer_split(3).unwrap();
+    let p = |f: &str| data.join(f).to_str().unwrap().to_string();
+    for method in [Method::Reference, Method::QnboLbfgs, Method::NboGd, Method::AidNeumann] {
+        let library = demo::tune_with(&split, method).unwrap();
+        let json = dir.join("r.json");
+        let out = bilevel(&[
+            "tune",
+            "--problem",
+            "logreg",
+            "--train",
+            &p("train.csv"),
+            "--val",
+            &p("val.csv"),
+            "--method",
+            method.name(),
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(&json).unwrap();
+        let name = method.name();
+        assert_eq!(member(&text, "compiled_width"), "32", "{name}");
+        assert_eq!(
+            member(&text, "status"),
+            format!("\"{}\"", library.outcome.name()),
+            "{name}"
+        );
+        let number = |key: &str| member(&text, key).trim_matches(['[', ']']).parse::<f64>().unwrap();
+        assert_eq!(number("iterations"), f64::from(library.iterations), "{name}");
+        assert_eq!(number("lower_grad"), library.oracle_calls.lower_grad as f64, "{name}");
+        assert_eq!(number("lower_hvp"), library.oracle_calls.lower_hvp as f64, "{name}");
+        let x = number("x");
+        assert!(
+            (x - library.ln_lambda).abs() <= 1e-12,
+            "{name}: ln λ {x} against {}",
+            library.ln_lambda
+        );
+        // `upper_value` is also an oracle count: the summary's is after `x`.
+        let summary = &text[text.find("\"x_meaning\"").unwrap()..];
+        let f: f64 = member(summary, "upper_value").parse().unwrap();
+        // Both at the lower level solved to tolerance at the run's `x`.
+        let exact = demo::validation_loss(&split, library.ln_lambda).unwrap();
+        assert!(
+            (f - exact).abs() <= 1e-9 * exact,
+            "{name}: validation loss {f} against {exact}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A run that ends with extreme weights is still scored: the lower solve of the final
 /// evaluation starts from the solver's own `y` (from zero, Newton ran out of steps on this
 /// run and the command failed after its 3000 iterations).
