@@ -630,6 +630,28 @@ fn data_writes_the_bundled_split_as_csv() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `tune --problem <problem> --method <method>` on `dir`'s `train.csv` and `val.csv`, with a
+/// JSON summary: its text, after checking that the command succeeded.
+fn tune_json(dir: &std::path::Path, problem: &str, method: &str) -> String {
+    let json = dir.join("r.json");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let out = bilevel(&[
+        "tune",
+        "--problem",
+        problem,
+        "--train",
+        &p("train.csv"),
+        "--val",
+        &p("val.csv"),
+        "--method",
+        method,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read_to_string(&json).unwrap()
+}
+
 /// A JSON member's text, up to the next `,` or newline at its level (enough for numbers,
 /// strings and flat arrays).
 fn member<'a>(json: &'a str, key: &str) -> &'a str {
@@ -680,23 +702,7 @@ fn ridge_tunes_to_the_same_strength_whatever_the_units_of_the_target() {
             "f2sa",
             "pzobo",
         ] {
-            let json = dir.join("r.json");
-            let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
-            let out = bilevel(&[
-                "tune",
-                "--problem",
-                "ridge",
-                "--train",
-                &p("train.csv"),
-                "--val",
-                &p("val.csv"),
-                "--method",
-                method,
-                "--json",
-                json.to_str().unwrap(),
-            ]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let text = std::fs::read_to_string(&json).unwrap();
+            let text = tune_json(&dir, "ridge", method);
             assert_eq!(
                 member(&text, "status"),
                 "\"converged\"",
@@ -791,25 +797,9 @@ fn tune_pads_rows_without_changing_the_run() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let split = demo::breast_cancer_split(3).unwrap();
-    let p = |f: &str| data.join(f).to_str().unwrap().to_string();
     for method in [Method::Reference, Method::QnboLbfgs, Method::NboGd, Method::AidNeumann] {
         let library = demo::tune_with(&split, method).unwrap();
-        let json = dir.join("r.json");
-        let out = bilevel(&[
-            "tune",
-            "--problem",
-            "logreg",
-            "--train",
-            &p("train.csv"),
-            "--val",
-            &p("val.csv"),
-            "--method",
-            method.name(),
-            "--json",
-            json.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let text = std::fs::read_to_string(&json).unwrap();
+        let text = tune_json(&data, "logreg", method.name());
         let name = method.name();
         assert_eq!(member(&text, "compiled_width"), "32", "{name}");
         assert_eq!(

@@ -129,7 +129,7 @@ impl<T: Real> F2saConfig<T> {
 ///
 /// Cost per outer iteration: `2T + 3` lower gradients, `T + 3` upper gradients, 3 `∇_x g`
 /// (the measurement of the bias included); no second-order oracle. State: `y`, `z`, `λ`,
-/// the last bias and lag and the scales of their tests (`2·DY + 5` floats) and two samplers.
+/// the last bias and lag and the largest estimate's norm (`2·DY + 4` floats) and two samplers.
 /// [`Solver::lower`] is `z`, the estimate of `y*(x)`.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(
@@ -163,8 +163,6 @@ pub struct F2sa<T, const DY: usize, S = Minibatches> {
     /// Whether held calls at full batches stopped reducing the lag (the driver asked for less
     /// noise and there was none to remove) and it has not changed much since.
     settled: bool,
-    /// `‖y − z‖ / (‖z‖ + ‖y − z‖)` at the last estimate: how many digits `y` and `z` share.
-    separation: T,
     /// The largest estimate's norm so far: the scale of the bias in `x`.
     largest: T,
 }
@@ -184,7 +182,6 @@ impl<T: Real, const DY: usize, S: BatchSource + Clone> F2sa<T, DY, S> {
             lag: T::MAX,
             full_batches: false,
             settled: false,
-            separation: T::ONE,
             largest: T::ZERO,
         }
     }
@@ -264,8 +261,6 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
             });
         }
         let largest = self.largest.max(linalg::norm(&h_new));
-        let apart = linalg::dist(&y, &z);
-        let separation = ratio(apart, linalg::norm(&z) + apart);
         let (bias, lag) = measure(
             oracles,
             x,
@@ -289,7 +284,6 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         self.bias = bias;
         self.lag = lag;
         self.largest = largest;
-        self.separation = separation;
         *h = h_new;
         Ok(Diagnostics {
             inner_steps: c.inner_steps,
@@ -324,7 +318,10 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
             return Deepening::Deeper;
         }
         let next = self.penalty * T::from_f64(2.0);
-        if next > self.config.max_penalty || self.separation * T::from_f64(0.5) < T::EPSILON.sqrt() {
+        // ‖y − z‖ / (‖z‖ + ‖y − z‖): how many digits y and z share.
+        let apart = linalg::dist(&self.y, &self.z);
+        let separation = ratio(apart, linalg::norm(&self.z) + apart);
+        if next > self.config.max_penalty || separation * T::from_f64(0.5) < T::EPSILON.sqrt() {
             return Deepening::AtCapacity;
         }
         self.penalty = next;
@@ -399,7 +396,7 @@ fn measure<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize>(
     linalg::axpy(lambda, &g_y, &mut stationarity);
     let scale = linalg::norm(grad_f);
     let lag = ratio(linalg::norm(&stationarity), scale).max(ratio(lambda * linalg::norm(&g_z), scale));
-    let (bias, lag) = (adjoint.max(in_x), lag);
+    let bias = adjoint.max(in_x);
     if bias.is_finite() && lag.is_finite() {
         Ok((bias, lag))
     } else {
