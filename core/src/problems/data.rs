@@ -96,6 +96,42 @@ pub(crate) fn affine<T: Real, const D: usize, const DY: usize>(row: &[T; D], y: 
     z
 }
 
+/// Rows whose margins are computed together by [`for_each_affine`].
+const MARGIN_BLOCK: usize = 8;
+
+/// For every row in order, `accumulate(row, weight(target, [âᵢ·v for v in vs]))`, in
+/// blocks of [`MARGIN_BLOCK`] rows: first the block's margins, then its weights, then the
+/// accumulation.
+///
+/// Each margin is a sum in a fixed order, a chain of dependent additions, and a weight is
+/// typically an exponential of it; eight independent chains side by side let the processor
+/// overlap them, where row by row it waits on each. Every sum keeps its order and the
+/// accumulation its row order, so the results are the same bits as a row-by-row loop's.
+#[inline]
+pub(crate) fn for_each_affine<T: Real, W: Copy + Default, const D: usize, const DY: usize, const K: usize>(
+    rows: &[[T; D]],
+    targets: &[T],
+    vs: [&[T; DY]; K],
+    weight: impl Fn(T, [T; K]) -> W,
+    mut accumulate: impl FnMut(&[T; D], W),
+) {
+    for (block, block_targets) in rows.chunks(MARGIN_BLOCK).zip(targets.chunks(MARGIN_BLOCK)) {
+        let mut margins = [[T::ZERO; K]; MARGIN_BLOCK];
+        for (m, row) in margins.iter_mut().zip(block) {
+            for (mk, v) in m.iter_mut().zip(vs) {
+                *mk = affine(row, v);
+            }
+        }
+        let mut weights = [W::default(); MARGIN_BLOCK];
+        for ((w, &t), &m) in weights.iter_mut().zip(block_targets).zip(&margins) {
+            *w = weight(t, m);
+        }
+        for (row, &w) in block.iter().zip(&weights) {
+            accumulate(row, w);
+        }
+    }
+}
+
 /// `out += c·âᵢ` with `âᵢ = [aᵢ, 1]`.
 #[inline]
 pub(crate) fn add_affine_row<T: Real, const D: usize, const DY: usize>(c: T, row: &[T; D], out: &mut [T; DY]) {

@@ -15,7 +15,7 @@
 use crate::error::Error;
 use crate::linalg;
 use crate::problem::{Batch, Problem};
-use crate::problems::data::{Samples, add_affine_row as add_row, affine as margin};
+use crate::problems::data::{Samples, add_affine_row as add_row, affine as margin, for_each_affine};
 use crate::problems::penalty;
 use crate::scalar::{Real, sigmoid, softplus};
 use crate::smoothness::Smoothness;
@@ -37,10 +37,7 @@ fn mean_loss<T: Real, const D: usize, const DY: usize>(
 ) -> Result<T, Error> {
     let (rows, targets, inv) = data.nonempty(batch)?;
     let mut s = T::ZERO;
-    for (row, &t) in rows.iter().zip(targets) {
-        let z = margin(row, y);
-        s += softplus(z) - t * z;
-    }
+    for_each_affine(rows, targets, [y], |t, [z]| softplus(z) - t * z, |_, l| s += l);
     Ok(s * inv)
 }
 
@@ -53,9 +50,13 @@ fn loss_grad<T: Real, const D: usize, const DY: usize>(
 ) -> Result<(), Error> {
     let (rows, targets, inv) = data.nonempty(batch)?;
     *out = [T::ZERO; DY];
-    for (row, &t) in rows.iter().zip(targets) {
-        add_row(sigmoid(margin(row, y)) - t, row, out);
-    }
+    for_each_affine(
+        rows,
+        targets,
+        [y],
+        |t, [z]| sigmoid(z) - t,
+        |row, r| add_row(r, row, out),
+    );
     linalg::scale(inv, out);
     Ok(())
 }
@@ -131,12 +132,13 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
     }
 
     fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error> {
-        let (rows, _, inv) = self.train.nonempty(batch)?;
+        let (rows, targets, inv) = self.train.nonempty(batch)?;
         *out = [T::ZERO; DY];
-        for row in rows {
-            let p = sigmoid(margin(row, y));
-            add_row(p * (T::ONE - p) * margin(row, v), row, out);
-        }
+        let curvature_times_v = |_, [z, zv]: [T; 2]| {
+            let p = sigmoid(z);
+            p * (T::ONE - p) * zv
+        };
+        for_each_affine(rows, targets, [y, v], curvature_times_v, |row, w| add_row(w, row, out));
         linalg::scale(inv, out);
         penalty::add_scaled(x, v, out);
         Ok(())
@@ -153,15 +155,18 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
         out1: &mut [T; DY],
         out2: &mut [T; DY],
     ) -> Result<(), Error> {
-        let (rows, _, inv) = self.train.nonempty(batch)?;
+        let (rows, targets, inv) = self.train.nonempty(batch)?;
         *out1 = [T::ZERO; DY];
         *out2 = [T::ZERO; DY];
-        for row in rows {
-            let p = sigmoid(margin(row, y));
+        let curvature_times_v = |_, [z, z1, z2]: [T; 3]| {
+            let p = sigmoid(z);
             let w = p * (T::ONE - p);
-            add_row(w * margin(row, v1), row, out1);
-            add_row(w * margin(row, v2), row, out2);
-        }
+            [w * z1, w * z2]
+        };
+        for_each_affine(rows, targets, [y, v1, v2], curvature_times_v, |row, [w1, w2]| {
+            add_row(w1, row, out1);
+            add_row(w2, row, out2);
+        });
         linalg::scale(inv, out1);
         linalg::scale(inv, out2);
         penalty::add_scaled(x, v1, out1);
