@@ -44,6 +44,7 @@ pub mod autodiff;
 #[cfg(feature = "serde")]
 pub mod checkpoint;
 pub mod curvature;
+pub mod elementary;
 pub mod error;
 pub mod inner;
 pub mod linalg;
