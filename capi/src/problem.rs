@@ -315,6 +315,17 @@ impl<P: Problem<f32, DXI, DY>, const DXI: usize> Problem<f32, DX, DY> for PadX<P
     ) -> Result<(), Error> {
         self.0.lower_hvp(&Self::x(x), y, v, b, out)
     }
+    fn lower_grad_hvp(
+        &self,
+        x: &[f32; DX],
+        y: &[f32; DY],
+        v: &[f32; DY],
+        b: Batch,
+        grad: &mut [f32; DY],
+        hvp: &mut [f32; DY],
+    ) -> Result<(), Error> {
+        self.0.lower_grad_hvp(&Self::x(x), y, v, b, grad, hvp)
+    }
     fn lower_hvp2(
         &self,
         x: &[f32; DX],

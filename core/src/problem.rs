@@ -95,6 +95,22 @@ pub trait Problem<T: Real, const DX: usize, const DY: usize> {
         })
     }
 
+    /// The gradient and one Hessian-vector product at the same point and batch (one pass
+    /// where the problem can share the rows' curvature; the single-loop methods need both
+    /// each step). Counted as one of each.
+    fn lower_grad_hvp(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v: &[T; DY],
+        batch: Batch,
+        grad: &mut [T; DY],
+        hvp: &mut [T; DY],
+    ) -> Result<(), Error> {
+        self.lower_grad(x, y, batch, grad)?;
+        self.lower_hvp(x, y, v, batch, hvp)
+    }
+
     /// Two Hessian-vector products at the same point and batch (one fused pass where the
     /// problem can do it; NBO always has two right-hand sides).
     #[allow(clippy::too_many_arguments)]
@@ -160,6 +176,17 @@ impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY> + ?Sized> 
     }
     fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
         (**self).lower_hvp(x, y, v, b, out)
+    }
+    fn lower_grad_hvp(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v: &[T; DY],
+        b: Batch,
+        grad: &mut [T; DY],
+        hvp: &mut [T; DY],
+    ) -> Result<(), Error> {
+        (**self).lower_grad_hvp(x, y, v, b, grad, hvp)
     }
     fn lower_hvp2(
         &self,
@@ -295,6 +322,21 @@ impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T
     ) -> Result<(), Error> {
         self.bump(|c| c.lower_hvp += 2);
         self.inner.lower_hvp2(x, y, v1, v2, b, o1, o2)
+    }
+    fn lower_grad_hvp(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v: &[T; DY],
+        b: Batch,
+        grad: &mut [T; DY],
+        hvp: &mut [T; DY],
+    ) -> Result<(), Error> {
+        self.bump(|c| {
+            c.lower_grad += 1;
+            c.lower_hvp += 1;
+        });
+        self.inner.lower_grad_hvp(x, y, v, b, grad, hvp)
     }
     fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
         self.bump(|c| c.lower_cross += 1);
@@ -505,6 +547,25 @@ impl<'p, P> Checked<'p, P> {
     {
         self.problem.lower_hvp(x, y, v, b, out)?;
         self.finite(Oracle::LowerHvp, out)
+    }
+
+    /// Checked [`Problem::lower_grad_hvp`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn lower_grad_hvp<T: Real, const DX: usize, const DY: usize>(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v: &[T; DY],
+        b: Batch,
+        grad: &mut [T; DY],
+        hvp: &mut [T; DY],
+    ) -> Result<(), Error>
+    where
+        P: Problem<T, DX, DY>,
+    {
+        self.problem.lower_grad_hvp(x, y, v, b, grad, hvp)?;
+        self.finite(Oracle::LowerGrad, grad)?;
+        self.finite(Oracle::LowerHvp, hvp)
     }
 
     /// Checked [`Problem::lower_hvp2`].

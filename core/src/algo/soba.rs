@@ -148,8 +148,7 @@ impl<T: Real, const DX: usize, const DY: usize> SingleLoop<T, DX, DY> {
         let mut d_x = [T::ZERO; DX];
         let mut grad_x = [T::ZERO; DX];
         let mut grad_y = [T::ZERO; DY];
-        oracles.lower_grad(x, y, lower, &mut d_y)?;
-        oracles.lower_hvp(x, y, v, lower, &mut d_v)?;
+        oracles.lower_grad_hvp(x, y, v, lower, &mut d_y, &mut d_v)?;
         oracles.lower_cross(x, y, v, lower, &mut d_x)?;
         oracles.upper_grad(x, y, upper, &mut grad_x, &mut grad_y)?;
         let (rho, rho_v) = (config.lower_step.at(self.t), config.adjoint_step.at(self.t));

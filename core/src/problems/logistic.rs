@@ -144,6 +144,34 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
         Ok(())
     }
 
+    /// One pass over the batch: the margins and the sigmoid are shared.
+    fn lower_grad_hvp(
+        &self,
+        x: &[T; DX],
+        y: &[T; DY],
+        v: &[T; DY],
+        batch: Batch,
+        grad: &mut [T; DY],
+        hvp: &mut [T; DY],
+    ) -> Result<(), Error> {
+        let (rows, targets, inv) = self.train.nonempty(batch)?;
+        *grad = [T::ZERO; DY];
+        *hvp = [T::ZERO; DY];
+        let residual_and_curvature_times_v = |t, [z, zv]: [T; 2]| {
+            let p = sigmoid(z);
+            [p - t, p * (T::ONE - p) * zv]
+        };
+        for_each_affine(rows, targets, [y, v], residual_and_curvature_times_v, |row, [r, w]| {
+            add_row(r, row, grad);
+            add_row(w, row, hvp);
+        });
+        linalg::scale(inv, grad);
+        linalg::scale(inv, hvp);
+        penalty::add_scaled(x, y, grad);
+        penalty::add_scaled(x, v, hvp);
+        Ok(())
+    }
+
     /// One pass over the batch for both products: the curvature weights `σ'(zᵢ)` are shared.
     fn lower_hvp2(
         &self,
@@ -222,6 +250,79 @@ mod tests {
         p.lower_grad(&[0.0], &[0.0; 3], Batch::Full, &mut gy).unwrap();
         let want0 = (-0.5 - 0.25 - 0.1 - 0.5) / 4.0; // (½ − t)·a₀ summed over the rows
         assert!((gy[0] - want0).abs() < 1e-15 && gy[2].abs() < 1e-15);
+    }
+
+    /// 37 rows of 3 features (four blocks of eight and a partial one), labels alternating.
+    fn rows<T: Real>() -> ([[T; 3]; 37], [T; 37]) {
+        let rows =
+            core::array::from_fn(|i| core::array::from_fn(|j| T::from_f64(((i * 7 + j * 3) % 11) as f64 / 5.0 - 1.0)));
+        (rows, core::array::from_fn(|i| T::from_f64((i % 2) as f64)))
+    }
+
+    /// The gradient row by row, each margin summed in feature order: what the blocked loops
+    /// must reproduce bit for bit.
+    fn gradient_row_by_row<T: Real>(rows: &[[T; 3]], targets: &[T], x: &[T; 3], y: &[T; 4]) -> [T; 4] {
+        let mut out = [T::ZERO; 4];
+        for (row, &t) in rows.iter().zip(targets) {
+            let mut z = y[3];
+            for j in 0..3 {
+                z += row[j] * y[j];
+            }
+            add_row(sigmoid(z) - t, row, &mut out);
+        }
+        linalg::scale(T::ONE / T::from_f64(rows.len() as f64), &mut out);
+        penalty::add_scaled(x, y, &mut out);
+        out
+    }
+
+    fn fused_pass_is_the_single_oracles_bit_for_bit<T: Real>() {
+        let (features, targets) = rows::<T>();
+        let s = Samples::new(&features, &targets).unwrap();
+        let p = crate::problem::Counted::new(Logistic::<T, 3, 3, 4>::new(s, s).unwrap());
+        let x = [T::from_f64(-1.0), T::from_f64(0.5), T::from_f64(-3.0)];
+        let y = [0.3, -0.2, 0.7, 0.1].map(T::from_f64);
+        let v = [1.0, -2.0, 0.5, 3.0].map(T::from_f64);
+        let bits = |a: [T; 4]| a.map(|e| e.to_f64().to_bits());
+        for (batch, range) in [
+            (Batch::Full, 0..37),
+            (
+                Batch::Range {
+                    id: 1,
+                    start: 5,
+                    len: 19,
+                },
+                5..24,
+            ),
+            (
+                Batch::Range {
+                    id: 2,
+                    start: 30,
+                    len: 7,
+                },
+                30..37,
+            ),
+        ] {
+            let (mut g, mut h, mut g1, mut h1, mut h2) =
+                ([T::ZERO; 4], [T::ZERO; 4], [T::ZERO; 4], [T::ZERO; 4], [T::ZERO; 4]);
+            p.lower_grad_hvp(&x, &y, &v, batch, &mut g, &mut h).unwrap();
+            p.lower_grad(&x, &y, batch, &mut g1).unwrap();
+            p.lower_hvp(&x, &y, &v, batch, &mut h1).unwrap();
+            p.lower_hvp2(&x, &y, &v, &y, batch, &mut h2, &mut g1.clone()).unwrap();
+            assert_eq!(bits(g), bits(g1), "gradient, {batch:?}");
+            assert_eq!(bits(h), bits(h1), "Hessian-vector product, {batch:?}");
+            assert_eq!(bits(h2), bits(h1), "first of two products, {batch:?}");
+            let by_rows = gradient_row_by_row(&features[range.clone()], &targets[range], &x, &y);
+            assert_eq!(bits(g), bits(by_rows), "blocks against rows, {batch:?}");
+        }
+        // One fused pass counts as one gradient and one product.
+        let c = p.counts();
+        assert_eq!((c.lower_grad, c.lower_hvp), (3 + 3, 3 + 3 + 6));
+    }
+
+    #[test]
+    fn the_fused_pass_and_the_blocked_loops_give_the_row_by_row_bits() {
+        fused_pass_is_the_single_oracles_bit_for_bit::<f64>();
+        fused_pass_is_the_single_oracles_bit_for_bit::<f32>();
     }
 
     #[test]

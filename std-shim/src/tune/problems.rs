@@ -143,6 +143,17 @@ impl<T: Real, P: Problem<T, N, DY>, const N: usize, const DY: usize> Problem<T, 
     ) -> Result<(), bilevel::Error> {
         self.inner.lower_hvp(x, y, v, self.lower(b), out)
     }
+    fn lower_grad_hvp(
+        &self,
+        x: &[T; N],
+        y: &[T; DY],
+        v: &[T; DY],
+        b: Batch,
+        grad: &mut [T; DY],
+        hvp: &mut [T; DY],
+    ) -> Result<(), bilevel::Error> {
+        self.inner.lower_grad_hvp(x, y, v, self.lower(b), grad, hvp)
+    }
     fn lower_hvp2(
         &self,
         x: &[T; N],
