@@ -115,7 +115,20 @@ pub(crate) fn for_each_affine<T: Real, W: Copy + Default, const D: usize, const 
     weight: impl Fn(T, [T; K]) -> W,
     mut accumulate: impl FnMut(&[T; D], W),
 ) {
-    for (block, block_targets) in rows.chunks(MARGIN_BLOCK).zip(targets.chunks(MARGIN_BLOCK)) {
+    // Split off blocks with `split_at_checked`: `chunks` divides by its size at run time,
+    // a panic path the C library's link check would find.
+    let (mut rows, mut targets) = (rows, targets);
+    loop {
+        let n = rows.len().min(targets.len()).min(MARGIN_BLOCK);
+        let (Some((block, rows_rest)), Some((block_targets, targets_rest))) =
+            (rows.split_at_checked(n), targets.split_at_checked(n))
+        else {
+            break;
+        };
+        if block.is_empty() {
+            break;
+        }
+        (rows, targets) = (rows_rest, targets_rest);
         let mut margins = [[T::ZERO; K]; MARGIN_BLOCK];
         for (m, row) in margins.iter_mut().zip(block) {
             for (mk, v) in m.iter_mut().zip(vs) {
