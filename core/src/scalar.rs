@@ -8,9 +8,9 @@
 //! `f64` keeps `libm`'s calls, as fast in the row loops at two lanes.
 
 use core::fmt::Debug;
+use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 use crate::elementary;
-use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 /// A real scalar: `f32`, `f64`, or a dual number over one of them.
 ///
