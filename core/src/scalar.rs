@@ -3,14 +3,14 @@
 //!
 //! All transcendental functions go through `libm`, called by path, so that the host and a
 //! Cortex-M produce the same bits. Never call inherent float math (`x.sqrt()`) in this crate.
-//! `f32` takes `exp` and `ln_1p` from [`crate::elementary`]: `libm`'s bits without its
-//! branches, which the host vectorizes four lanes wide (a logistic loss 1.5× faster);
-//! `f64` keeps `libm`'s calls, as fast in the row loops at two lanes.
+//! On hosts, `f32` takes `exp` and `ln_1p` from [`crate::elementary`]: `libm`'s bits without
+//! its branches, which the host vectorizes four lanes wide (a logistic loss 1.5× faster). A
+//! Cortex-M keeps `libm`'s calls (inlined, the branch-free forms cost 1.5 KB of flash and
+//! there is nothing to vectorize), and so does `f64` everywhere (two SSE2 lanes gain nothing
+//! in the row loops). The bits are the same either way.
 
 use core::fmt::Debug;
 use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
-
-use crate::elementary;
 
 /// A real scalar: `f32`, `f64`, or a dual number over one of them.
 ///
@@ -78,6 +78,26 @@ pub trait Real:
     }
 }
 
+/// `f32` `exp`: see the module docs for which form runs where.
+#[inline]
+fn exp_f32(x: f32) -> f32 {
+    #[cfg(not(target_arch = "arm"))]
+    let e = crate::elementary::exp(x);
+    #[cfg(target_arch = "arm")]
+    let e = libm::expf(x);
+    e
+}
+
+/// `f32` `ln(1 + x)`: see the module docs for which form runs where.
+#[inline]
+fn ln_1p_f32(x: f32) -> f32 {
+    #[cfg(not(target_arch = "arm"))]
+    let l = crate::elementary::ln_1p(x);
+    #[cfg(target_arch = "arm")]
+    let l = libm::log1pf(x);
+    l
+}
+
 macro_rules! impl_real {
     ($t:ty, $sqrt:path, $exp:path, $ln:path, $ln1p:path, $pow:path, $abs:path) => {
         impl Real for $t {
@@ -128,9 +148,9 @@ macro_rules! impl_real {
 impl_real!(
     f32,
     libm::sqrtf,
-    elementary::exp::<f32>,
+    exp_f32,
     libm::logf,
-    elementary::ln_1p::<f32>,
+    ln_1p_f32,
     libm::powf,
     libm::fabsf
 );
