@@ -1,14 +1,15 @@
 //! `exp` and `ln(1 + x)` for `f32` and `f64` without branches or calls, returning exactly
 //! the bits of `libm` (FreeBSD msun's `e_exp.c`, `s_log1p.c` and their `f32` versions).
 //!
-//! The solvers' hot loops evaluate one exponential per data row (a sigmoid) between two row
-//! products. `libm`'s functions are out-of-line calls full of special-case branches, which
-//! keep those loops scalar and cost half of a logistic oracle. Here the same reduction and
-//! the same polynomials run on every input, and the special cases are selected at the end,
-//! so the functions inline into the row loops and the compiler may vectorize them. Only
-//! IEEE basic operations are used (no fused multiply-add), in msun's order: the results are
-//! `libm`'s bit for bit (NaN payloads aside), on the host and on every Cortex-M, which the
-//! tests check exhaustively in `f32` and on a dense sample in `f64`.
+//! The solvers' hot loops evaluate one exponential per data row (a sigmoid). `libm`'s
+//! functions are out-of-line calls with special-case branches, which keep a loop of them
+//! scalar. Here the same reduction and the same polynomials run on every input and the
+//! special cases are selected at the end, so the functions inline and a loop of them
+//! vectorizes (four `f32` lanes on SSE2: a loop of `exp` 2.6× faster; at two `f64` lanes
+//! there is no gain, and [`crate::scalar`] keeps `libm` for `f64`). Only IEEE basic
+//! operations are used (no fused multiply-add), in msun's order: the results are `libm`'s
+//! bit for bit (NaN payloads aside) on every target, which the tests check on all `f32`
+//! inputs and on a dense sample of `f64` ones.
 
 use crate::scalar::Real;
 
