@@ -2,6 +2,7 @@
 //! `static` table in flash on a device, a `Vec` on the host).
 
 use crate::error::Error;
+use crate::linalg;
 use crate::problem::Batch;
 use crate::scalar::Real;
 use crate::smoothness::{Smoothness, gram_smoothness};
@@ -108,12 +109,12 @@ const MARGIN_BLOCK: usize = 8;
 /// overlap them, where row by row it waits on each. Every sum keeps its order and the
 /// accumulation its row order, so the results are the same bits as a row-by-row loop's.
 #[inline]
-pub(crate) fn for_each_affine<T: Real, W: Copy + Default, const D: usize, const DY: usize, const K: usize>(
+pub(crate) fn for_each_affine<T: Real, const D: usize, const DY: usize, const K: usize, const M: usize>(
     rows: &[[T; D]],
     targets: &[T],
     vs: [&[T; DY]; K],
-    weight: impl Fn(T, [T; K]) -> W,
-    mut accumulate: impl FnMut(&[T; D], W),
+    weight: impl Fn(T, [T; K]) -> [T; M],
+    mut accumulate: impl FnMut(&[T; D], [T; M]),
 ) {
     // Split off blocks with `split_at_checked`: `chunks` divides by its size at run time,
     // a panic path the C library's link check would find.
@@ -135,13 +136,36 @@ pub(crate) fn for_each_affine<T: Real, W: Copy + Default, const D: usize, const 
                 *mk = affine(row, v);
             }
         }
-        let mut weights = [W::default(); MARGIN_BLOCK];
+        let mut weights = [[T::ZERO; M]; MARGIN_BLOCK];
         for ((w, &t), &m) in weights.iter_mut().zip(block_targets).zip(&margins) {
             *w = weight(t, m);
         }
         for (row, &w) in block.iter().zip(&weights) {
             accumulate(row, w);
         }
+    }
+}
+
+/// `outs[m] ← inv · Σᵢ wᵢ[m] âᵢ` with `wᵢ = weight(tᵢ, [âᵢ·v for v in vs])`: `M` weighted
+/// means of the rows in one pass of [`for_each_affine`] (a gradient, Hessian-vector
+/// products, or both), each accumulated in row order.
+#[inline]
+pub(crate) fn affine_row_means<T: Real, const D: usize, const DY: usize, const K: usize, const M: usize>(
+    (rows, targets, inv): BatchRows<'_, T, D>,
+    vs: [&[T; DY]; K],
+    weight: impl Fn(T, [T; K]) -> [T; M],
+    mut outs: [&mut [T; DY]; M],
+) {
+    for out in outs.iter_mut() {
+        **out = [T::ZERO; DY];
+    }
+    for_each_affine(rows, targets, vs, weight, |row, w| {
+        for (out, &wm) in outs.iter_mut().zip(&w) {
+            add_affine_row(wm, row, out);
+        }
+    });
+    for out in outs.iter_mut() {
+        linalg::scale(inv, out);
     }
 }
 

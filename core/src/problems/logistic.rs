@@ -13,9 +13,8 @@
 //! non-constant feature or both labels.
 
 use crate::error::Error;
-use crate::linalg;
 use crate::problem::{Batch, Problem};
-use crate::problems::data::{Samples, add_affine_row as add_row, affine as margin, for_each_affine};
+use crate::problems::data::{Samples, affine as margin, affine_row_means, for_each_affine};
 use crate::problems::penalty;
 use crate::scalar::{Real, sigmoid, softplus};
 use crate::smoothness::Smoothness;
@@ -37,7 +36,7 @@ fn mean_loss<T: Real, const D: usize, const DY: usize>(
 ) -> Result<T, Error> {
     let (rows, targets, inv) = data.nonempty(batch)?;
     let mut s = T::ZERO;
-    for_each_affine(rows, targets, [y], |t, [z]| softplus(z) - t * z, |_, l| s += l);
+    for_each_affine(rows, targets, [y], |t, [z]| [softplus(z) - t * z], |_, [l]| s += l);
     Ok(s * inv)
 }
 
@@ -48,16 +47,7 @@ fn loss_grad<T: Real, const D: usize, const DY: usize>(
     batch: Batch,
     out: &mut [T; DY],
 ) -> Result<(), Error> {
-    let (rows, targets, inv) = data.nonempty(batch)?;
-    *out = [T::ZERO; DY];
-    for_each_affine(
-        rows,
-        targets,
-        [y],
-        |t, [z]| sigmoid(z) - t,
-        |row, r| add_row(r, row, out),
-    );
-    linalg::scale(inv, out);
+    affine_row_means(data.nonempty(batch)?, [y], |t, [z]| [sigmoid(z) - t], [out]);
     Ok(())
 }
 
@@ -132,14 +122,11 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
     }
 
     fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error> {
-        let (rows, targets, inv) = self.train.nonempty(batch)?;
-        *out = [T::ZERO; DY];
         let curvature_times_v = |_, [z, zv]: [T; 2]| {
             let p = sigmoid(z);
-            p * (T::ONE - p) * zv
+            [p * (T::ONE - p) * zv]
         };
-        for_each_affine(rows, targets, [y, v], curvature_times_v, |row, w| add_row(w, row, out));
-        linalg::scale(inv, out);
+        affine_row_means(self.train.nonempty(batch)?, [y, v], curvature_times_v, [&mut *out]);
         penalty::add_scaled(x, v, out);
         Ok(())
     }
@@ -154,19 +141,12 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
         grad: &mut [T; DY],
         hvp: &mut [T; DY],
     ) -> Result<(), Error> {
-        let (rows, targets, inv) = self.train.nonempty(batch)?;
-        *grad = [T::ZERO; DY];
-        *hvp = [T::ZERO; DY];
         let residual_and_curvature_times_v = |t, [z, zv]: [T; 2]| {
             let p = sigmoid(z);
             [p - t, p * (T::ONE - p) * zv]
         };
-        for_each_affine(rows, targets, [y, v], residual_and_curvature_times_v, |row, [r, w]| {
-            add_row(r, row, grad);
-            add_row(w, row, hvp);
-        });
-        linalg::scale(inv, grad);
-        linalg::scale(inv, hvp);
+        let rows = self.train.nonempty(batch)?;
+        affine_row_means(rows, [y, v], residual_and_curvature_times_v, [&mut *grad, &mut *hvp]);
         penalty::add_scaled(x, y, grad);
         penalty::add_scaled(x, v, hvp);
         Ok(())
@@ -183,20 +163,13 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
         out1: &mut [T; DY],
         out2: &mut [T; DY],
     ) -> Result<(), Error> {
-        let (rows, targets, inv) = self.train.nonempty(batch)?;
-        *out1 = [T::ZERO; DY];
-        *out2 = [T::ZERO; DY];
         let curvature_times_v = |_, [z, z1, z2]: [T; 3]| {
             let p = sigmoid(z);
             let w = p * (T::ONE - p);
             [w * z1, w * z2]
         };
-        for_each_affine(rows, targets, [y, v1, v2], curvature_times_v, |row, [w1, w2]| {
-            add_row(w1, row, out1);
-            add_row(w2, row, out2);
-        });
-        linalg::scale(inv, out1);
-        linalg::scale(inv, out2);
+        let rows = self.train.nonempty(batch)?;
+        affine_row_means(rows, [y, v1, v2], curvature_times_v, [&mut *out1, &mut *out2]);
         penalty::add_scaled(x, v1, out1);
         penalty::add_scaled(x, v2, out2);
         Ok(())
@@ -230,6 +203,8 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::linalg;
+    use crate::problems::data::add_affine_row as add_row;
 
     const TRAIN: [[f64; 2]; 4] = [[1.0, 0.5], [-0.5, 1.0], [0.2, -1.0], [-1.0, -0.3]];
     const LABELS: [f64; 4] = [1.0, 0.0, 1.0, 0.0];

@@ -21,7 +21,7 @@
 use crate::error::Error;
 use crate::linalg;
 use crate::problem::{Batch, Problem};
-use crate::problems::data::{Samples, add_affine_row, affine_gram, for_each_affine};
+use crate::problems::data::{Samples, affine_gram, affine_row_means, for_each_affine};
 use crate::problems::penalty;
 use crate::scalar::Real;
 use crate::smoothness::Smoothness;
@@ -57,8 +57,8 @@ pub(super) fn half_mse<T: Real, const D: usize, const DY: usize>(
 ) -> Result<T, Error> {
     let (rows, targets, inv) = data.nonempty(batch)?;
     let mut s = T::ZERO;
-    let residual = |t, [z]: [T; 1]| z - t;
-    for_each_affine(rows, targets, [y], residual, |_, r| s += r * r);
+    let residual = |t, [z]: [T; 1]| [z - t];
+    for_each_affine(rows, targets, [y], residual, |_, [r]| s += r * r);
     Ok(T::from_f64(0.5) * s * inv)
 }
 
@@ -71,11 +71,8 @@ pub(super) fn least_squares<T: Real, const D: usize, const DY: usize>(
     batch: Batch,
     out: &mut [T; DY],
 ) -> Result<(), Error> {
-    let (rows, targets, inv) = data.nonempty(batch)?;
-    *out = [T::ZERO; DY];
-    let residual = |t, [z]: [T; 1]| if with_targets { z - t } else { z };
-    for_each_affine(rows, targets, [v], residual, |row, r| add_affine_row(r, row, out));
-    linalg::scale(inv, out);
+    let residual = |t, [z]: [T; 1]| [if with_targets { z - t } else { z }];
+    affine_row_means(data.nonempty(batch)?, [v], residual, [out]);
     Ok(())
 }
 
@@ -207,21 +204,8 @@ impl<T: Real, const D: usize, const DX: usize, const DY: usize> Problem<T, DX, D
         out1: &mut [T; DY],
         out2: &mut [T; DY],
     ) -> Result<(), Error> {
-        let (rows, targets, inv) = self.train.nonempty(batch)?;
-        *out1 = [T::ZERO; DY];
-        *out2 = [T::ZERO; DY];
-        for_each_affine(
-            rows,
-            targets,
-            [v1, v2],
-            |_, m| m,
-            |row, [m1, m2]| {
-                add_affine_row(m1, row, out1);
-                add_affine_row(m2, row, out2);
-            },
-        );
-        linalg::scale(inv, out1);
-        linalg::scale(inv, out2);
+        let rows = self.train.nonempty(batch)?;
+        affine_row_means(rows, [v1, v2], |_, m| m, [&mut *out1, &mut *out2]);
         penalty::add_scaled(x, v1, out1);
         penalty::add_scaled(x, v2, out2);
         Ok(())
