@@ -126,7 +126,7 @@ pub(crate) fn for_each_affine<T: Real, const D: usize, const DY: usize, const K:
         else {
             break;
         };
-        if block.is_empty() {
+        if n == 0 {
             break;
         }
         (rows, targets) = (rows_rest, targets_rest);
