@@ -1,4 +1,4 @@
-//! Data sets on the host: CSV and LIBSVM readers into fixed-size rows, seeded splits,
+//! Data sets on the host: fixed-size rows read from CSV and LIBSVM ([`crate::formats`]), seeded splits,
 //! standardization with training statistics, and label noise for hyper-cleaning. Every
 //! reading error names the file, line and column; nothing is skipped silently.
 
@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::Path;
 
 use bilevel::rng::Rng128;
+
+use crate::formats::{FormatChoice, HeaderChoice, LabelMap, ReadOptions, Table};
 
 /// Rows of `D` features with one target each (a class index or a real value).
 #[derive(Clone, Debug, PartialEq)]
@@ -54,18 +56,36 @@ pub enum DataErrorKind {
         /// Fields found.
         found: usize,
     },
+    /// A field is empty.
+    Missing,
     /// A field is not a number.
     NotANumber(String),
     /// A field is NaN or infinite.
     NonFinite(String),
-    /// A label is not a class index in range.
-    LabelOutOfRange {
+    /// A value beyond ±[`LARGEST`]: its square, summed for the standardization, would
+    /// overflow.
+    TooLarge(String),
+    /// A CSV file has a single column (no features before the label).
+    NoFeatures,
+    /// More features than the problem is built for.
+    TooManyFeatures {
+        /// Features in the file.
+        features: usize,
+        /// The most the problem takes.
+        limit: usize,
+    },
+    /// A label makes more distinct labels than the problem has classes.
+    TooManyLabels {
         /// The label read.
         label: String,
+        /// Every distinct label up to it, in class order.
+        labels: Vec<String>,
         /// Number of classes.
         classes: usize,
     },
-    /// A LIBSVM feature index is 0, beyond the feature count, or not increasing.
+    /// A class label that is a fraction.
+    NotAClass(String),
+    /// A LIBSVM feature index is 0, not a number, or not increasing.
     BadIndex(String),
     /// A task file's header does not start with `task,part`.
     BadHeader(String),
@@ -94,12 +114,25 @@ impl fmt::Display for DataError {
                     ": expected {expected} fields (features, then the target), found {found}"
                 )
             }
+            DataErrorKind::Missing => write!(f, ": missing value (empty field)"),
             DataErrorKind::NotANumber(s) => write!(f, ": not a number: {s:?}"),
             DataErrorKind::NonFinite(s) => write!(f, ": not a finite number: {s:?}"),
-            DataErrorKind::LabelOutOfRange { label, classes } => {
-                write!(f, ": label {label:?} is not a class index in 0..{classes}")
+            DataErrorKind::TooLarge(s) => write!(f, ": {s} is beyond ±{LARGEST:e} (rescale the column)"),
+            DataErrorKind::NoFeatures => write!(f, ": one column only (expected features, then the label)"),
+            DataErrorKind::TooManyFeatures { features, limit } => {
+                write!(f, ": {features} features; at most {limit} here")
             }
-            DataErrorKind::BadIndex(s) => write!(f, ": bad feature index {s:?}"),
+            DataErrorKind::TooManyLabels { label, labels, classes } => write!(
+                f,
+                ": label {label:?} makes {} distinct labels ({}); the problem takes {classes} classes",
+                labels.len(),
+                labels.join(", ")
+            ),
+            DataErrorKind::NotAClass(s) => write!(f, ": label {s:?} is not a class (a whole number or a word)"),
+            DataErrorKind::BadIndex(s) => write!(
+                f,
+                ": bad feature index {s:?} (indices are whole numbers from 1, increasing along the line)"
+            ),
             DataErrorKind::BadHeader(s) => {
                 write!(f, ": header field {s:?} (expected task,part,features…,target)")
             }
@@ -122,97 +155,37 @@ pub(crate) fn error(file: &str, line: usize, column: usize, kind: DataErrorKind)
     }
 }
 
+/// The largest magnitude a data value may have: squares and their sums over a million rows
+/// stay finite in `f64`.
+pub const LARGEST: f64 = 1e150;
+
 /// Parses one number; `column` locates it in errors.
 pub(crate) fn number(file: &str, line: usize, column: usize, field: &str) -> Result<f64, DataError> {
     let text = field.trim();
-    let v: f64 = text
-        .parse()
-        .map_err(|_| error(file, line, column, DataErrorKind::NotANumber(text.to_string())))?;
+    let fail = |kind| Err(error(file, line, column, kind));
+    if text.is_empty() {
+        return fail(DataErrorKind::Missing);
+    }
+    let Ok(v) = text.parse::<f64>() else {
+        return fail(DataErrorKind::NotANumber(text.to_string()));
+    };
     if !v.is_finite() {
-        return Err(error(file, line, column, DataErrorKind::NonFinite(text.to_string())));
+        return fail(DataErrorKind::NonFinite(text.to_string()));
+    }
+    if v.abs() > LARGEST {
+        return fail(DataErrorKind::TooLarge(text.to_string()));
     }
     Ok(v)
 }
 
-/// Checks a target against `target`.
-fn check_target(file: &str, line: usize, column: usize, text: &str, v: f64, target: Target) -> Result<f64, DataError> {
-    match target {
-        Target::Real => Ok(v),
-        Target::Classes(k) if v >= 0.0 && v.fract() == 0.0 && (v as usize) < k => Ok(v),
-        Target::Classes(k) => Err(error(
-            file,
-            line,
-            column,
-            DataErrorKind::LabelOutOfRange {
-                label: text.trim().to_string(),
-                classes: k,
-            },
-        )),
-    }
-}
-
-/// Parses CSV text: one header line, then rows of `D` features and the target, comma
-/// separated. `file` names the source in errors.
+/// Parses CSV text of exactly `D` features and a label per row under one header line (see
+/// [`Table`] for separators and labels). `file` names the source in errors.
 pub fn parse_csv<const D: usize>(file: &str, text: &str, target: Target) -> Result<Dataset<D>, DataError> {
-    let mut lines = text.lines().enumerate();
-    let header = lines.find(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = header else {
-        return Err(error(file, 0, 0, DataErrorKind::Empty));
+    let options = ReadOptions {
+        format: FormatChoice::Csv,
+        header: HeaderChoice::Present,
     };
-    let fields = header.split(',').count();
-    if fields != D + 1 {
-        return Err(error(
-            file,
-            1,
-            0,
-            DataErrorKind::ColumnCount {
-                expected: D + 1,
-                found: fields,
-            },
-        ));
-    }
-    let mut data = Dataset {
-        rows: Vec::new(),
-        targets: Vec::new(),
-    };
-    for (i, line) in lines {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut row = [0.0; D];
-        let mut column = 1;
-        let mut count = 0;
-        for (k, field) in line.split(',').enumerate() {
-            count += 1;
-            if k < D {
-                row[k] = number(file, n, column, field)?;
-            } else if k == D {
-                let v = number(file, n, column, field)?;
-                data.targets.push(check_target(file, n, column, field, v, target)?);
-            }
-            column += field.chars().count() + 1;
-        }
-        if count != D + 1 {
-            if count > D {
-                data.targets.pop();
-            }
-            return Err(error(
-                file,
-                n,
-                0,
-                DataErrorKind::ColumnCount {
-                    expected: D + 1,
-                    found: count,
-                },
-            ));
-        }
-        data.rows.push(row);
-    }
-    if data.rows.is_empty() {
-        return Err(error(file, 0, 0, DataErrorKind::NoRows));
-    }
-    Ok(data)
+    fixed_width(Table::parse(file, text, options)?, target)
 }
 
 /// Reads a CSV file (see [`parse_csv`]).
@@ -223,46 +196,30 @@ pub fn read_csv<const D: usize>(path: &Path, target: Target) -> Result<Dataset<D
 }
 
 /// Parses LIBSVM / SVMlight text: `target index:value ...` per line, indices 1-based and
-/// increasing, absent features 0. A `#` starts a comment.
+/// increasing, at most `D`, absent features 0. A `#` starts a comment.
 pub fn parse_libsvm<const D: usize>(file: &str, text: &str, target: Target) -> Result<Dataset<D>, DataError> {
-    let mut data = Dataset {
-        rows: Vec::new(),
-        targets: Vec::new(),
+    let options = ReadOptions {
+        format: FormatChoice::Libsvm,
+        header: HeaderChoice::Absent,
     };
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = raw.split('#').next().unwrap_or("");
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut row = [0.0; D];
-        let mut last = 0usize;
-        let mut label = None;
-        let mut offset = 0usize;
-        for token in line.split_whitespace() {
-            let column = raw[offset..].find(token).map_or(0, |p| offset + p) + 1;
-            offset = column - 1 + token.len();
-            if label.is_none() {
-                let v = number(file, n, column, token)?;
-                label = Some(check_target(file, n, column, token, v, target)?);
-                continue;
-            }
-            let bad = || error(file, n, column, DataErrorKind::BadIndex(token.to_string()));
-            let (index, value) = token.split_once(':').ok_or_else(bad)?;
-            let index: usize = index.parse().map_err(|_| bad())?;
-            if index == 0 || index > D || index <= last {
-                return Err(bad());
-            }
-            last = index;
-            row[index - 1] = number(file, n, column + token.find(':').unwrap_or(0) + 1, value)?;
-        }
-        data.targets.push(label.unwrap_or(0.0));
-        data.rows.push(row);
+    let table = Table::parse(file, text, options)?;
+    table.to_dataset(&LabelMap::fit(&[&table], target)?)
+}
+
+/// A CSV table of exactly `D` features as a data set.
+fn fixed_width<const D: usize>(table: Table, target: Target) -> Result<Dataset<D>, DataError> {
+    if table.features != D {
+        return Err(error(
+            &table.file,
+            1,
+            0,
+            DataErrorKind::ColumnCount {
+                expected: D + 1,
+                found: table.features + 1,
+            },
+        ));
     }
-    if data.rows.is_empty() {
-        return Err(error(file, 0, 0, DataErrorKind::NoRows));
-    }
-    Ok(data)
+    table.to_dataset(&LabelMap::fit(&[&table], target)?)
 }
 
 impl<const D: usize> Dataset<D> {
@@ -462,26 +419,20 @@ mod tests {
             (2, 3, DataErrorKind::NonFinite("inf".into()))
         );
         assert_eq!(
-            kind::<2>("a,b,y\n1,2,2\n", Target::Classes(2)),
+            kind::<2>("a,b,y\n1,2,0\n1,2,2\n1,2,1\n", Target::Classes(2)),
             (
-                2,
+                4,
                 5,
-                DataErrorKind::LabelOutOfRange {
-                    label: "2".into(),
+                DataErrorKind::TooManyLabels {
+                    label: "1".into(),
+                    labels: vec!["0".into(), "1".into(), "2".into()],
                     classes: 2
                 }
             )
         );
         assert_eq!(
             kind::<2>("a,b,y\n1,2,0.5\n", Target::Classes(3)),
-            (
-                2,
-                5,
-                DataErrorKind::LabelOutOfRange {
-                    label: "0.5".into(),
-                    classes: 3
-                }
-            )
+            (2, 5, DataErrorKind::NotAClass("0.5".into()))
         );
         let e = parse_csv::<2>("data/x.csv", "a,b,y\n1,2,zz\n", Target::Real).unwrap_err();
         assert_eq!(e.to_string(), "data/x.csv:2:5: not a number: \"zz\"");
@@ -498,7 +449,7 @@ mod tests {
             (1, 7, DataErrorKind::BadIndex("2:3".into()))
         );
         let e = parse_libsvm::<3>("t.svm", "1 4:1\n", Target::Real).unwrap_err();
-        assert_eq!(e.kind, DataErrorKind::BadIndex("4:1".into()));
+        assert_eq!(e.kind, DataErrorKind::TooManyFeatures { features: 4, limit: 3 });
         let e = parse_libsvm::<3>("t.svm", "1 1:x\n", Target::Real).unwrap_err();
         assert_eq!((e.column, e.kind), (5, DataErrorKind::NotANumber("x".into())));
         let e = parse_libsvm::<3>("t.svm", "\n\n", Target::Real).unwrap_err();

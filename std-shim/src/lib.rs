@@ -9,6 +9,7 @@ pub mod data;
 pub mod datasets;
 pub mod demo;
 pub mod export;
+pub mod formats;
 pub mod plot;
 pub mod progress;
 pub mod tasks;

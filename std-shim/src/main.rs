@@ -1,7 +1,7 @@
 //! `bilevel`: the host command line.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bilevel::registry::Method;
@@ -9,6 +9,7 @@ use bilevel_std::bench;
 use bilevel_std::datasets;
 use bilevel_std::demo;
 use bilevel_std::export::{self, Part};
+use bilevel_std::formats::{FormatChoice, HeaderChoice, ReadOptions};
 use bilevel_std::tune;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -45,13 +46,15 @@ enum Command {
         /// The problem.
         #[arg(long, value_enum)]
         problem: ProblemArg,
-        /// Training CSV (header; features, then the label or target).
+        /// Training data: CSV (features, then the label or target; `,` `;` or tab separated,
+        /// header detected) or LIBSVM. Labels: 0/1, ±1, any two words (class indices or up to
+        /// ten words for hyperclean).
         #[arg(long)]
         train: Option<PathBuf>,
-        /// Validation CSV.
+        /// Validation data (as --train).
         #[arg(long)]
         val: Option<PathBuf>,
-        /// Test CSV (a task file for --problem meta; optional).
+        /// Test data (a task file for --problem meta; optional).
         #[arg(long)]
         test: Option<PathBuf>,
         /// Few-shot task file of --problem meta (task,part,features…,target).
@@ -78,13 +81,13 @@ enum Command {
         /// The problem.
         #[arg(long, value_enum)]
         problem: ProblemArg,
-        /// Training CSV.
+        /// Training data (as for tune).
         #[arg(long)]
         train: Option<PathBuf>,
-        /// Validation CSV.
+        /// Validation data.
         #[arg(long)]
         val: Option<PathBuf>,
-        /// Test CSV (a task file for --problem meta; optional).
+        /// Test data (a task file for --problem meta; optional).
         #[arg(long)]
         test: Option<PathBuf>,
         /// Few-shot task file of --problem meta.
@@ -194,6 +197,24 @@ struct Common {
     /// Never draw the progress bar (it is drawn only when stderr is a terminal).
     #[arg(long)]
     quiet: bool,
+    /// Format of the data files (default: LIBSVM by the extension — .svm, .libsvm,
+    /// .svmlight — or by the first line, `label index:value …`; CSV otherwise).
+    #[arg(long, value_enum)]
+    format: Option<FileFormat>,
+    /// The first line of each CSV file names the columns (default: detected).
+    #[arg(long, conflicts_with = "no_header")]
+    header: bool,
+    /// Every line of each CSV file is data (default: detected).
+    #[arg(long)]
+    no_header: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FileFormat {
+    /// Delimited text: `,` `;` or tab separated, features then the label.
+    Csv,
+    /// LIBSVM / svmlight: `label index:value …`.
+    Libsvm,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -235,6 +256,18 @@ impl Common {
             tune::Precision::F64
         };
         r.progress = !self.quiet;
+        r.read = ReadOptions {
+            format: match self.format {
+                None => FormatChoice::Detect,
+                Some(FileFormat::Csv) => FormatChoice::Csv,
+                Some(FileFormat::Libsvm) => FormatChoice::Libsvm,
+            },
+            header: match (self.header, self.no_header) {
+                (true, _) => HeaderChoice::Present,
+                (_, true) => HeaderChoice::Absent,
+                _ => HeaderChoice::Detect,
+            },
+        };
         r
     }
 }
@@ -345,14 +378,69 @@ fn run_export(
     Ok(())
 }
 
+/// Fails now, before a run, if `path` cannot be written (a missing directory, no
+/// permission); an existing file is left as it is until the run writes it.
+fn check_writable(path: &Path) -> Result<(), String> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Checks the output files of a run before it starts.
+fn check_outputs(data: &[Option<&PathBuf>], plot: Option<&PathBuf>) -> Result<(), String> {
+    if let Some(p) = plot {
+        bilevel_std::plot::format_of(p)?;
+    }
+    data.iter()
+        .copied()
+        .flatten()
+        .chain(plot)
+        .try_for_each(|p| check_writable(p))
+}
+
+/// The files as read, the label mapping and the warnings about the data.
+fn print_data(s: &tune::TuneSummary) {
+    for f in &s.data {
+        let classes = match f.classes {
+            Some(1) => ", 1 class".to_string(),
+            Some(c) => format!(", {c} classes"),
+            None => String::new(),
+        };
+        out!(
+            "{} {}: {} rows, {} features{classes} ({})",
+            f.role,
+            f.file,
+            f.rows,
+            f.features,
+            f.layout
+        );
+    }
+    if !s.labels.is_empty() {
+        let pairs: Vec<String> = s.labels.iter().map(|(l, c)| format!("{l} → {c}")).collect();
+        out!("labels: {}", pairs.join(", "));
+    }
+    for w in &s.warnings {
+        eprintln!("bilevel: warning: {w}");
+    }
+}
+
 fn run_tune(
     req: tune::TuneRequest,
     json: Option<&PathBuf>,
     trace: Option<&PathBuf>,
     plot: Option<&PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    check_outputs(&[json, trace], plot)?;
     let tolerance = req.tolerance;
     let s = tune::with_large_stack(move || tune::tune(&req)).map_err(|e| e.to_string())?;
+    print_data(&s);
     let c = s.oracle_calls;
     let held = if s.held_iterations > 0 {
         format!(", {} of them holding x", s.held_iterations)
@@ -438,6 +526,7 @@ fn run_bench(
     json: Option<&PathBuf>,
     plot: Option<&PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    check_outputs(&[json], plot)?;
     let results = bench::bench(req).map_err(|e| e.to_string())?;
     out!(
         "{}: {} run(s) per method, at most {} outer iterations, target {}",

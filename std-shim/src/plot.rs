@@ -42,29 +42,37 @@ pub struct Panel {
     pub lines: Vec<Line>,
 }
 
-/// Draws `panels` in a grid of `columns` into `path` (`.svg` or `.png`).
-pub fn draw(path: &Path, panels: &[Panel], columns: usize) -> Result<(), String> {
-    register();
-    let rows = panels.len().div_ceil(columns.max(1));
-    let size = (560 * columns as u32, 400 * rows as u32);
+/// The plot format of `path`: `svg` or `png`, by its extension.
+pub fn format_of(path: &Path) -> Result<&'static str, String> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    let fail = |e: String| format!("{}: {e}", path.display());
     match ext.as_str() {
+        "svg" => Ok("svg"),
+        "png" => Ok("png"),
+        _ => Err(format!("{}: the plot file must end in .svg or .png", path.display())),
+    }
+}
+
+/// Draws `panels` in a grid of `columns` into `path` (`.svg` or `.png`).
+pub fn draw(path: &Path, panels: &[Panel], columns: usize) -> Result<(), String> {
+    register();
+    let rows = panels.len().div_ceil(columns.max(1));
+    let size = (560 * columns as u32, 400 * rows as u32);
+    let fail = |e: String| format!("{}: {e}", path.display());
+    match format_of(path)? {
         "svg" => {
             let root = SVGBackend::new(path, size).into_drawing_area();
             grid(&root, panels, rows, columns).map_err(fail)?;
             root.present().map_err(|e| fail(e.to_string()))
         }
-        "png" => {
+        _ => {
             let root = BitMapBackend::new(path, size).into_drawing_area();
             grid(&root, panels, rows, columns).map_err(fail)?;
             root.present().map_err(|e| fail(e.to_string()))
         }
-        _ => Err(format!("{}: the plot file must end in .svg or .png", path.display())),
     }
 }
 

@@ -1,80 +1,26 @@
 //! Reading the training, validation and test files into fixed-width rows, and the data
 //! figures the problems share.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use bilevel::problems::Samples;
 use bilevel::scalar::Real;
 
-use crate::data::{DataError, DataErrorKind, Dataset, Standardizer, Target, parse_csv};
+use crate::data::{DataError, Dataset, Standardizer, Target};
+use crate::formats::{LabelMap, Layout, Table};
 
 use super::*;
 
-pub(super) fn io_error(path: &Path, e: std::io::Error) -> DataError {
-    DataError {
-        file: path.display().to_string(),
-        line: 0,
-        column: 0,
-        kind: DataErrorKind::Io(e.to_string()),
-    }
-}
-
-/// Reads a CSV of `width` features into rows padded to `W` columns.
-pub(super) fn read_padded<const W: usize>(path: &Path, width: usize, target: Target) -> Result<Dataset<W>, DataError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-    // Insert the padding columns before the label so the reader sees exactly W features.
-    let pad = ",0".repeat(W - width);
-    let mut padded = String::with_capacity(text.len() + text.lines().count() * pad.len());
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            padded.push('\n');
-            continue;
-        }
-        match line.rfind(',') {
-            Some(i) => {
-                padded.push_str(&line[..i]);
-                padded.push_str(&pad);
-                padded.push_str(&line[i..]);
-            }
-            None => padded.push_str(line),
-        }
-        padded.push('\n');
-    }
-    parse_csv::<W>(&name, &padded, target).map_err(|mut e| {
-        // Report positions in the original line: the label's column moves back over the
-        // inserted padding, and the counts leave it out (a line without a comma got none).
-        let label_start = text.lines().nth(e.line.wrapping_sub(1)).and_then(|l| l.rfind(','));
-        if let Some(i) = label_start
-            && e.column > i + pad.len()
-        {
-            e.column -= pad.len();
-        }
-        if let DataErrorKind::ColumnCount { expected, found } = e.kind {
-            let padded = W - width;
-            e.kind = DataErrorKind::ColumnCount {
-                expected: expected.saturating_sub(padded),
-                found: if label_start.is_some() {
-                    found.saturating_sub(padded)
-                } else {
-                    found
-                },
-            };
-        }
-        e
-    })
-}
-
-/// Features of a CSV file: the header's field count minus the label.
-pub(super) fn width_of(path: &Path) -> Result<usize, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-    let header = text.lines().find(|l| !l.trim().is_empty()).ok_or(DataError {
-        file: path.display().to_string(),
-        line: 0,
-        column: 0,
-        kind: DataErrorKind::Empty,
-    })?;
-    Ok(header.split(',').count().saturating_sub(1).max(1))
+/// The training, validation and optional test files of a run, read with their labels
+/// mapped the same way in each.
+pub(super) struct UserFiles {
+    pub(super) train: Table,
+    pub(super) validation: Table,
+    pub(super) test: Option<Table>,
+    pub(super) labels: LabelMap,
+    /// Features per row: the files' (a LIBSVM file may use fewer).
+    pub(super) features: usize,
 }
 
 /// Train, validation and optional test sets standardized with the training statistics.
@@ -89,24 +35,140 @@ pub(super) fn required<'a>(p: &'a Option<PathBuf>, flag: &str, problem: ProblemK
         .ok_or_else(|| format!("--problem {} needs {flag}", problem.name()).into())
 }
 
-pub(super) fn read_files<const W: usize>(
-    req: &TuneRequest,
-    width: usize,
-    target: Target,
-) -> Result<Files<W>, BoxError> {
-    let train = read_padded::<W>(required(&req.train, "--train", req.problem)?, width, target)?;
-    let validation = read_padded::<W>(required(&req.validation, "--val", req.problem)?, width, target)?;
-    let test = req
-        .test
-        .as_ref()
-        .map(|t| read_padded::<W>(t, width, target))
-        .transpose()?;
-    let s = Standardizer::fit(&train);
-    Ok(Files {
-        train: s.apply(&train),
-        validation: s.apply(&validation),
-        test: test.map(|t| s.apply(&t)),
+/// Reads `--train`, `--val` and `--test` for a problem whose labels are `target`.
+pub(super) fn read_user_files(req: &TuneRequest, target: Target) -> Result<UserFiles, BoxError> {
+    let read = |p: &Path| Table::read(p, req.read);
+    let train = read(required(&req.train, "--train", req.problem)?)?;
+    let validation = read(required(&req.validation, "--val", req.problem)?)?;
+    let test = req.test.as_deref().map(read).transpose()?;
+    let features = [Some(&train), Some(&validation), test.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|t| t.features)
+        .max()
+        .unwrap_or(0);
+    for t in [Some(&validation), test.as_ref()].into_iter().flatten() {
+        if t.features != train.features && matches!(t.layout, Layout::Csv { .. }) {
+            return Err(format!(
+                "{}: {} feature(s), but {} has {}",
+                t.file, t.features, train.file, train.features
+            )
+            .into());
+        }
+    }
+    let tables: Vec<&Table> = [Some(&train), Some(&validation), test.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let labels = LabelMap::fit(&tables, target)?;
+    Ok(UserFiles {
+        train,
+        validation,
+        test,
+        labels,
+        features,
     })
+}
+
+impl UserFiles {
+    fn tables(&self) -> impl Iterator<Item = (&'static str, &Table)> {
+        [
+            ("train", Some(&self.train)),
+            ("validation", Some(&self.validation)),
+            ("test", self.test.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(role, t)| t.map(|t| (role, t)))
+    }
+
+    /// The data padded to `W` columns and standardized with the training statistics.
+    pub(super) fn standardized<const W: usize>(&self) -> Result<Files<W>, DataError> {
+        let train = self.train.to_dataset::<W>(&self.labels)?;
+        let s = Standardizer::fit(&train);
+        Ok(Files {
+            train: s.apply(&train),
+            validation: s.apply(&self.validation.to_dataset::<W>(&self.labels)?),
+            test: match &self.test {
+                Some(t) => Some(s.apply(&t.to_dataset::<W>(&self.labels)?)),
+                None => None,
+            },
+        })
+    }
+
+    /// The classes present in `table` (targets after the mapping).
+    fn classes(&self, table: &Table) -> BTreeSet<usize> {
+        table
+            .labels
+            .iter()
+            .filter_map(|l| self.labels.target(&table.file, l).ok())
+            .map(|v| v as usize)
+            .collect()
+    }
+
+    /// What was read: one line per file, the label mapping, and warnings about degenerate
+    /// data (one class only, constant features, fewer rows than features, a class the
+    /// training set lacks).
+    pub(super) fn describe(&self, s: &mut TuneSummary) {
+        let classified = self.labels != LabelMap::Real;
+        for (role, t) in self.tables() {
+            s.data.push(FileReport {
+                role,
+                file: t.file.clone(),
+                layout: t.layout.to_string(),
+                rows: t.rows.len(),
+                features: t.features,
+                classes: classified.then(|| self.classes(t).len()),
+            });
+        }
+        s.labels = self.labels.pairs();
+        let train = &self.train;
+        let present = self.classes(train);
+        if classified && present.len() < 2 {
+            s.warnings
+                .push(format!("{}: one class only in the training labels", train.file));
+        }
+        let constant: Vec<String> = (0..train.features)
+            .filter(|&j| train.rows.iter().all(|r| r[j] == train.rows[0][j]))
+            .map(|j| (j + 1).to_string())
+            .collect();
+        if !constant.is_empty() {
+            const SHOWN: usize = 8;
+            let more = match constant.len() {
+                n if n > SHOWN => format!(", … ({n} in all)"),
+                _ => String::new(),
+            };
+            s.warnings.push(format!(
+                "{}: constant feature column(s) {}{more} (their weights stay 0)",
+                train.file,
+                constant[..constant.len().min(SHOWN)].join(", ")
+            ));
+        }
+        if train.rows.len() < train.features {
+            s.warnings.push(format!(
+                "{}: {} rows for {} features: more unknowns than rows",
+                train.file,
+                train.rows.len(),
+                train.features
+            ));
+        }
+        if classified {
+            for (_, t) in self.tables().skip(1) {
+                let missing: Vec<String> = self
+                    .classes(t)
+                    .difference(&present)
+                    .map(|&c| self.labels.name(c))
+                    .collect();
+                if !missing.is_empty() {
+                    s.warnings.push(format!(
+                        "{}: class(es) {} do not occur in {}",
+                        t.file,
+                        missing.join(", "),
+                        train.file
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// A data set in `T`.

@@ -21,6 +21,9 @@ use std::path::PathBuf;
 use bilevel::problem::OracleCounts;
 use bilevel::scalar::Real;
 
+use crate::data::Target;
+use crate::formats::ReadOptions;
+
 /// The error type of the command-line operations.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -127,6 +130,8 @@ pub struct TuneRequest {
     pub tolerance: f64,
     /// Converged when the hypergradient estimate's norm is at most this (0: no absolute test).
     pub absolute_tolerance: f64,
+    /// How to read the data files (format, header).
+    pub read: ReadOptions,
 }
 
 impl TuneRequest {
@@ -151,6 +156,7 @@ impl TuneRequest {
             stop: None,
             tolerance: 1e-6,
             absolute_tolerance: 0.0,
+            read: ReadOptions::default(),
         }
     }
 }
@@ -186,6 +192,23 @@ pub struct TestScore {
     pub metric: &'static str,
     /// Its value.
     pub value: f64,
+}
+
+/// One data file as read.
+#[derive(Clone, Debug)]
+pub struct FileReport {
+    /// `train`, `validation` or `test`.
+    pub role: &'static str,
+    /// The path given.
+    pub file: String,
+    /// What it turned out to be (format, separator, header).
+    pub layout: String,
+    /// Data rows.
+    pub rows: usize,
+    /// Features per row.
+    pub features: usize,
+    /// Distinct classes among its labels (`None` for a real target).
+    pub classes: Option<usize>,
 }
 
 /// The result, as printed and written to JSON.
@@ -231,6 +254,12 @@ pub struct TuneSummary {
     pub extra: Vec<(String, String)>,
     /// Notes for the human summary.
     pub notes: Vec<String>,
+    /// The data files as read.
+    pub data: Vec<FileReport>,
+    /// `label → class` when the files' labels are not class indices.
+    pub labels: Vec<(String, usize)>,
+    /// Degenerate data that the run went on with.
+    pub warnings: Vec<String>,
 }
 
 impl TuneSummary {
@@ -251,7 +280,7 @@ mod problems;
 mod runner;
 mod settings;
 
-use files::{Converted, Files, r2, read_files, required, sq, width_of};
+use files::{Converted, Files, UserFiles, r2, read_user_files, required, sq};
 use problems::{hyperclean, meta, regression};
 use runner::{RunPlan, RunResult, run_method};
 
@@ -260,44 +289,69 @@ pub use settings::{Params, method_list, methods_table, params, parse_setting, pr
 
 /// Runs the request.
 pub fn tune(req: &TuneRequest) -> Result<TuneSummary, BoxError> {
-    // Reject unknown methods and keys before reading any data.
+    // Reject unknown methods and keys, and flags the problem does not read, before reading
+    // any data.
     params(req.problem, &req.method, 1.0, &req.settings)?;
+    check_flags(req)?;
     match req.precision {
         Precision::F64 => tune_in::<f64>(req),
         Precision::F32 => tune_in::<f32>(req),
     }
 }
 
-fn width_for(req: &TuneRequest, widths: &[usize]) -> Result<(usize, usize), BoxError> {
-    let path = required(&req.train, "--train", req.problem)?;
-    let width = width_of(path)?;
-    let Some(&w) = widths.iter().find(|&&w| w >= width) else {
-        return Err(format!(
+/// A flag the problem does not read is an error, not silently ignored.
+fn check_flags(req: &TuneRequest) -> Result<(), BoxError> {
+    let name = req.problem.name();
+    if req.problem != ProblemKind::Meta {
+        if req.tasks.is_some() {
+            return Err(format!("--tasks applies to --problem meta only, not {name}").into());
+        }
+        return Ok(());
+    }
+    let given = [(req.train.is_some(), "--train"), (req.validation.is_some(), "--val")];
+    if let Some((_, flag)) = given.iter().find(|(g, _)| *g) {
+        return Err(format!("--problem meta reads --tasks (and --test for test tasks); {flag} does not apply").into());
+    }
+    if req.read != ReadOptions::default() {
+        return Err("--format, --header and --no-header do not apply to --problem meta's task files".into());
+    }
+    Ok(())
+}
+
+/// The compiled width for `files`, the first of `widths` that holds them.
+fn width_for(req: &TuneRequest, files: &UserFiles, widths: &[usize]) -> Result<usize, BoxError> {
+    let width = files.features;
+    widths.iter().copied().find(|&w| w >= width).ok_or_else(|| {
+        format!(
             "{} has {width} features; --problem {} supports at most {}",
-            path.display(),
+            files.train.file,
             req.problem.name(),
             widths[widths.len() - 1]
         )
-        .into());
-    };
-    Ok((width, w))
+        .into()
+    })
 }
 
 fn tune_in<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> {
     use ProblemKind::*;
     match req.problem {
         Logreg | LogregPerFeature | Ridge => {
-            let (width, w) = width_for(req, &WIDTHS)?;
-            match (w, req.problem) {
-                (8, Logreg) => regression::<T, 8, 1, 9>(req, width),
-                (8, LogregPerFeature) => regression::<T, 8, 8, 9>(req, width),
-                (8, _) => regression::<T, 8, 1, 9>(req, width),
-                (32, Logreg) => regression::<T, 32, 1, 33>(req, width),
-                (32, LogregPerFeature) => regression::<T, 32, 32, 33>(req, width),
-                (32, _) => regression::<T, 32, 1, 33>(req, width),
-                (_, Logreg) => regression::<T, 64, 1, 65>(req, width),
-                (_, LogregPerFeature) => regression::<T, 64, 64, 65>(req, width),
-                (_, _) => regression::<T, 64, 1, 65>(req, width),
+            let target = if req.problem == Ridge {
+                Target::Real
+            } else {
+                Target::Classes(2)
+            };
+            let files = read_user_files(req, target)?;
+            match (width_for(req, &files, &WIDTHS)?, req.problem) {
+                (8, Logreg) => regression::<T, 8, 1, 9>(req, &files),
+                (8, LogregPerFeature) => regression::<T, 8, 8, 9>(req, &files),
+                (8, _) => regression::<T, 8, 1, 9>(req, &files),
+                (32, Logreg) => regression::<T, 32, 1, 33>(req, &files),
+                (32, LogregPerFeature) => regression::<T, 32, 32, 33>(req, &files),
+                (32, _) => regression::<T, 32, 1, 33>(req, &files),
+                (_, Logreg) => regression::<T, 64, 1, 65>(req, &files),
+                (_, LogregPerFeature) => regression::<T, 64, 64, 65>(req, &files),
+                (_, _) => regression::<T, 64, 1, 65>(req, &files),
             }
         }
         HyperClean => hyperclean::<T>(req),
@@ -334,6 +388,9 @@ fn outcome_summary<T: Real, const DX: usize>(
         trace: d.trace.clone(),
         extra: Vec::new(),
         notes: Vec::new(),
+        data: Vec::new(),
+        labels: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

@@ -4,6 +4,25 @@ use std::fmt::Write as _;
 
 use super::*;
 
+/// A JSON string literal. By hand: `serde_json` would switch on `serde`'s `std` feature for
+/// the whole workspace, and with it `std` in the `no_std` C library's build.
+fn json_string(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", u32::from(c));
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
 fn json_number(v: f64) -> String {
     if v.is_finite() { format!("{v:?}") } else { "null".into() }
 }
@@ -56,6 +75,34 @@ impl TuneSummary {
             "  \"features\": {}, \"compiled_width\": {},",
             self.features.0, self.features.1
         );
+        if !self.data.is_empty() {
+            let files: Vec<String> = self
+                .data
+                .iter()
+                .map(|f| {
+                    let classes = f.classes.map_or("null".to_string(), |c| c.to_string());
+                    format!(
+                        "{{\"role\": \"{}\", \"file\": {}, \"layout\": {}, \"rows\": {}, \"features\": {}, \"classes\": {classes}}}",
+                        f.role,
+                        json_string(&f.file),
+                        json_string(&f.layout),
+                        f.rows,
+                        f.features
+                    )
+                })
+                .collect();
+            let _ = writeln!(s, "  \"data\": [{}],", files.join(", "));
+        }
+        if !self.labels.is_empty() {
+            let pairs: Vec<String> = self
+                .labels
+                .iter()
+                .map(|(l, c)| format!("{}: {c}", json_string(l)))
+                .collect();
+            let _ = writeln!(s, "  \"labels\": {{{}}},", pairs.join(", "));
+        }
+        let warnings: Vec<String> = self.warnings.iter().map(|w| json_string(w)).collect();
+        let _ = writeln!(s, "  \"warnings\": [{}],", warnings.join(", "));
         let _ = writeln!(s, "  \"wall_time_s\": {:?}", self.wall_time_s);
         s.push_str("}\n");
         s

@@ -15,11 +15,11 @@ use super::*;
 /// Logistic regression (one or per-feature L2) and ridge regression (one L2), `ln λ`.
 pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usize>(
     req: &TuneRequest,
-    width: usize,
+    user: &UserFiles,
 ) -> Result<TuneSummary, BoxError> {
     let ridge = req.problem == ProblemKind::Ridge;
-    let target = if ridge { Target::Real } else { Target::Classes(2) };
-    let files = read_files::<W>(req, width, target)?;
+    let width = user.features;
+    let files = user.standardized::<W>()?;
     let (train, validation) = (Converted::<T, W>::new(&files.train), Converted::new(&files.validation));
     let test = files.test.as_ref().map(Converted::<T, W>::new);
     let x0 = [T::from_f64(req.x0.unwrap_or(0.0)); DX];
@@ -51,7 +51,9 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
             None => None,
         };
         let x = d.x[..used].iter().map(|v| v.to_f64()).collect();
-        Ok(outcome_summary(req, &d, x, meaning, value, test, (width, W)))
+        let mut s = outcome_summary(req, &d, x, meaning, value, test, (width, W));
+        user.describe(&mut s);
+        Ok(s)
     } else {
         let p: Logistic<'_, T, W, DX, DY> = Logistic::new(train.samples()?, validation.samples()?)?;
         let (plan, prm) = plan(p.lower_smoothness(&x0))?;
@@ -66,7 +68,9 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
             None => None,
         };
         let x = d.x[..used].iter().map(|v| v.to_f64()).collect();
-        Ok(outcome_summary(req, &d, x, meaning, value.to_f64(), test, (width, W)))
+        let mut s = outcome_summary(req, &d, x, meaning, value.to_f64(), test, (width, W));
+        user.describe(&mut s);
+        Ok(s)
     }
 }
 
@@ -192,8 +196,9 @@ impl<T: Real, P: Problem<T, N, DY>, const N: usize, const DY: usize> Problem<T, 
 
 pub(super) fn hyperclean<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> {
     const W: usize = HYPERCLEAN_WIDTH;
-    let (width, _) = width_for(req, &[W])?;
-    let files = read_files::<W>(req, width, Target::Classes(10))?;
+    let user = read_user_files(req, Target::Classes(10))?;
+    width_for(req, &user, &[W])?;
+    let files = user.standardized::<W>()?;
     let top = files
         .train
         .targets
@@ -211,20 +216,21 @@ pub(super) fn hyperclean<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxE
         .into());
     };
     match (classes, rows) {
-        (2, 256) => cleaning::<T, 2, 256, { 65 * 2 }>(req, width, files, top + 1),
-        (2, _) => cleaning::<T, 2, 2048, { 65 * 2 }>(req, width, files, top + 1),
-        (_, 256) => cleaning::<T, 10, 256, { 65 * 10 }>(req, width, files, top + 1),
-        (_, _) => cleaning::<T, 10, 2048, { 65 * 10 }>(req, width, files, top + 1),
+        (2, 256) => cleaning::<T, 2, 256, { 65 * 2 }>(req, &user, files, top + 1),
+        (2, _) => cleaning::<T, 2, 2048, { 65 * 2 }>(req, &user, files, top + 1),
+        (_, 256) => cleaning::<T, 10, 256, { 65 * 10 }>(req, &user, files, top + 1),
+        (_, _) => cleaning::<T, 10, 2048, { 65 * 10 }>(req, &user, files, top + 1),
     }
 }
 
 pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>(
     req: &TuneRequest,
-    width: usize,
+    user: &UserFiles,
     mut files: Files<HYPERCLEAN_WIDTH>,
     classes_seen: usize,
 ) -> Result<TuneSummary, BoxError> {
     const W: usize = HYPERCLEAN_WIDTH;
+    let width = user.features;
     let n = files.train.len();
     let settings = params(req.problem, &req.method, 1.0, &req.settings)?;
     let noise = settings.get("noise");
@@ -303,6 +309,7 @@ pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>
         ));
     }
     s.notes.push(format!("{n} training rows (compiled for up to {N})"));
+    user.describe(&mut s);
     Ok(s)
 }
 
