@@ -3,6 +3,10 @@
 
 /// Feature columns of every row.
 pub const COLUMNS: usize = 30;
+/// Training means of the raw features (0 for padding).
+pub static MEAN: [f32; COLUMNS] = [f32::from_bits(0x4163af51), f32::from_bits(0x4199eb76), f32::from_bits(0x42b96a9b), f32::from_bits(0x4425e301), f32::from_bits(0x3dc48bef), f32::from_bits(0x3dd82340), f32::from_bits(0x3db70412), f32::from_bits(0x3d4b0b0e), f32::from_bits(0x3e396bab), f32::from_bits(0x3d8071a7), f32::from_bits(0x3ece5f96), f32::from_bits(0x3f97a219), f32::from_bits(0x4036a1fa), f32::from_bits(0x422181e7), f32::from_bits(0x3be537b7), f32::from_bits(0x3cd41d66), f32::from_bits(0x3d004465), f32::from_bits(0x3c4296f3), f32::from_bits(0x3ca973a0), f32::from_bits(0x3b7a50c3), f32::from_bits(0x418302bc), f32::from_bits(0x41cb6296), f32::from_bits(0x42d7f2b2), f32::from_bits(0x445f105e), f32::from_bits(0x3e067206), f32::from_bits(0x3e836510), f32::from_bits(0x3e8a100d), f32::from_bits(0x3dec110c), f32::from_bits(0x3e950b05), f32::from_bits(0x3dabd61e)];
+/// Training standard deviations (1 for constant and padding columns).
+pub static SCALE: [f32; COLUMNS] = [f32::from_bits(0x406104de), f32::from_bits(0x408af5bc), f32::from_bits(0x41c2a6fc), f32::from_bits(0x43b10e24), f32::from_bits(0x3c668905), f32::from_bits(0x3d630a64), f32::from_bits(0x3da42e40), f32::from_bits(0x3d2187d6), f32::from_bits(0x3cdb75d1), f32::from_bits(0x3be92de6), f32::from_bits(0x3e8610f4), f32::from_bits(0x3f06da68), f32::from_bits(0x3ff42d4e), f32::from_bits(0x42316ada), f32::from_bits(0x3b493fe8), f32::from_bits(0x3c9560d3), f32::from_bits(0x3cc84395), f32::from_bits(0x3bc1d57d), f32::from_bits(0x3c0b8e36), f32::from_bits(0x3b2c4fe9), f32::from_bits(0x409c6fd9), f32::from_bits(0x40c09569), f32::from_bits(0x42083d03), f32::from_bits(0x4412c88b), f32::from_bits(0x3cba7f0d), f32::from_bits(0x3e23cd84), f32::from_bits(0x3e4ddfd3), f32::from_bits(0x3d887478), f32::from_bits(0x3d8a18c8), f32::from_bits(0x3c93d99d)];
 
 /// train rows.
 pub const TRAIN_ROWS: usize = 341;

@@ -85,6 +85,15 @@ pub enum DataErrorKind {
     },
     /// A class label that is a fraction.
     NotAClass(String),
+    /// A validation or test CSV file whose feature count is not the training file's.
+    FeaturesDiffer {
+        /// Features in this file.
+        features: usize,
+        /// The training file.
+        train: String,
+        /// Its features.
+        train_features: usize,
+    },
     /// A LIBSVM feature index is 0, not a number, or not increasing.
     BadIndex(String),
     /// A task file's header does not start with `task,part`.
@@ -129,6 +138,11 @@ impl fmt::Display for DataError {
                 labels.join(", ")
             ),
             DataErrorKind::NotAClass(s) => write!(f, ": label {s:?} is not a class (a whole number or a word)"),
+            DataErrorKind::FeaturesDiffer {
+                features,
+                train,
+                train_features,
+            } => write!(f, ": {features} feature(s), but {train} has {train_features}"),
             DataErrorKind::BadIndex(s) => write!(
                 f,
                 ": bad feature index {s:?} (indices are whole numbers from 1, increasing along the line)"
@@ -244,14 +258,8 @@ impl<const D: usize> Dataset<D> {
     /// Shuffles the rows with `seed` and cuts them into train, validation and test sets of
     /// `train` and `validation` rows and the rest.
     pub fn split(&self, train: usize, validation: usize, seed: u64) -> (Dataset<D>, Dataset<D>, Dataset<D>) {
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        let mut rng = Rng128::new(seed);
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u32 + 1) as usize);
-        }
-        let (a, rest) = order.split_at(train.min(order.len()));
-        let (b, c) = rest.split_at(validation.min(rest.len()));
-        (self.select(a), self.select(b), self.select(c))
+        let [a, b, c] = split_indices(self.len(), train, validation, seed);
+        (self.select(&a), self.select(&b), self.select(&c))
     }
 
     /// The data as CSV under `header` (shortest round-trip numbers: reading it back gives
@@ -284,10 +292,7 @@ impl<const D: usize> Dataset<D> {
     pub fn flip_labels(&mut self, fraction: f64, classes: usize, seed: u64) -> Vec<usize> {
         let mut rng = Rng128::new(seed);
         let count = ((self.len() as f64) * fraction).round() as usize;
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u32 + 1) as usize);
-        }
+        let order = shuffled(self.len(), &mut rng);
         let mut flipped: Vec<usize> = order[..count.min(order.len())].to_vec();
         flipped.sort_unstable();
         for &i in &flipped {
@@ -297,6 +302,24 @@ impl<const D: usize> Dataset<D> {
         }
         flipped
     }
+}
+
+/// `0..n` in the order of a Fisher–Yates shuffle drawn from `rng`.
+fn shuffled(n: usize, rng: &mut Rng128) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i as u32 + 1) as usize);
+    }
+    order
+}
+
+/// The row indices of a seeded split of `n` rows into `train`, `validation` and the rest
+/// (the split of [`Dataset::split`], for data of any width).
+pub fn split_indices(n: usize, train: usize, validation: usize, seed: u64) -> [Vec<usize>; 3] {
+    let order = shuffled(n, &mut Rng128::new(seed));
+    let (a, rest) = order.split_at(train.min(n));
+    let (b, c) = rest.split_at(validation.min(rest.len()));
+    [a.to_vec(), b.to_vec(), c.to_vec()]
 }
 
 /// Per-feature affine map `(v − mean) / scale` fitted on training data, to apply unchanged

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 
-use crate::data::{DataError, DataErrorKind, Dataset, Target, error, number};
+use crate::data::{DataError, DataErrorKind, Dataset, Standardizer, Target, error, number};
 
 /// How to read a file: detect, or as stated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,6 +107,8 @@ pub struct Table {
     pub labels: Vec<Label>,
     /// Features per row (LIBSVM: the largest index used).
     pub features: usize,
+    /// The header's column names (features, then the label), when the file has one.
+    pub names: Option<Vec<String>>,
 }
 
 const LIBSVM_EXTENSIONS: [&str; 3] = ["svm", "libsvm", "svmlight"];
@@ -140,6 +142,35 @@ impl Table {
         } else {
             parse_csv(file, text, options.header)
         }
+    }
+
+    /// The rows at `indices`, in that order, as comma-separated text under the file's header
+    /// (or `x1,…,xd,label`): values written back exactly (shortest round trip), labels as
+    /// the file had them.
+    pub fn to_csv(&self, indices: &[usize]) -> String {
+        let quote = |t: &str| {
+            if t.contains([',', '"']) {
+                format!("\"{}\"", t.replace('"', "\"\""))
+            } else {
+                t.to_string()
+            }
+        };
+        let header: Vec<String> = match &self.names {
+            Some(names) => names.iter().map(|n| quote(n)).collect(),
+            None => (1..=self.features)
+                .map(|j| format!("x{j}"))
+                .chain(["label".to_string()])
+                .collect(),
+        };
+        let mut s = header.join(",") + "\n";
+        for &i in indices {
+            for v in &self.rows[i] {
+                s += &format!("{v:?},");
+            }
+            s += &quote(&self.labels[i].text);
+            s.push('\n');
+        }
+        s
     }
 
     /// The rows zero-padded to `W` columns, their labels mapped by `labels`.
@@ -265,6 +296,7 @@ fn parse_csv(file: &str, text: &str, header: HeaderChoice) -> Result<Table, Data
                     }))
         }
     };
+    let names = has_header.then(|| first_fields.iter().map(|(t, _)| t.clone()).collect());
     if has_header {
         lines.next();
     }
@@ -277,6 +309,7 @@ fn parse_csv(file: &str, text: &str, header: HeaderChoice) -> Result<Table, Data
         rows: Vec::new(),
         labels: Vec::new(),
         features: width - 1,
+        names,
     };
     for (i, line) in lines {
         let n = i + 1;
@@ -329,6 +362,7 @@ fn parse_libsvm(file: &str, text: &str) -> Result<Table, DataError> {
         rows: Vec::new(),
         labels: Vec::new(),
         features: 0,
+        names: None,
     };
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
@@ -510,6 +544,119 @@ fn too_many(
             classes,
         },
     ))
+}
+
+/// The training, validation and optional test files of a run, read with their labels mapped
+/// the same way in each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataFiles {
+    /// The training set (the lower level).
+    pub train: Table,
+    /// The validation set (the upper level).
+    pub validation: Table,
+    /// The test set.
+    pub test: Option<Table>,
+    /// The labels of all three.
+    pub labels: LabelMap,
+    /// Features per row: the files' (a LIBSVM file may use fewer).
+    pub features: usize,
+}
+
+/// Train, validation and optional test sets standardized with the training statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardized<const W: usize> {
+    /// Training rows.
+    pub train: Dataset<W>,
+    /// Validation rows.
+    pub validation: Dataset<W>,
+    /// Test rows.
+    pub test: Option<Dataset<W>>,
+    /// The map applied (fitted on the training rows; padding columns: mean 0, scale 1).
+    pub standardizer: Standardizer<W>,
+}
+
+impl DataFiles {
+    /// Reads the files of a problem whose labels are `target`. The CSV files must have the
+    /// training file's feature count.
+    pub fn read(
+        train: &Path,
+        validation: &Path,
+        test: Option<&Path>,
+        options: ReadOptions,
+        target: Target,
+    ) -> Result<DataFiles, DataError> {
+        let train = Table::read(train, options)?;
+        let validation = Table::read(validation, options)?;
+        let test = test.map(|p| Table::read(p, options)).transpose()?;
+        let features = [Some(&train), Some(&validation), test.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.features)
+            .max()
+            .unwrap_or(0);
+        for t in [Some(&validation), test.as_ref()].into_iter().flatten() {
+            if t.features != train.features && matches!(t.layout, Layout::Csv { .. }) {
+                return Err(error(
+                    &t.file,
+                    0,
+                    0,
+                    DataErrorKind::FeaturesDiffer {
+                        features: t.features,
+                        train: train.file.clone(),
+                        train_features: train.features,
+                    },
+                ));
+            }
+        }
+        let tables: Vec<&Table> = [Some(&train), Some(&validation), test.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let labels = LabelMap::fit(&tables, target)?;
+        Ok(DataFiles {
+            train,
+            validation,
+            test,
+            labels,
+            features,
+        })
+    }
+
+    /// The files with their roles: `train`, `validation`, then `test` if given.
+    pub fn tables(&self) -> impl Iterator<Item = (&'static str, &Table)> {
+        [
+            ("train", Some(&self.train)),
+            ("validation", Some(&self.validation)),
+            ("test", self.test.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(role, t)| t.map(|t| (role, t)))
+    }
+
+    /// The data padded to `W` columns and standardized with the training statistics.
+    pub fn standardized<const W: usize>(&self) -> Result<Standardized<W>, DataError> {
+        let train = self.train.to_dataset::<W>(&self.labels)?;
+        let s = Standardizer::fit(&train);
+        Ok(Standardized {
+            train: s.apply(&train),
+            validation: s.apply(&self.validation.to_dataset::<W>(&self.labels)?),
+            test: match &self.test {
+                Some(t) => Some(s.apply(&t.to_dataset::<W>(&self.labels)?)),
+                None => None,
+            },
+            standardizer: s,
+        })
+    }
+
+    /// The classes present in `table` (targets after the mapping).
+    pub fn classes(&self, table: &Table) -> BTreeSet<usize> {
+        table
+            .labels
+            .iter()
+            .filter_map(|l| self.labels.target(&table.file, l).ok())
+            .map(|v| v as usize)
+            .collect()
+    }
 }
 
 #[cfg(test)]

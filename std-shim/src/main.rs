@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use bilevel::registry::Method;
 use bilevel_std::bench;
+use bilevel_std::data::Target;
 use bilevel_std::datasets;
 use bilevel_std::demo;
 use bilevel_std::export::{self, Part};
-use bilevel_std::formats::{FormatChoice, HeaderChoice, ReadOptions};
+use bilevel_std::formats::{DataFiles, FormatChoice, HeaderChoice, ReadOptions, Standardized, Table};
 use bilevel_std::tune;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -120,32 +121,59 @@ enum Command {
     /// (regression, or few-shot tasks for --problem meta).
     Data {
         /// The bundled data set.
-        #[arg(long, value_enum)]
-        dataset: AnyBundled,
+        #[arg(long, value_enum, required_unless_present = "from", conflicts_with = "from")]
+        dataset: Option<AnyBundled>,
+        /// Split your own data file instead (CSV or LIBSVM, read as `tune` reads it) into
+        /// train/val/test CSV files: values written back exactly, labels as the file has them.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Fractions of the rows for training and validation with --from (the rest is the
+        /// test set); the default is the bundled sets' split.
+        #[arg(long, value_delimiter = ',', default_values_t = [0.6, 0.2])]
+        split: Vec<f64>,
         /// Output directory (created if missing).
         #[arg(long)]
         out: PathBuf,
         /// Split seed.
         #[arg(long, default_value_t = demo::SEED)]
         seed: u64,
+        #[command(flatten)]
+        read: ReadFlags,
     },
     /// Write a split, standardized data set as Rust or C source for firmware.
     Export {
-        /// The bundled data set.
+        /// The bundled data set (split with --seed).
         #[arg(long, value_enum, default_value = "breast-cancer")]
         dataset: Bundled,
+        /// Export your own training file instead (with --val, and --test if you have one),
+        /// read as `tune` reads it.
+        #[arg(long, requires = "val")]
+        train: Option<PathBuf>,
+        /// Your validation file.
+        #[arg(long, requires = "train")]
+        val: Option<PathBuf>,
+        /// Your test file.
+        #[arg(long, requires = "train")]
+        test: Option<PathBuf>,
+        /// What your labels are: two classes (logreg, the default), a real target (ridge), or
+        /// up to ten classes (hyperclean).
+        #[arg(long, value_enum, default_value = "logreg", requires = "train")]
+        problem: ProblemArg,
         /// Rust module or C header.
         #[arg(long, value_enum)]
         format: Format,
         /// Output file.
         #[arg(long)]
         out: PathBuf,
-        /// Feature columns per row (zero-padded; at least the data's).
+        /// Feature columns per row, zero-padded (default: the data's for Rust; for C, the C
+        /// library's row width BL_LOGREG_FEATURES).
         #[arg(long)]
         columns: Option<usize>,
         /// Split seed.
         #[arg(long, default_value_t = demo::SEED)]
         seed: u64,
+        #[command(flatten)]
+        read: ReadFlags,
     },
 }
 
@@ -197,16 +225,40 @@ struct Common {
     /// Never draw the progress bar (it is drawn only when stderr is a terminal).
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    read: ReadFlags,
+}
+
+/// How to read users' data files.
+#[derive(clap::Args, Clone)]
+struct ReadFlags {
     /// Format of the data files (default: LIBSVM by the extension — .svm, .libsvm,
     /// .svmlight — or by the first line, `label index:value …`; CSV otherwise).
-    #[arg(long, value_enum)]
-    format: Option<FileFormat>,
+    #[arg(long = "data-format", value_enum)]
+    data_format: Option<FileFormat>,
     /// The first line of each CSV file names the columns (default: detected).
     #[arg(long, conflicts_with = "no_header")]
     header: bool,
     /// Every line of each CSV file is data (default: detected).
     #[arg(long)]
     no_header: bool,
+}
+
+impl ReadFlags {
+    fn options(&self) -> ReadOptions {
+        ReadOptions {
+            format: match self.data_format {
+                None => FormatChoice::Detect,
+                Some(FileFormat::Csv) => FormatChoice::Csv,
+                Some(FileFormat::Libsvm) => FormatChoice::Libsvm,
+            },
+            header: match (self.header, self.no_header) {
+                (true, _) => HeaderChoice::Present,
+                (_, true) => HeaderChoice::Absent,
+                _ => HeaderChoice::Detect,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -256,18 +308,7 @@ impl Common {
             tune::Precision::F64
         };
         r.progress = !self.quiet;
-        r.read = ReadOptions {
-            format: match self.format {
-                None => FormatChoice::Detect,
-                Some(FileFormat::Csv) => FormatChoice::Csv,
-                Some(FileFormat::Libsvm) => FormatChoice::Libsvm,
-            },
-            header: match (self.header, self.no_header) {
-                (true, _) => HeaderChoice::Present,
-                (_, true) => HeaderChoice::Absent,
-                _ => HeaderChoice::Detect,
-            },
-        };
+        r.read = self.read.options();
         r
     }
 }
@@ -333,48 +374,148 @@ fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Row width of the C library's built-in problems (`BL_LOGREG_FEATURES`).
+const C_COLUMNS: usize = 31;
+/// The widest user data `export` takes: the widest compiled problem of `tune`.
+const EXPORT_WIDTH: usize = tune::WIDTHS[tune::WIDTHS.len() - 1];
+
+/// Your own files for `export`.
+struct UserExport<'a> {
+    train: &'a Path,
+    val: &'a Path,
+    test: Option<&'a Path>,
+    problem: ProblemArg,
+    read: ReadOptions,
+}
+
 fn run_export(
     format: Format,
     out: &PathBuf,
     columns: Option<usize>,
     seed: u64,
+    user: Option<UserExport<'_>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let split = demo::breast_cancer_split(seed)?;
-    let columns = columns.unwrap_or(demo::FEATURES);
-    if columns < demo::FEATURES {
-        return Err(format!(
-            "--columns {columns} is fewer than the data's {} features",
-            demo::FEATURES
-        )
-        .into());
+    let (header, data) = match user {
+        None => {
+            let split = demo::breast_cancer_split(seed)?;
+            let header = format!(
+                "Breast cancer (Wisconsin diagnostic), split with seed {seed} ({} / {} / {} rows), standardized with \
+                 the training statistics; label 1 = malignant.",
+                split.train.len(),
+                split.validation.len(),
+                split.test.len()
+            );
+            let pad = |d: &bilevel_std::data::Dataset<{ demo::FEATURES }>| bilevel_std::data::Dataset::<EXPORT_WIDTH> {
+                rows: d
+                    .rows
+                    .iter()
+                    .map(|r| std::array::from_fn(|j| r.get(j).copied().unwrap_or(0.0)))
+                    .collect(),
+                targets: d.targets.clone(),
+            };
+            let s = &split.standardizer;
+            let standardizer = bilevel_std::data::Standardizer::<EXPORT_WIDTH> {
+                mean: std::array::from_fn(|j| s.mean.get(j).copied().unwrap_or(0.0)),
+                scale: std::array::from_fn(|j| s.scale.get(j).copied().unwrap_or(1.0)),
+            };
+            let data = Standardized {
+                train: pad(&split.train),
+                validation: pad(&split.validation),
+                test: Some(pad(&split.test)),
+                standardizer,
+            };
+            (header, (data, demo::FEATURES))
+        }
+        Some(u) => {
+            let target = match u.problem {
+                ProblemArg::Ridge => Target::Real,
+                ProblemArg::Hyperclean => Target::Classes(10),
+                _ => Target::Classes(2),
+            };
+            let files = DataFiles::read(u.train, u.val, u.test, u.read, target)?;
+            let data = files.standardized::<EXPORT_WIDTH>()?;
+            let sizes: Vec<String> = files.tables().map(|(_, t)| t.rows.len().to_string()).collect();
+            let names: Vec<String> = files.tables().map(|(_, t)| t.file.clone()).collect();
+            let pairs: Vec<String> = files.labels.pairs().iter().map(|(l, c)| format!("{l} = {c}")).collect();
+            let labels = if pairs.is_empty() {
+                String::new()
+            } else {
+                format!("; labels {}", pairs.join(", "))
+            };
+            let header = format!(
+                "{} ({} rows, {} features), standardized with the training statistics{labels}.",
+                names.join(", "),
+                sizes.join(" / "),
+                files.features
+            );
+            (header, (data, files.features))
+        }
+    };
+    let (data, features) = data;
+    let columns = columns.unwrap_or(match format {
+        Format::Rust => features,
+        Format::C => C_COLUMNS.max(features),
+    });
+    if columns < features {
+        return Err(format!("--columns {columns} is fewer than the data's {features} features").into());
     }
-    let parts = [
+    let mut parts = vec![
         Part {
             name: "train",
-            data: &split.train,
+            data: &data.train,
         },
         Part {
             name: "validation",
-            data: &split.validation,
-        },
-        Part {
-            name: "test",
-            data: &split.test,
+            data: &data.validation,
         },
     ];
-    let header = format!(
-        "Breast cancer (Wisconsin diagnostic), split with seed {seed} ({} / {} / {} rows), standardized with \
-         the training statistics; label 1 = malignant.",
-        split.train.len(),
-        split.validation.len(),
-        split.test.len()
-    );
+    if let Some(test) = &data.test {
+        parts.push(Part {
+            name: "test",
+            data: test,
+        });
+    }
     let text = match format {
-        Format::Rust => export::rust_module(&header, &parts, columns),
-        Format::C => export::c_header(&header, "BILEVEL_DATA_H", &parts, columns),
+        Format::Rust => export::rust_module(&header, &parts, columns, &data.standardizer),
+        Format::C => export::c_header(&header, "BILEVEL_DATA_H", &parts, columns, &data.standardizer),
     };
     std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     out!("wrote {} ({} columns)", out.display(), columns);
+    Ok(())
+}
+
+/// `data --from`: splits a user's file with a seed into train/val/test CSV files.
+fn run_split(
+    from: &Path,
+    out: &Path,
+    split: &[f64],
+    seed: u64,
+    read: ReadOptions,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (train, validation) = match split {
+        &[t, v] if t > 0.0 && v > 0.0 && t + v <= 1.0 => (t, v),
+        _ => return Err(format!("--split {split:?}: two positive fractions that add up to at most 1").into()),
+    };
+    let table = Table::read(from, read)?;
+    let n = table.rows.len();
+    let train = ((n as f64 * train).round() as usize).min(n);
+    let validation = ((n as f64 * validation).round() as usize).min(n - train);
+    let parts = bilevel_std::data::split_indices(n, train, validation, seed);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for (name, rows) in ["train.csv", "val.csv", "test.csv"].iter().zip(&parts) {
+        let path = out.join(name);
+        std::fs::write(&path, table.to_csv(rows)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    out!(
+        "wrote {}/{{train,val,test}}.csv ({} / {} / {} rows, split seed {seed}) from {} ({}, {} features)",
+        out.display(),
+        parts[0].len(),
+        parts[1].len(),
+        parts[2].len(),
+        from.display(),
+        table.layout,
+        table.features
+    );
     Ok(())
 }
 
@@ -661,14 +802,42 @@ fn main() -> ExitCode {
             };
             run_bench(&req, json.as_ref(), plot.as_ref())
         }
-        Command::Data { dataset, out, seed } => run_data(*dataset, out, *seed),
+        Command::Data {
+            dataset,
+            from,
+            split,
+            out,
+            seed,
+            read,
+        } => match (dataset, from) {
+            (Some(d), _) => run_data(*d, out, *seed),
+            (None, Some(f)) => run_split(f, out, split, *seed, read.options()),
+            (None, None) => Err("give --dataset or --from".into()),
+        },
         Command::Export {
             dataset: Bundled::BreastCancer,
+            train,
+            val,
+            test,
+            problem,
             format,
             out,
             columns,
             seed,
-        } => run_export(*format, out, *columns, *seed),
+            read,
+        } => {
+            let user = match (train, val) {
+                (Some(train), Some(val)) => Some(UserExport {
+                    train,
+                    val,
+                    test: test.as_deref(),
+                    problem: *problem,
+                    read: read.options(),
+                }),
+                _ => None,
+            };
+            run_export(*format, out, *columns, *seed, user)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1008,3 +1008,97 @@ fn degenerate_data_runs_with_a_warning_for_each_fault() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_users_file_is_split_and_exported_as_the_bundled_data_is() {
+    let dir = fresh_dir("own-export");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    // The bundled breast-cancer file handed in as a user's file, its labels as words.
+    let raw = include_str!("../data/breast_cancer.csv");
+    let worded: Vec<String> = raw
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match (i, l.rsplit_once(',')) {
+            (0, _) | (_, None) => l.to_string(),
+            (_, Some((features, label))) => format!("{features},{}", if label == "1" { "malignant" } else { "benign" }),
+        })
+        .collect();
+    std::fs::write(dir.join("mine.csv"), worded.join("\n") + "\n").unwrap();
+    let ok = |args: &[&str]| {
+        let out = bilevel(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let said = ok(&["data", "--from", &p("mine.csv"), "--out", &p("own"), "--seed", "7"]);
+    assert!(said.contains("(341 / 114 / 114 rows, split seed 7)"), "{said}");
+    ok(&[
+        "data",
+        "--dataset",
+        "breast-cancer",
+        "--out",
+        &p("bundled"),
+        "--seed",
+        "7",
+    ]);
+    // The same seed splits the same rows out, values exact.
+    for part in ["train.csv", "val.csv", "test.csv"] {
+        let own = std::fs::read_to_string(dir.join("own").join(part)).unwrap();
+        let bundled = std::fs::read_to_string(dir.join("bundled").join(part)).unwrap();
+        let features = |text: &str| -> Vec<String> {
+            text.lines()
+                .skip(1)
+                .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+                .collect()
+        };
+        assert_eq!(features(&own), features(&bundled), "{part}");
+        assert!(own.lines().nth(1).unwrap().ends_with("malignant") || own.lines().nth(1).unwrap().ends_with("benign"));
+    }
+    // Exported for the firmware, the split file gives the bundled export's bits (the data the
+    // firmware runs in QEMU): rows, labels (benign → 0, malignant → 1), means and scales.
+    ok(&[
+        "export",
+        "--train",
+        &p("own/train.csv"),
+        "--val",
+        &p("own/val.csv"),
+        "--test",
+        &p("own/test.csv"),
+        "--format",
+        "rust",
+        "--out",
+        &p("own.rs"),
+    ]);
+    ok(&["export", "--format", "rust", "--seed", "7", "--out", &p("bundled.rs")]);
+    let own = std::fs::read_to_string(dir.join("own.rs")).unwrap();
+    let bundled = std::fs::read_to_string(dir.join("bundled.rs")).unwrap();
+    assert!(
+        own.lines().next().unwrap().contains("labels benign = 0, malignant = 1"),
+        "{own:.300}"
+    );
+    assert_eq!(
+        own.lines().skip(1).collect::<Vec<_>>(),
+        bundled.lines().skip(1).collect::<Vec<_>>()
+    );
+    assert!(own.contains("pub static MEAN: [f32; COLUMNS]") && own.contains("pub static SCALE: [f32; COLUMNS]"));
+    // For C the rows take the C library's width, 31 columns.
+    let said = ok(&[
+        "export",
+        "--train",
+        &p("own/train.csv"),
+        "--val",
+        &p("own/val.csv"),
+        "--format",
+        "c",
+        "--out",
+        &p("own.h"),
+    ]);
+    assert!(said.contains("(31 columns)"), "{said}");
+    let header = std::fs::read_to_string(dir.join("own.h")).unwrap();
+    assert!(header.contains("#define BL_DATA_COLUMNS 31") && header.contains("#define bl_scale (bl_scale_.values)"));
+    assert!(!header.contains("bl_test_"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

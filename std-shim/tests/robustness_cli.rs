@@ -140,6 +140,18 @@ const CASES: &[Case] = &[
         names: "s.svm:2:8",
     },
     Case {
+        what: "split fractions above 1",
+        files: &[("t.csv", GOOD_TRAIN)],
+        args: &["data", "--from", "t.csv", "--out", "o", "--split", "0.9,0.3"],
+        names: "--split",
+    },
+    Case {
+        what: "export of a file with a bad row",
+        files: &[("t.csv", GOOD_TRAIN), ("word.csv", "a,b,y\n1,2,1\n1,x,0\n")],
+        args: &["export", "--train", "word.csv", "--val", "t.csv", "--format", "c", "--out", "d.h"],
+        names: "word.csv:3:3",
+    },
+    Case {
         what: "--tasks with a problem that has no tasks",
         files: &[("t.csv", GOOD_TRAIN)],
         args: &[

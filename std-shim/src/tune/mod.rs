@@ -280,7 +280,8 @@ mod problems;
 mod runner;
 mod settings;
 
-use files::{Converted, Files, UserFiles, r2, read_user_files, required, sq};
+use crate::formats::{DataFiles, Standardized};
+use files::{Converted, describe, r2, read_user_files, required, sq};
 use problems::{hyperclean, meta, regression};
 use runner::{RunPlan, RunResult, run_method};
 
@@ -319,7 +320,7 @@ fn check_flags(req: &TuneRequest) -> Result<(), BoxError> {
 }
 
 /// The compiled width for `files`, the first of `widths` that holds them.
-fn width_for(req: &TuneRequest, files: &UserFiles, widths: &[usize]) -> Result<usize, BoxError> {
+fn width_for(req: &TuneRequest, files: &DataFiles, widths: &[usize]) -> Result<usize, BoxError> {
     let width = files.features;
     widths.iter().copied().find(|&w| w >= width).ok_or_else(|| {
         format!(

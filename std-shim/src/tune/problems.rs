@@ -15,7 +15,7 @@ use super::*;
 /// Logistic regression (one or per-feature L2) and ridge regression (one L2), `ln λ`.
 pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usize>(
     req: &TuneRequest,
-    user: &UserFiles,
+    user: &DataFiles,
 ) -> Result<TuneSummary, BoxError> {
     let ridge = req.problem == ProblemKind::Ridge;
     let width = user.features;
@@ -52,7 +52,7 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
         };
         let x = d.x[..used].iter().map(|v| v.to_f64()).collect();
         let mut s = outcome_summary(req, &d, x, meaning, value, test, (width, W));
-        user.describe(&mut s);
+        describe(user, &mut s);
         Ok(s)
     } else {
         let p: Logistic<'_, T, W, DX, DY> = Logistic::new(train.samples()?, validation.samples()?)?;
@@ -69,7 +69,7 @@ pub(super) fn regression<T: Real, const W: usize, const DX: usize, const DY: usi
         };
         let x = d.x[..used].iter().map(|v| v.to_f64()).collect();
         let mut s = outcome_summary(req, &d, x, meaning, value.to_f64(), test, (width, W));
-        user.describe(&mut s);
+        describe(user, &mut s);
         Ok(s)
     }
 }
@@ -225,8 +225,8 @@ pub(super) fn hyperclean<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxE
 
 pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>(
     req: &TuneRequest,
-    user: &UserFiles,
-    mut files: Files<HYPERCLEAN_WIDTH>,
+    user: &DataFiles,
+    mut files: Standardized<HYPERCLEAN_WIDTH>,
     classes_seen: usize,
 ) -> Result<TuneSummary, BoxError> {
     const W: usize = HYPERCLEAN_WIDTH;
@@ -309,7 +309,7 @@ pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>
         ));
     }
     s.notes.push(format!("{n} training rows (compiled for up to {N})"));
-    user.describe(&mut s);
+    describe(user, &mut s);
     Ok(s)
 }
 
