@@ -111,6 +111,10 @@ pub struct Table {
     pub names: Option<Vec<String>>,
 }
 
+/// The largest feature index a LIBSVM file may use: far beyond any compiled problem, and a
+/// bound on the row a bad index would make the reader allocate.
+pub const MAX_FEATURES: usize = 1 << 16;
+
 const LIBSVM_EXTENSIONS: [&str; 3] = ["svm", "libsvm", "svmlight"];
 
 impl Table {
@@ -389,6 +393,13 @@ fn parse_libsvm(file: &str, text: &str) -> Result<Table, DataError> {
             let index: usize = index.parse().map_err(|_| bad())?;
             if index == 0 || index <= row.len() {
                 return Err(bad());
+            }
+            if index > MAX_FEATURES {
+                let kind = DataErrorKind::TooManyFeatures {
+                    features: index,
+                    limit: MAX_FEATURES,
+                };
+                return Err(error(file, n, column, kind));
             }
             row.resize(index, 0.0);
             row[index - 1] = number(file, n, column + index.to_string().len() + 1, value)?;
@@ -739,6 +750,23 @@ mod tests {
         assert_eq!(
             fails("1 12:1e200\n", Target::Real),
             (1, 6, DataErrorKind::TooLarge("1e200".into()))
+        );
+        // A huge index is refused before a row that long exists (found by fuzzing).
+        let libsvm = ReadOptions {
+            format: FormatChoice::Libsvm,
+            ..ReadOptions::default()
+        };
+        let e = Table::parse("t.svm", "f~\t\u{c}33333333333333:=3:=,", libsvm).unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.kind),
+            (
+                1,
+                5,
+                DataErrorKind::TooManyFeatures {
+                    features: 33_333_333_333_333,
+                    limit: MAX_FEATURES
+                }
+            )
         );
     }
 

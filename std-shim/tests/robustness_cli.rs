@@ -148,7 +148,9 @@ const CASES: &[Case] = &[
     Case {
         what: "export of a file with a bad row",
         files: &[("t.csv", GOOD_TRAIN), ("word.csv", "a,b,y\n1,2,1\n1,x,0\n")],
-        args: &["export", "--train", "word.csv", "--val", "t.csv", "--format", "c", "--out", "d.h"],
+        args: &[
+            "export", "--train", "word.csv", "--val", "t.csv", "--format", "c", "--out", "d.h",
+        ],
         names: "word.csv:3:3",
     },
     Case {
