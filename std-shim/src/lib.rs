@@ -4,13 +4,17 @@
 
 pub use bilevel;
 
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod data;
 pub mod datasets;
 pub mod demo;
 pub mod export;
 pub mod formats;
+#[cfg(feature = "cli")]
 pub mod plot;
+#[cfg(feature = "cli")]
 pub mod progress;
 pub mod tasks;
+#[cfg(feature = "cli")]
 pub mod tune;

@@ -647,6 +647,8 @@ fn run_tune(
     if !s.finished() {
         let measures = if s.iterations == 0 {
             "no step taken".to_string()
+        } else if !s.relative_hypergradient_norm.is_finite() {
+            "x never moved: every iteration held it while the inner state caught up; raise --iters to go on".to_string()
         } else {
             let mut m = format!(
                 "the hypergradient estimate is at {:.1e} of the first (--tol {tolerance:e})",

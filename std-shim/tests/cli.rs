@@ -654,6 +654,12 @@ fn tune_json(dir: &std::path::Path, problem: &str, method: &str) -> String {
     std::fs::read_to_string(&json).unwrap()
 }
 
+/// The summary's `upper_value` (the validation loss; an oracle count of the same name comes
+/// before it).
+fn upper_value(json: &str) -> &str {
+    member(&json[json.find("\"x_meaning\"").unwrap()..], "upper_value")
+}
+
 /// A JSON member's text, up to the next `,` or newline at its level (enough for numbers,
 /// strings and flat arrays).
 fn member<'a>(json: &'a str, key: &str) -> &'a str {
@@ -819,9 +825,7 @@ fn tune_pads_rows_without_changing_the_run() {
             "{name}: ln λ {x} against {}",
             library.ln_lambda
         );
-        // `upper_value` is also an oracle count: the summary's is after `x`.
-        let summary = &text[text.find("\"x_meaning\"").unwrap()..];
-        let f: f64 = member(summary, "upper_value").parse().unwrap();
+        let f: f64 = upper_value(&text).parse().unwrap();
         // Both at the lower level solved to tolerance at the run's `x`.
         let exact = demo::validation_loss(&split, library.ln_lambda).unwrap();
         assert!(
@@ -962,9 +966,10 @@ fn own_files_in_any_common_layout_give_the_same_run() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let run = std::fs::read_to_string(&json).unwrap();
-            for key in ["status", "iterations", "x", "upper_value", "oracle_calls"] {
+            for key in ["status", "iterations", "x", "oracle_calls"] {
                 assert_eq!(member(&run, key), member(&baseline, key), "{layout} .{name}: {key}");
             }
+            assert_eq!(upper_value(&run), upper_value(&baseline), "{layout} .{name}");
             assert!(member(&run, "data").contains(shown), "{layout} .{name}: {run}");
             match labels {
                 Some(l) => assert!(run.contains(&format!("\"labels\": {l}")), "{layout}: {run}"),
@@ -1101,4 +1106,57 @@ fn a_users_file_is_split_and_exported_as_the_bundled_data_is() {
     assert!(header.contains("#define BL_DATA_COLUMNS 31") && header.contains("#define bl_scale (bl_scale_.values)"));
     assert!(!header.contains("bl_test_"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A logistic-regression file of `rows` rows and `features` features: labels drawn from
+/// `σ(w·a)` with a fixed sparse `w`.
+fn logistic_csv(rows: u64, features: u64, seed: u64) -> String {
+    let names: Vec<String> = (0..features).map(|j| format!("f{j}")).collect();
+    let mut s = names.join(",") + ",y\n";
+    let weight = |j: u64| if j.is_multiple_of(5) { 3.0 * noise(j) } else { 0.0 };
+    for i in 0..rows {
+        let k = (seed * 100_000 + i) * (features + 1);
+        let a: Vec<f64> = (0..features).map(|j| noise(k + j)).collect();
+        let z: f64 =
+            a.iter().enumerate().map(|(j, v)| v * weight(j as u64)).sum::<f64>() / libm::sqrt(features as f64 / 5.0);
+        let label = u8::from((noise(k + features) + 1.0) / 2.0 < 1.0 / (1.0 + libm::exp(-3.0 * z)));
+        let cells: Vec<String> = a.iter().map(|v| format!("{v:.5}")).collect();
+        s += &format!("{},{label}\n", cells.join(","));
+    }
+    s
+}
+
+#[test]
+fn wide_files_are_tuned_to_the_reference_optimum_with_no_settings() {
+    for (features, width) in [(100, 256), (500, 1024)] {
+        let dir = fresh_dir(&format!("wide{features}"));
+        std::fs::write(dir.join("train.csv"), logistic_csv(400, features, 1)).unwrap();
+        std::fs::write(dir.join("val.csv"), logistic_csv(300, features, 2)).unwrap();
+        let json = dir.join("r.json");
+        let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+        let out = bilevel(&[
+            "tune",
+            "--problem",
+            "logreg",
+            "--train",
+            &p("train.csv"),
+            "--val",
+            &p("val.csv"),
+            "--json",
+            &p("r.json"),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let default = std::fs::read_to_string(&json).unwrap();
+        let reference = tune_json(&dir, "logreg", "reference");
+        assert_eq!(member(&default, "status"), "\"converged\"", "{default}");
+        assert_eq!(member(&default, "features"), features.to_string());
+        assert_eq!(member(&default, "compiled_width"), width.to_string());
+        let value = |j: &str| upper_value(j).parse::<f64>().unwrap();
+        let (a, b) = (value(&default), value(&reference));
+        assert!(
+            (a - b).abs() <= 1e-5 * b,
+            "{features} features: {a} against the reference's {b}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -28,7 +28,9 @@ use crate::formats::ReadOptions;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Feature widths of logistic and ridge regression; data is zero-padded to the next one.
-pub const WIDTHS: [usize; 3] = [8, 32, 64];
+/// Each width compiles every method three times (two precisions), so the ladder is sparse
+/// above 64: a file of 65–256 features pays at most 4× its width in row products.
+pub const WIDTHS: [usize; 5] = [8, 32, 64, 256, 1024];
 /// Feature width of hyper-cleaning.
 pub const HYPERCLEAN_WIDTH: usize = 64;
 /// Class counts of hyper-cleaning (data with 3 to 9 classes uses the 10-class model).
@@ -350,9 +352,15 @@ fn tune_in<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> {
                 (32, Logreg) => regression::<T, 32, 1, 33>(req, &files),
                 (32, LogregPerFeature) => regression::<T, 32, 32, 33>(req, &files),
                 (32, _) => regression::<T, 32, 1, 33>(req, &files),
-                (_, Logreg) => regression::<T, 64, 1, 65>(req, &files),
-                (_, LogregPerFeature) => regression::<T, 64, 64, 65>(req, &files),
-                (_, _) => regression::<T, 64, 1, 65>(req, &files),
+                (64, Logreg) => regression::<T, 64, 1, 65>(req, &files),
+                (64, LogregPerFeature) => regression::<T, 64, 64, 65>(req, &files),
+                (64, _) => regression::<T, 64, 1, 65>(req, &files),
+                (256, Logreg) => regression::<T, 256, 1, 257>(req, &files),
+                (256, LogregPerFeature) => regression::<T, 256, 256, 257>(req, &files),
+                (256, _) => regression::<T, 256, 1, 257>(req, &files),
+                (_, Logreg) => regression::<T, 1024, 1, 1025>(req, &files),
+                (_, LogregPerFeature) => regression::<T, 1024, 1024, 1025>(req, &files),
+                (_, _) => regression::<T, 1024, 1, 1025>(req, &files),
             }
         }
         HyperClean => hyperclean::<T>(req),

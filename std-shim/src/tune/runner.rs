@@ -193,19 +193,24 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             iterations: driver.iteration(),
             status,
             calls: counted.counts(),
-            hypergradient_norm: driver.hypergradient_norm().to_f64(),
-            relative_hypergradient_norm: driver.hypergradient_norm().to_f64() / driver.first_norm().to_f64(),
+            // NaN (JSON null) until there is an estimate, and its ratio until one moved x.
+            hypergradient_norm: measured(driver.hypergradient_norm()),
+            relative_hypergradient_norm: match driver.first_norm() {
+                first if first > T::ZERO => measured(driver.hypergradient_norm()) / first.to_f64(),
+                _ => f64::NAN,
+            },
             relative_lower_residual: {
                 let (last, first) = driver.lower_residual();
-                if last == T::MAX {
-                    f64::NAN
-                } else {
-                    last.to_f64() / first.to_f64()
-                }
+                measured(last) / first.to_f64()
             },
             held_iterations: trace.iter().filter(|r| r.held).count() as u32,
             seconds: (start.elapsed() - excluded).as_secs_f64(),
             trace,
         })
     }
+}
+
+/// A driver measure in `f64`: NaN for its "not measured yet" `T::MAX`.
+fn measured<T: Real>(v: T) -> f64 {
+    if v == T::MAX { f64::NAN } else { v.to_f64() }
 }
