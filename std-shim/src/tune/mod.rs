@@ -325,8 +325,13 @@ fn check_flags(req: &TuneRequest) -> Result<(), BoxError> {
 fn width_for(req: &TuneRequest, files: &DataFiles, widths: &[usize]) -> Result<usize, BoxError> {
     let width = files.features;
     widths.iter().copied().find(|&w| w >= width).ok_or_else(|| {
+        let hint = if req.problem == ProblemKind::HyperClean {
+            format!("logreg and ridge take up to {} features", WIDTHS[WIDTHS.len() - 1])
+        } else {
+            "select or combine features (e.g. principal components) to fewer".to_string()
+        };
         format!(
-            "{} has {width} features; --problem {} supports at most {}",
+            "{} has {width} features; --problem {} supports at most {} ({hint})",
             files.train.file,
             req.problem.name(),
             widths[widths.len() - 1]

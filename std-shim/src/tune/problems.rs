@@ -209,7 +209,8 @@ pub(super) fn hyperclean<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxE
     let n = files.train.len();
     let Some(&rows) = HYPERCLEAN_ROWS.iter().find(|&&r| r >= n) else {
         return Err(format!(
-            "--problem hyperclean supports at most {} training rows; {} has {n}",
+            "--problem hyperclean supports at most {} training rows; {} has {n} (keep fewer: \
+             `bilevel data --from FILE --split TRAIN,VAL` with a smaller training fraction)",
             HYPERCLEAN_ROWS[HYPERCLEAN_ROWS.len() - 1],
             req.train.as_ref().map_or(String::new(), |p| p.display().to_string())
         )
@@ -346,7 +347,8 @@ pub(super) fn meta<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> 
         16 => meta_sized::<T, 16, { 16 * (W + 1) }>(req, file.features, &tasks, test),
         32 => meta_sized::<T, 32, { 32 * (W + 1) }>(req, file.features, &tasks, test),
         k => Err(format!(
-            "{} has {k} tasks; --problem meta is compiled for exactly {:?} tasks",
+            "{} has {k} tasks; --problem meta is compiled for exactly {:?} tasks (drop or merge \
+             tasks to one of these counts)",
             path.display(),
             META_TASKS
         )
