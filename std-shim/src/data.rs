@@ -7,7 +7,8 @@ use std::path::Path;
 
 use bilevel::rng::Rng128;
 
-use crate::formats::{FormatChoice, HeaderChoice, LabelMap, ReadOptions, Table};
+use crate::formats::{FormatChoice, HeaderChoice, ReadOptions, Table};
+use crate::labels::LabelMap;
 
 /// Rows of `D` features with one target each (a class index or a real value).
 #[derive(Clone, Debug, PartialEq)]

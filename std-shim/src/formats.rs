@@ -1,17 +1,17 @@
 //! Users' data files as they come: CSV with or without a header, separated by `,`, `;` or
 //! tabs (quoted fields, a decimal comma where the separator is not a comma), and
-//! LIBSVM/svmlight; labels as class indices, ±1, or any words. Whatever is detected is
-//! reported ([`Layout`], [`LabelMap`]) so that no guess is silent, and every rejection names
+//! LIBSVM/svmlight. Labels are kept as written until [`LabelMap`] has seen every file. What
+//! is detected is reported ([`Layout`]) so that no guess is silent, and every rejection names
 //! the file, line and column.
 //!
 //! Hand-written rather than on the `csv` crate: errors must give the character column of
-//! the offending field, and the label mapping needs every file before any target exists.
+//! the offending field.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 
-use crate::data::{DataError, DataErrorKind, Dataset, Standardizer, Target, error, number};
+use crate::data::{DataError, DataErrorKind, Dataset, error, number};
+use crate::labels::LabelMap;
 
 /// How to read a file: detect, or as stated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -416,263 +416,10 @@ fn parse_libsvm(file: &str, text: &str) -> Result<Table, DataError> {
     Ok(table)
 }
 
-/// How labels become targets, fitted on every file of a run at once so that a label means
-/// the same class in each.
-#[derive(Clone, Debug, PartialEq)]
-pub enum LabelMap {
-    /// Real targets (regression).
-    Real,
-    /// Whole-number labels `0..classes`, used as they are.
-    Indices {
-        /// Classes the problem takes.
-        classes: usize,
-    },
-    /// Whole numbers outside `0..classes` (±1, 1…10, 2/4): the class is the rank.
-    Ranked(Vec<i64>),
-    /// Words (or a mix of words and numbers): the class is the rank in byte order.
-    Named(Vec<String>),
-}
-
-impl LabelMap {
-    /// The mapping for `target` of the labels of `tables`. Class labels are used as they are
-    /// when they are whole numbers in `0..k`; otherwise distinct labels, at most `k`, are
-    /// numbered in increasing order (numerically when all are whole numbers).
-    pub fn fit(tables: &[&Table], target: Target) -> Result<LabelMap, DataError> {
-        let cells = || {
-            tables
-                .iter()
-                .flat_map(|t| t.labels.iter().map(move |l| (t.file.as_str(), l)))
-        };
-        let classes = match target {
-            Target::Real => {
-                for (file, l) in cells() {
-                    number(file, l.line, l.column, &l.text)?;
-                }
-                return Ok(LabelMap::Real);
-            }
-            Target::Classes(k) => k,
-        };
-        let whole = |text: &str| text.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && v.abs() < 1e15);
-        if cells().all(|(_, l)| whole(&l.text).is_some()) {
-            if cells().all(|(_, l)| whole(&l.text).is_some_and(|v| v >= 0.0 && v < classes as f64)) {
-                return Ok(LabelMap::Indices { classes });
-            }
-            let mut seen = BTreeSet::new();
-            for (file, l) in cells() {
-                seen.insert(whole(&l.text).unwrap_or(0.0) as i64);
-                too_many(file, l, seen.len(), classes, || {
-                    seen.iter().map(i64::to_string).collect()
-                })?;
-            }
-            return Ok(LabelMap::Ranked(seen.into_iter().collect()));
-        }
-        if let Some((file, l)) = cells()
-            .find(|(_, l)| l.text.parse::<f64>().is_ok_and(|v| v.is_finite() && v.fract() != 0.0) || l.text.is_empty())
-        {
-            let kind = if l.text.is_empty() {
-                DataErrorKind::Missing
-            } else {
-                DataErrorKind::NotAClass(l.text.clone())
-            };
-            return Err(error(file, l.line, l.column, kind));
-        }
-        let mut seen = BTreeSet::new();
-        for (file, l) in cells() {
-            seen.insert(l.text.as_str());
-            too_many(file, l, seen.len(), classes, || {
-                seen.iter().map(|s| s.to_string()).collect()
-            })?;
-        }
-        Ok(LabelMap::Named(seen.into_iter().map(str::to_string).collect()))
-    }
-
-    /// The target of one label of `file`.
-    pub fn target(&self, file: &str, label: &Label) -> Result<f64, DataError> {
-        let missing = || {
-            error(
-                file,
-                label.line,
-                label.column,
-                DataErrorKind::NotAClass(label.text.clone()),
-            )
-        };
-        match self {
-            LabelMap::Real => number(file, label.line, label.column, &label.text),
-            LabelMap::Indices { .. } => label.text.parse::<f64>().map_err(|_| missing()),
-            LabelMap::Ranked(values) => {
-                let v = label.text.parse::<f64>().map_err(|_| missing())?;
-                values
-                    .iter()
-                    .position(|&c| c as f64 == v)
-                    .map(|p| p as f64)
-                    .ok_or_else(missing)
-            }
-            LabelMap::Named(names) => names
-                .iter()
-                .position(|n| *n == label.text)
-                .map(|p| p as f64)
-                .ok_or_else(missing),
-        }
-    }
-
-    /// The label of class `c` as the files write it.
-    pub fn name(&self, c: usize) -> String {
-        match self {
-            LabelMap::Ranked(values) => values.get(c).map_or_else(|| c.to_string(), i64::to_string),
-            LabelMap::Named(names) => names.get(c).cloned().unwrap_or_else(|| c.to_string()),
-            LabelMap::Real | LabelMap::Indices { .. } => c.to_string(),
-        }
-    }
-
-    /// `label → class` pairs when the labels are not the class indices themselves.
-    pub fn pairs(&self) -> Vec<(String, usize)> {
-        match self {
-            LabelMap::Real | LabelMap::Indices { .. } => Vec::new(),
-            LabelMap::Ranked(values) => values.iter().enumerate().map(|(i, v)| (v.to_string(), i)).collect(),
-            LabelMap::Named(names) => names.iter().cloned().enumerate().map(|(i, n)| (n, i)).collect(),
-        }
-    }
-}
-
-/// The error when the label at `l` makes `count` distinct labels, more than `classes`.
-fn too_many(
-    file: &str,
-    l: &Label,
-    count: usize,
-    classes: usize,
-    seen: impl FnOnce() -> Vec<String>,
-) -> Result<(), DataError> {
-    if count <= classes {
-        return Ok(());
-    }
-    Err(error(
-        file,
-        l.line,
-        l.column,
-        DataErrorKind::TooManyLabels {
-            label: l.text.clone(),
-            labels: seen(),
-            classes,
-        },
-    ))
-}
-
-/// The training, validation and optional test files of a run, read with their labels mapped
-/// the same way in each.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DataFiles {
-    /// The training set (the lower level).
-    pub train: Table,
-    /// The validation set (the upper level).
-    pub validation: Table,
-    /// The test set.
-    pub test: Option<Table>,
-    /// The labels of all three.
-    pub labels: LabelMap,
-    /// Features per row: the files' (a LIBSVM file may use fewer).
-    pub features: usize,
-}
-
-/// Train, validation and optional test sets standardized with the training statistics.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Standardized<const W: usize> {
-    /// Training rows.
-    pub train: Dataset<W>,
-    /// Validation rows.
-    pub validation: Dataset<W>,
-    /// Test rows.
-    pub test: Option<Dataset<W>>,
-    /// The map applied (fitted on the training rows; padding columns: mean 0, scale 1).
-    pub standardizer: Standardizer<W>,
-}
-
-impl DataFiles {
-    /// Reads the files of a problem whose labels are `target`. The CSV files must have the
-    /// training file's feature count.
-    pub fn read(
-        train: &Path,
-        validation: &Path,
-        test: Option<&Path>,
-        options: ReadOptions,
-        target: Target,
-    ) -> Result<DataFiles, DataError> {
-        let train = Table::read(train, options)?;
-        let validation = Table::read(validation, options)?;
-        let test = test.map(|p| Table::read(p, options)).transpose()?;
-        let features = [Some(&train), Some(&validation), test.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|t| t.features)
-            .max()
-            .unwrap_or(0);
-        for t in [Some(&validation), test.as_ref()].into_iter().flatten() {
-            if t.features != train.features && matches!(t.layout, Layout::Csv { .. }) {
-                return Err(error(
-                    &t.file,
-                    0,
-                    0,
-                    DataErrorKind::FeaturesDiffer {
-                        features: t.features,
-                        train: train.file.clone(),
-                        train_features: train.features,
-                    },
-                ));
-            }
-        }
-        let tables: Vec<&Table> = [Some(&train), Some(&validation), test.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect();
-        let labels = LabelMap::fit(&tables, target)?;
-        Ok(DataFiles {
-            train,
-            validation,
-            test,
-            labels,
-            features,
-        })
-    }
-
-    /// The files with their roles: `train`, `validation`, then `test` if given.
-    pub fn tables(&self) -> impl Iterator<Item = (&'static str, &Table)> {
-        [
-            ("train", Some(&self.train)),
-            ("validation", Some(&self.validation)),
-            ("test", self.test.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(role, t)| t.map(|t| (role, t)))
-    }
-
-    /// The data padded to `W` columns and standardized with the training statistics.
-    pub fn standardized<const W: usize>(&self) -> Result<Standardized<W>, DataError> {
-        let train = self.train.to_dataset::<W>(&self.labels)?;
-        let s = Standardizer::fit(&train);
-        Ok(Standardized {
-            train: s.apply(&train),
-            validation: s.apply(&self.validation.to_dataset::<W>(&self.labels)?),
-            test: match &self.test {
-                Some(t) => Some(s.apply(&t.to_dataset::<W>(&self.labels)?)),
-                None => None,
-            },
-            standardizer: s,
-        })
-    }
-
-    /// The classes present in `table` (targets after the mapping).
-    pub fn classes(&self, table: &Table) -> BTreeSet<usize> {
-        table
-            .labels
-            .iter()
-            .filter_map(|l| self.labels.target(&table.file, l).ok())
-            .map(|v| v as usize)
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Target;
 
     fn csv(text: &str) -> Table {
         Table::parse("t.csv", text, ReadOptions::default()).unwrap()
@@ -767,54 +514,6 @@ mod tests {
                     limit: MAX_FEATURES
                 }
             )
-        );
-    }
-
-    #[test]
-    fn labels_map_to_classes_the_same_way_in_every_file() {
-        let train = csv("a,y\n1,yes\n2,no\n3,yes\n");
-        let val = csv("a,y\n1,no\n");
-        let map = LabelMap::fit(&[&train, &val], Target::Classes(2)).unwrap();
-        assert_eq!(map.pairs(), [("no".into(), 0), ("yes".into(), 1)]);
-        assert_eq!(train.to_dataset::<1>(&map).unwrap().targets, [1.0, 0.0, 1.0]);
-        assert_eq!(val.to_dataset::<1>(&map).unwrap().targets, [0.0]);
-        for (text, targets) in [
-            ("a,y\n1,-1\n2,+1\n3,1.0\n", [0.0, 1.0, 1.0]),
-            ("a,y\n1,0\n2,1\n3,1\n", [0.0, 1.0, 1.0]),
-            ("a,y\n1,2\n2,4\n3,4\n", [0.0, 1.0, 1.0]),
-        ] {
-            let t = csv(text);
-            let map = LabelMap::fit(&[&t], Target::Classes(2)).unwrap();
-            assert_eq!(t.to_dataset::<1>(&map).unwrap().targets, targets, "{text:?}");
-        }
-        let digits = csv("a,y\n1,9\n2,0\n");
-        assert_eq!(
-            LabelMap::fit(&[&digits], Target::Classes(10)).unwrap(),
-            LabelMap::Indices { classes: 10 }
-        );
-        assert_eq!(
-            fails("a,y\n1,0\n2,1\n3,2\n", Target::Classes(2)),
-            (
-                4,
-                3,
-                DataErrorKind::TooManyLabels {
-                    label: "2".into(),
-                    labels: vec!["0".into(), "1".into(), "2".into()],
-                    classes: 2
-                }
-            )
-        );
-        assert_eq!(
-            fails("a,y\n1,0.5\n2,1\n", Target::Classes(2)),
-            (2, 3, DataErrorKind::NotAClass("0.5".into()))
-        );
-        assert_eq!(
-            fails("a,y\n1,\n2,1\n", Target::Classes(2)),
-            (2, 3, DataErrorKind::Missing)
-        );
-        assert_eq!(
-            fails("a,y\n1,zz\n", Target::Real),
-            (2, 3, DataErrorKind::NotANumber("zz".into()))
         );
     }
 

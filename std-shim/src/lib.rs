@@ -11,10 +11,12 @@ pub mod datasets;
 pub mod demo;
 pub mod export;
 pub mod formats;
+pub mod labels;
 #[cfg(feature = "cli")]
 pub mod plot;
 #[cfg(feature = "cli")]
 pub mod progress;
+pub mod run_files;
 pub mod tasks;
 #[cfg(feature = "cli")]
 pub mod tune;

@@ -1160,3 +1160,41 @@ fn wide_files_are_tuned_to_the_reference_optimum_with_no_settings() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// The solvers' state at the widest width (f64, one L2 strength), as the README gives it:
+/// `size_of` of each method's solver built by the registry.
+#[test]
+fn solver_state_at_the_widest_width_is_as_the_readme_says() {
+    use bilevel_std::bilevel::registry::{Method, Settings, Start, Visit};
+    use bilevel_std::bilevel::run::Solver;
+    struct Size;
+    impl<const DX: usize, const DY: usize> Visit<f64, DX, DY> for Size {
+        type Output = usize;
+        fn visit<S: Solver<f64, DX, DY> + Clone + std::fmt::Debug>(self, _: S) -> usize {
+            std::mem::size_of::<S>()
+        }
+    }
+    fn megabytes<const DY: usize>(m: Method) -> f64 {
+        let start = Start::new([0.0f64; DY], (341, 114), 1);
+        m.build::<f64, Size, 1, DY>(&Settings::new(m, 1.0), &start, Size)
+            .unwrap() as f64
+            / 1e6
+    }
+    let sizes = bilevel_std::tune::with_large_stack(|| {
+        Method::ALL
+            .iter()
+            .map(|&m| (m.name(), megabytes::<1025>(m), megabytes::<257>(m)))
+            .collect::<Vec<_>>()
+    });
+    let tenths = |v: f64| (v * 10.0).round() / 10.0;
+    let hundredths = |v: f64| (v * 100.0).round() / 100.0;
+    for (name, wide, narrow) in sizes {
+        match name {
+            "qnbo-bfgs" => assert_eq!((tenths(wide), tenths(narrow)), (16.8, 1.1), "{name}"),
+            "saba" | "nsbo-saga" | "ma-nsbo-saga" => assert_eq!(tenths(wide), 1.6, "{name}"),
+            "qnbo-sr1" => assert_eq!(hundredths(wide), 0.58, "{name}"),
+            "itd" => assert_eq!(hundredths(wide), 0.55, "{name}"),
+            _ => assert!(wide <= 0.28, "{name}: {wide} MB"),
+        }
+    }
+}

@@ -7,7 +7,8 @@ use bilevel::problems::Samples;
 use bilevel::scalar::Real;
 
 use crate::data::{Dataset, Target};
-use crate::formats::{DataFiles, LabelMap};
+use crate::labels::LabelMap;
+use crate::run_files::DataFiles;
 
 use super::*;
 

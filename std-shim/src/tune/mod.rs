@@ -282,7 +282,7 @@ mod problems;
 mod runner;
 mod settings;
 
-use crate::formats::{DataFiles, Standardized};
+use crate::run_files::{DataFiles, Standardized};
 use files::{Converted, describe, r2, read_user_files, required, sq};
 use problems::{hyperclean, meta, regression};
 use runner::{RunPlan, RunResult, run_method};
