@@ -30,12 +30,7 @@ where
         oracles.lower_grad(x, &next, batch, &mut g)?;
         linalg::axpy(-beta, &g, &mut next);
     }
-    if !linalg::all_finite(&next) {
-        return Err(Error::NonFinite {
-            oracle: None,
-            stage: oracles.stage,
-        });
-    }
+    linalg::ensure_finite(&next, oracles.stage())?;
     *y = next;
     Ok(g)
 }
@@ -275,7 +270,7 @@ where
                 for _ in 0..max_trials {
                     y_next = *yk;
                     linalg::axpy(-t, &d, &mut y_next);
-                    finite_or_error(&y_next, oracles.stage)?;
+                    linalg::ensure_finite(&y_next, oracles.stage())?;
                     oracles.lower_grad(x, &y_next, batch, &mut g_next)?;
                     if linalg::norm(&g_next) < report.gradient_norm {
                         decreased = true;
@@ -289,7 +284,7 @@ where
                 }
             }
             None => {
-                finite_or_error(&y_next, oracles.stage)?;
+                linalg::ensure_finite(&y_next, oracles.stage())?;
                 oracles.lower_grad(x, &y_next, batch, &mut g_next)?;
             }
         }
@@ -308,15 +303,6 @@ where
     }
     report.converged = report.gradient_norm <= tol;
     Ok(report)
-}
-
-/// A non-finite trial point is an error of the stage that made it.
-fn finite_or_error<T: Real, const DY: usize>(y: &[T; DY], stage: &'static str) -> Result<(), Error> {
-    if linalg::all_finite(y) {
-        Ok(())
-    } else {
-        Err(Error::NonFinite { oracle: None, stage })
-    }
 }
 
 #[cfg(test)]

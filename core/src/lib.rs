@@ -46,6 +46,7 @@ pub mod checkpoint;
 pub mod curvature;
 pub mod elementary;
 pub mod error;
+pub mod hook;
 pub mod inner;
 pub mod linalg;
 pub mod linsolve;

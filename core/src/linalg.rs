@@ -3,6 +3,7 @@
 //! Small, obvious loops with one fixed summation order (left to right), so results are
 //! reproducible bit for bit across targets. Matrices are row-major: `a[i][j]` is row `i`.
 
+use crate::error::Error;
 use crate::scalar::Real;
 
 /// `aᵀb`.
@@ -70,6 +71,18 @@ pub fn dist<T: Real, const N: usize>(a: &[T; N], b: &[T; N]) -> T {
 #[inline]
 pub fn all_finite<T: Real, const N: usize>(a: &[T; N]) -> bool {
     a.iter().all(|v| v.is_finite())
+}
+
+/// `Ok` when every entry of `a` is finite, else [`Error::NonFinite`] naming `stage` and no
+/// oracle: a solver's own arithmetic left the finite range (an oracle's bad output is caught
+/// earlier, by [`crate::hook::Finite`]). The one check every solver ends its arithmetic with.
+#[inline]
+pub fn ensure_finite<T: Real, const N: usize>(a: &[T; N], stage: &'static str) -> Result<(), Error> {
+    if all_finite(a) {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { oracle: None, stage })
+    }
 }
 
 /// `out ← A·x` for a `M×N` matrix.

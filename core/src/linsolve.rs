@@ -177,14 +177,6 @@ where
     Ok(())
 }
 
-fn check_finite<T: Real, const N: usize, const K: usize>(u: &[[T; N]; K], stage: &'static str) -> Result<(), Error> {
-    if u.iter().all(linalg::all_finite) {
-        Ok(())
-    } else {
-        Err(Error::NonFinite { oracle: None, stage })
-    }
-}
-
 /// Conjugate gradient on `K` systems `H·u_k = b_k` sharing `H`, in lockstep.
 fn conjugate_gradient_lockstep<O, T, const N: usize, const K: usize>(
     op: &O,
@@ -258,7 +250,8 @@ where
             out[k].steps += 1;
         }
     }
-    check_finite(&x, "conjugate gradient")?;
+    x.iter()
+        .try_for_each(|v| linalg::ensure_finite(v, "conjugate gradient"))?;
     for (dst, src) in u.into_iter().zip(x.iter()) {
         *dst = *src;
     }
@@ -327,7 +320,8 @@ where
             break;
         }
     }
-    check_finite(&x, "gradient descent on a linear system")?;
+    x.iter()
+        .try_for_each(|v| linalg::ensure_finite(v, "gradient descent on a linear system"))?;
     for (dst, src) in u.into_iter().zip(x.iter()) {
         *dst = *src;
     }
@@ -403,7 +397,8 @@ where
     for s in sum.iter_mut() {
         linalg::scale(eta, s);
     }
-    check_finite(&sum, "Neumann series")?;
+    sum.iter()
+        .try_for_each(|v| linalg::ensure_finite(v, "Neumann series"))?;
     for (dst, src) in u.into_iter().zip(sum.iter()) {
         *dst = *src;
     }
@@ -657,12 +652,7 @@ where
         solve.residual = linalg::norm(&residual);
         solve.steps += 1;
     }
-    if !linalg::all_finite(u) {
-        return Err(Error::NonFinite {
-            oracle: None,
-            stage: "quasi-Newton linear solve",
-        });
-    }
+    linalg::ensure_finite(u, "quasi-Newton linear solve")?;
     Ok(solve)
 }
 

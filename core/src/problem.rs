@@ -6,11 +6,12 @@
 //! so deterministic and stochastic solvers run on the same problems, and writes into a
 //! buffer owned by the caller.
 //!
-//! Adapters: [`FiniteDiff`] supplies second-order oracles from gradients, [`Counted`] counts
-//! every call (the x-axis of every comparison), [`Checked`] turns non-finite outputs into
+//! Adapters: [`FiniteDiff`] supplies second-order oracles from gradients; the wrappers that
+//! only act around calls are hooks of [`crate::hook`]: [`Counted`] counts every call (the
+//! x-axis of every comparison), [`Checked`] turns non-finite outputs into
 //! [`Error::NonFinite`] naming the oracle.
 
-use core::cell::Cell;
+pub use crate::hook::{Checked, Counted};
 
 use crate::error::{Error, Oracle};
 use crate::linalg;
@@ -238,6 +239,19 @@ pub struct OracleCounts {
 }
 
 impl OracleCounts {
+    /// The count of `oracle`'s calls.
+    pub fn of_mut(&mut self, oracle: Oracle) -> &mut u64 {
+        match oracle {
+            Oracle::LowerGrad => &mut self.lower_grad,
+            Oracle::UpperGrad => &mut self.upper_grad,
+            Oracle::LowerHvp => &mut self.lower_hvp,
+            Oracle::LowerCross => &mut self.lower_cross,
+            Oracle::LowerGradX => &mut self.lower_grad_x,
+            Oracle::LowerValue => &mut self.lower_value,
+            Oracle::UpperValue => &mut self.upper_value,
+        }
+    }
+
     /// All calls together.
     pub fn total(&self) -> u64 {
         self.lower_grad
@@ -247,115 +261,6 @@ impl OracleCounts {
             + self.lower_grad_x
             + self.lower_value
             + self.upper_value
-    }
-}
-
-/// A problem that counts every oracle call made through it.
-///
-/// ```
-/// use bilevel::problem::{Batch, Counted, Problem};
-/// use bilevel::problems::Quadratic;
-/// let q = Counted::new(Quadratic::<f64, 2, 3>::random(7, 10.0, 0.1));
-/// let mut g = [0.0; 3];
-/// q.lower_grad(&[0.0; 2], &[0.0; 3], Batch::Full, &mut g).unwrap();
-/// assert_eq!(q.counts().lower_grad, 1);
-/// ```
-#[derive(Debug, Default)]
-pub struct Counted<P> {
-    inner: P,
-    counts: Cell<OracleCounts>,
-}
-
-impl<P> Counted<P> {
-    /// Wraps a problem with all counts at zero.
-    pub fn new(inner: P) -> Self {
-        Counted {
-            inner,
-            counts: Cell::new(OracleCounts::default()),
-        }
-    }
-    /// The counts so far.
-    pub fn counts(&self) -> OracleCounts {
-        self.counts.get()
-    }
-    /// Sets all counts to zero.
-    pub fn reset(&self) {
-        self.counts.set(OracleCounts::default());
-    }
-    /// The wrapped problem.
-    pub fn inner(&self) -> &P {
-        &self.inner
-    }
-    /// Unwraps the problem.
-    pub fn into_inner(self) -> P {
-        self.inner
-    }
-    fn bump(&self, f: impl FnOnce(&mut OracleCounts)) {
-        let mut c = self.counts.get();
-        f(&mut c);
-        self.counts.set(c);
-    }
-}
-
-impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T, DX, DY> for Counted<P> {
-    fn lower_grad(&self, x: &[T; DX], y: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
-        self.bump(|c| c.lower_grad += 1);
-        self.inner.lower_grad(x, y, b, out)
-    }
-    fn upper_grad(&self, x: &[T; DX], y: &[T; DY], b: Batch, gx: &mut [T; DX], gy: &mut [T; DY]) -> Result<(), Error> {
-        self.bump(|c| c.upper_grad += 1);
-        self.inner.upper_grad(x, y, b, gx, gy)
-    }
-    fn lower_hvp(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), Error> {
-        self.bump(|c| c.lower_hvp += 1);
-        self.inner.lower_hvp(x, y, v, b, out)
-    }
-    fn lower_hvp2(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        v1: &[T; DY],
-        v2: &[T; DY],
-        b: Batch,
-        o1: &mut [T; DY],
-        o2: &mut [T; DY],
-    ) -> Result<(), Error> {
-        self.bump(|c| c.lower_hvp += 2);
-        self.inner.lower_hvp2(x, y, v1, v2, b, o1, o2)
-    }
-    fn lower_grad_hvp(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        v: &[T; DY],
-        b: Batch,
-        grad: &mut [T; DY],
-        hvp: &mut [T; DY],
-    ) -> Result<(), Error> {
-        self.bump(|c| {
-            c.lower_grad += 1;
-            c.lower_hvp += 1;
-        });
-        self.inner.lower_grad_hvp(x, y, v, b, grad, hvp)
-    }
-    fn lower_cross(&self, x: &[T; DX], y: &[T; DY], v: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
-        self.bump(|c| c.lower_cross += 1);
-        self.inner.lower_cross(x, y, v, b, out)
-    }
-    fn lower_grad_x(&self, x: &[T; DX], y: &[T; DY], b: Batch, out: &mut [T; DX]) -> Result<(), Error> {
-        self.bump(|c| c.lower_grad_x += 1);
-        self.inner.lower_grad_x(x, y, b, out)
-    }
-    fn lower_value(&self, x: &[T; DX], y: &[T; DY], b: Batch) -> Result<T, Error> {
-        self.bump(|c| c.lower_value += 1);
-        self.inner.lower_value(x, y, b)
-    }
-    fn upper_value(&self, x: &[T; DX], y: &[T; DY], b: Batch) -> Result<T, Error> {
-        self.bump(|c| c.upper_value += 1);
-        self.inner.upper_value(x, y, b)
-    }
-    fn samples(&self) -> (usize, usize) {
-        self.inner.samples()
     }
 }
 
@@ -466,209 +371,21 @@ impl<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>> Problem<T
     }
 }
 
-/// Oracle calls that check their outputs: a NaN or infinite entry becomes
-/// [`Error::NonFinite`] naming the oracle and `stage`. Solvers call problems only through
-/// this, so a bad sample never reaches their state.
-#[derive(Debug)]
-pub struct Checked<'p, P> {
-    /// The problem.
-    pub problem: &'p P,
-    /// The solver stage reported in errors.
-    pub stage: &'static str,
-}
-
-impl<P> Clone for Checked<'_, P> {
-    fn clone(&self) -> Self {
-        *self
+/// `h ← h − ∇²_xy g(x, y)·u`: the ending of the implicit-function hypergradient
+/// `∇_x f − ∇²_xy g·u`, with `h` holding `∇_x f(x, y)` on entry and `u ≈ [∇²_yy g]⁻¹ ∇_y f`
+/// the adjoint. Every method that ends with an adjoint ends with this.
+pub fn implicit_hypergradient<T: Real, const DX: usize, const DY: usize, P: Problem<T, DX, DY>>(
+    problem: &P,
+    x: &[T; DX],
+    y: &[T; DY],
+    u: &[T; DY],
+    batch: Batch,
+    h: &mut [T; DX],
+) -> Result<(), Error> {
+    let mut cross = [T::ZERO; DX];
+    problem.lower_cross(x, y, u, batch, &mut cross)?;
+    for j in 0..DX {
+        h[j] -= cross[j];
     }
-}
-impl<P> Copy for Checked<'_, P> {}
-
-impl<'p, P> Checked<'p, P> {
-    /// Wraps `problem`, naming `stage` in errors.
-    pub fn new(problem: &'p P, stage: &'static str) -> Self {
-        Checked { problem, stage }
-    }
-
-    fn finite<T: Real, const N: usize>(&self, oracle: Oracle, v: &[T; N]) -> Result<(), Error> {
-        if linalg::all_finite(v) {
-            Ok(())
-        } else {
-            Err(Error::NonFinite {
-                oracle: Some(oracle),
-                stage: self.stage,
-            })
-        }
-    }
-
-    /// Checked [`Problem::lower_grad`].
-    pub fn lower_grad<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        b: Batch,
-        out: &mut [T; DY],
-    ) -> Result<(), Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        self.problem.lower_grad(x, y, b, out)?;
-        self.finite(Oracle::LowerGrad, out)
-    }
-
-    /// Checked [`Problem::upper_grad`].
-    pub fn upper_grad<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        b: Batch,
-        gx: &mut [T; DX],
-        gy: &mut [T; DY],
-    ) -> Result<(), Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        self.problem.upper_grad(x, y, b, gx, gy)?;
-        self.finite(Oracle::UpperGrad, gx)?;
-        self.finite(Oracle::UpperGrad, gy)
-    }
-
-    /// Checked [`Problem::lower_hvp`].
-    pub fn lower_hvp<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        v: &[T; DY],
-        b: Batch,
-        out: &mut [T; DY],
-    ) -> Result<(), Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        self.problem.lower_hvp(x, y, v, b, out)?;
-        self.finite(Oracle::LowerHvp, out)
-    }
-
-    /// Checked [`Problem::lower_grad_hvp`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn lower_grad_hvp<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        v: &[T; DY],
-        b: Batch,
-        grad: &mut [T; DY],
-        hvp: &mut [T; DY],
-    ) -> Result<(), Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        self.problem.lower_grad_hvp(x, y, v, b, grad, hvp)?;
-        self.finite(Oracle::LowerGrad, grad)?;
-        self.finite(Oracle::LowerHvp, hvp)
-    }
-
-    /// Checked [`Problem::lower_hvp2`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn lower_hvp2<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        v1: &[T; DY],
-        v2: &[T; DY],
-        b: Batch,
-        out1: &mut [T; DY],
-        out2: &mut [T; DY],
-    ) -> Result<(), Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        self.problem.lower_hvp2(x, y, v1, v2, b, out1, out2)?;
-        self.finite(Oracle::LowerHvp, out1)?;
-        self.finite(Oracle::LowerHvp, out2)
-    }
-
-    /// Checked [`Problem::lower_cross`].
-    pub fn lower_cross<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        v: &[T; DY],
-        b: Batch,
-        out: &mut [T; DX],
-    ) -> Result<(), Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        self.problem.lower_cross(x, y, v, b, out)?;
-        self.finite(Oracle::LowerCross, out)
-    }
-
-    /// Checked [`Problem::lower_grad_x`].
-    pub fn lower_grad_x<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        b: Batch,
-        out: &mut [T; DX],
-    ) -> Result<(), Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        self.problem.lower_grad_x(x, y, b, out)?;
-        self.finite(Oracle::LowerGradX, out)
-    }
-
-    /// Checked [`Problem::lower_value`].
-    pub fn lower_value<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        b: Batch,
-    ) -> Result<T, Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        let v = self.problem.lower_value(x, y, b)?;
-        self.finite(Oracle::LowerValue, &[v])?;
-        Ok(v)
-    }
-
-    /// Checked [`Problem::upper_value`].
-    pub fn upper_value<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        b: Batch,
-    ) -> Result<T, Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        let v = self.problem.upper_value(x, y, b)?;
-        self.finite(Oracle::UpperValue, &[v])?;
-        Ok(v)
-    }
-
-    /// `out ← ∇_x f − ∇²_xy g·u` at `(x, y)`: the implicit-function hypergradient given an
-    /// adjoint `u ≈ [∇²_yy g]⁻¹ ∇_y f`. Every `u`-tracking method ends with this.
-    pub fn implicit_hypergradient<T: Real, const DX: usize, const DY: usize>(
-        &self,
-        x: &[T; DX],
-        y: &[T; DY],
-        u: &[T; DY],
-        b: Batch,
-        out: &mut [T; DX],
-    ) -> Result<(), Error>
-    where
-        P: Problem<T, DX, DY>,
-    {
-        let mut gy = [T::ZERO; DY];
-        let mut cross = [T::ZERO; DX];
-        self.upper_grad(x, y, b, out, &mut gy)?;
-        self.lower_cross(x, y, u, b, &mut cross)?;
-        for j in 0..DX {
-            out[j] -= cross[j];
-        }
-        Ok(())
-    }
+    Ok(())
 }

@@ -7,7 +7,7 @@
 use crate::error::{Error, Oracle};
 use crate::linalg;
 use crate::linsolve::{LowerHessian, SolveStatus, conjugate_gradient};
-use crate::problem::{Batch, Checked, Problem};
+use crate::problem::{Batch, Checked, Problem, implicit_hypergradient};
 use crate::scalar::Real;
 
 /// Tolerances and budgets of [`reference_hypergradient`].
@@ -206,12 +206,8 @@ where
             });
         }
     }
-    let mut cross = [T::ZERO; DX];
-    o.lower_cross(x, &y, &u, Batch::Full, &mut cross)?;
     let mut hypergradient = gx;
-    for j in 0..DX {
-        hypergradient[j] -= cross[j];
-    }
+    implicit_hypergradient(&o, x, &y, &u, Batch::Full, &mut hypergradient)?;
     Ok(Reference {
         y,
         u,

@@ -258,12 +258,7 @@ impl<T: Real> Outer<T> {
                 *v = v.max(lo).min(hi);
             }
         }
-        if !linalg::all_finite(&next) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "outer update",
-            });
-        }
+        linalg::ensure_finite(&next, "outer update")?;
         *x = next;
         Ok(())
     }

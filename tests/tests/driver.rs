@@ -6,56 +6,26 @@ use core::ops::ControlFlow;
 
 use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
+use bilevel::hook::{Call, Hook, Hooked};
 use bilevel::problems::Quadratic;
 use bilevel::reference::{ReferenceConfig, ReferenceSolver};
 use bilevel::run::{Adaptive, Budget, Deepening, Diagnostics, Driver, Outcome, RunReport, Solver, Stopping};
-use bilevel::{Batch, Counted, Error, Problem};
+use bilevel::{Counted, Error, Problem, Real};
 
 const DX: usize = 2;
 const DY: usize = 4;
 type Q = Quadratic<f64, DX, DY>;
 
 /// The upper level multiplied by `c`: the same problem in other units of `F`.
-struct Scaled<'a> {
-    inner: &'a Q,
-    c: f64,
-}
+struct Scale(f64);
 
-impl Problem<f64, DX, DY> for Scaled<'_> {
-    fn lower_grad(&self, x: &[f64; DX], y: &[f64; DY], b: Batch, out: &mut [f64; DY]) -> Result<(), Error> {
-        self.inner.lower_grad(x, y, b, out)
-    }
-    fn upper_grad(
-        &self,
-        x: &[f64; DX],
-        y: &[f64; DY],
-        b: Batch,
-        gx: &mut [f64; DX],
-        gy: &mut [f64; DY],
-    ) -> Result<(), Error> {
-        self.inner.upper_grad(x, y, b, gx, gy)?;
-        gx.iter_mut().chain(gy.iter_mut()).for_each(|g| *g *= self.c);
+impl Hook for Scale {
+    fn after<T: Real>(&self, call: Call, outputs: &mut [&mut [T]]) -> Result<(), Error> {
+        if !call.is_lower() {
+            let c = T::from_f64(self.0);
+            outputs.iter_mut().flat_map(|o| o.iter_mut()).for_each(|v| *v *= c);
+        }
         Ok(())
-    }
-    fn lower_hvp(
-        &self,
-        x: &[f64; DX],
-        y: &[f64; DY],
-        v: &[f64; DY],
-        b: Batch,
-        out: &mut [f64; DY],
-    ) -> Result<(), Error> {
-        self.inner.lower_hvp(x, y, v, b, out)
-    }
-    fn lower_cross(
-        &self,
-        x: &[f64; DX],
-        y: &[f64; DY],
-        v: &[f64; DY],
-        b: Batch,
-        out: &mut [f64; DX],
-    ) -> Result<(), Error> {
-        self.inner.lower_cross(x, y, v, b, out)
     }
 }
 
@@ -80,11 +50,11 @@ fn the_adaptive_steps_do_not_depend_on_the_units_of_f() {
         Adaptive::BarzilaiBorwein { radius: 0.7 },
         Adaptive::AdaGradNorm { radius: 0.7 },
     ] {
-        let base = trajectory(&Scaled { inner: &q, c: 1.0 }, rule, 30);
+        let base = trajectory(&Hooked::wrap(&q, Scale(1.0)), rule, 30);
         // Powers of two scale every product exactly: the iterates must be the same bits.
         for c in [1024.0, 1.0 / 1024.0] {
             assert_eq!(
-                trajectory(&Scaled { inner: &q, c }, rule, 30),
+                trajectory(&Hooked::wrap(&q, Scale(c)), rule, 30),
                 base,
                 "{rule:?}, F × {c}"
             );

@@ -6,6 +6,7 @@ use std::cell::Cell;
 
 use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
+use bilevel::hook::{Call, Hook, Hooked};
 use bilevel::linalg;
 use bilevel::problem::{Batch, Counted, Problem};
 use bilevel::problems::Quadratic;
@@ -136,59 +137,26 @@ fn gd_with_t_zero_reproduces_soba_lower_and_adjoint_update_exactly() {
 }
 
 /// Counts fused `lower_hvp2` calls apart from single products.
-struct FusedCount<P> {
-    inner: P,
+#[derive(Default)]
+struct FusedCount {
     single: Cell<u32>,
     fused: Cell<u32>,
 }
 
-impl<P> FusedCount<P> {
-    fn new(inner: P) -> Self {
-        FusedCount {
-            inner,
-            single: Cell::new(0),
-            fused: Cell::new(0),
-        }
-    }
+impl FusedCount {
     fn take(&self) -> (u32, u32) {
         (self.single.replace(0), self.fused.replace(0))
     }
 }
 
-impl<P: Problem<f64, 4, 6>> Problem<f64, 4, 6> for FusedCount<P> {
-    fn lower_grad(&self, x: &[f64; 4], y: &[f64; 6], b: Batch, out: &mut [f64; 6]) -> Result<(), Error> {
-        self.inner.lower_grad(x, y, b, out)
-    }
-    fn upper_grad(
-        &self,
-        x: &[f64; 4],
-        y: &[f64; 6],
-        b: Batch,
-        gx: &mut [f64; 4],
-        gy: &mut [f64; 6],
-    ) -> Result<(), Error> {
-        self.inner.upper_grad(x, y, b, gx, gy)
-    }
-    fn lower_hvp(&self, x: &[f64; 4], y: &[f64; 6], v: &[f64; 6], b: Batch, out: &mut [f64; 6]) -> Result<(), Error> {
-        self.single.set(self.single.get() + 1);
-        self.inner.lower_hvp(x, y, v, b, out)
-    }
-    fn lower_hvp2(
-        &self,
-        x: &[f64; 4],
-        y: &[f64; 6],
-        v1: &[f64; 6],
-        v2: &[f64; 6],
-        b: Batch,
-        o1: &mut [f64; 6],
-        o2: &mut [f64; 6],
-    ) -> Result<(), Error> {
-        self.fused.set(self.fused.get() + 1);
-        self.inner.lower_hvp(x, y, v1, b, o1)?;
-        self.inner.lower_hvp(x, y, v2, b, o2)
-    }
-    fn lower_cross(&self, x: &[f64; 4], y: &[f64; 6], v: &[f64; 6], b: Batch, out: &mut [f64; 4]) -> Result<(), Error> {
-        self.inner.lower_cross(x, y, v, b, out)
+impl Hook for FusedCount {
+    fn before(&self, call: Call, batch: Batch) -> Result<Batch, Error> {
+        match call {
+            Call::LowerHvp => self.single.set(self.single.get() + 1),
+            Call::LowerHvp2 => self.fused.set(self.fused.get() + 1),
+            _ => {}
+        }
+        Ok(batch)
     }
 }
 
@@ -197,7 +165,7 @@ fn oracle_costs_per_iteration_use_one_fused_call_per_inner_step() {
     let q = Q::random(3, 18.0, 0.1);
     let beta = 1.0 / q.lower_lipschitz();
     let x = [0.1, -0.2, 0.3, 0.0];
-    let p = Counted::new(FusedCount::new(q.clone()));
+    let p = Counted::new(Hooked::wrap(q.clone(), FusedCount::default()));
     let mut h = [0.0; 4];
 
     // NBO-GD, T = 1: two steps; in the first v = 0 needs no product, so one single product
@@ -206,7 +174,7 @@ fn oracle_costs_per_iteration_use_one_fused_call_per_inner_step() {
     gd.hypergradient(&p, &x, &mut h).unwrap();
     let c = p.counts();
     assert_eq!((c.lower_grad, c.upper_grad, c.lower_cross), (1, 2, 1));
-    assert_eq!(p.inner().take(), (1, 1));
+    assert_eq!(p.inner().hook.take(), (1, 1));
     p.reset();
 
     // NBO-CG, T = 2: one product for the warm adjoint's residual, then one fused call per step.
@@ -214,7 +182,7 @@ fn oracle_costs_per_iteration_use_one_fused_call_per_inner_step() {
     cg.hypergradient(&p, &x, &mut h).unwrap();
     let c = p.counts();
     assert_eq!((c.lower_grad, c.upper_grad, c.lower_cross), (1, 2, 1));
-    assert_eq!(p.inner().take(), (1, 2));
+    assert_eq!(p.inner().hook.take(), (1, 2));
 }
 
 /// A quadratic whose lower Hessian is indefinite: `diag(1, −1)` on the first two

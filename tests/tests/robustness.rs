@@ -44,6 +44,14 @@ fn every_solver_keeps_state_under_every_fault() {
         assert!(rows >= 2, "{solver}: {rows} rows");
     }
     assert!(!table.contains("panicked"));
+    // The published table is this one (the example prints it, then the fuzzing record).
+    let doc = format!("{table}\n{}", include_str!("../../fuzz/RUNS.md"));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/robustness.md");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == doc,
+        "docs/robustness.md is stale: cargo run --release -p bilevel-tests --example robustness > docs/robustness.md"
+    );
 }
 
 /// A step with an invalid configuration returns `InvalidConfig` naming `field`, changing

@@ -3,7 +3,6 @@
 //! solution `x*`, SAGA bookkeeping against the deterministic counterparts, determinism per
 //! seed, and the memory of each solver type.
 
-use bilevel::Error;
 use bilevel::algo::aid::{Aid, AidConfig};
 use bilevel::algo::f2sa::{F2sa, F2saConfig};
 use bilevel::algo::nbo::{Nbo, NboConfig};
@@ -12,6 +11,7 @@ use bilevel::algo::pzobo::{Directions, Pzobo, PzoboConfig};
 use bilevel::algo::soba::{Saba, Soba, SobaConfig};
 use bilevel::algo::stocbio::{StocBio, StocBioConfig};
 use bilevel::algo::stochastic::{AverageOrder, MovingAverage};
+use bilevel::hook::{Call as HookedCall, Hook, Hooked};
 use bilevel::linalg;
 use bilevel::problem::{Batch, Counted, Problem};
 use bilevel::problems::{FiniteSum, Quadratic};
@@ -19,6 +19,7 @@ use bilevel::rng::Rng128;
 use bilevel::run::{Outer, Solver};
 use bilevel::sample::{BatchSource, FullBatch, Minibatches, Order, Stream};
 use bilevel::schedule::Schedule;
+use bilevel::{Error, Real};
 use std::cell::Cell;
 
 const DX: usize = 4;
@@ -800,97 +801,32 @@ fn every_method_same_seed_same_bits_different_seed_differs() {
     for_every_method(&p, &mut Determinism(&p, alpha));
 }
 
-/// Forwards every oracle to `P`, except that call number `poison_at` (counting all kinds)
-/// returns NaN.
-struct Poisoned<'a> {
-    inner: &'a P,
+/// Call number `poison_at` (counting all kinds, a fused call as one) returns NaN in the first
+/// entry of its last output.
+struct Poison {
     calls: Cell<u32>,
     poison_at: u32,
 }
 
-impl Poisoned<'_> {
-    fn hit(&self) -> bool {
-        let c = self.calls.get();
-        self.calls.set(c + 1);
-        c == self.poison_at
+impl Poison {
+    fn at(poison_at: u32) -> Self {
+        Poison {
+            calls: Cell::new(0),
+            poison_at,
+        }
     }
 }
 
-impl Problem<f64, DX, DY> for Poisoned<'_> {
-    fn lower_grad(&self, x: &[f64; DX], y: &[f64; DY], b: Batch, out: &mut [f64; DY]) -> Result<(), Error> {
-        self.inner.lower_grad(x, y, b, out)?;
-        if self.hit() {
-            out[0] = f64::NAN;
+impl Hook for Poison {
+    fn after<T: Real>(&self, _: HookedCall, outputs: &mut [&mut [T]]) -> Result<(), Error> {
+        let c = self.calls.get();
+        self.calls.set(c + 1);
+        if c == self.poison_at
+            && let Some(v) = outputs.last_mut().and_then(|o| o.first_mut())
+        {
+            *v = T::from_f64(f64::NAN);
         }
         Ok(())
-    }
-    fn upper_grad(
-        &self,
-        x: &[f64; DX],
-        y: &[f64; DY],
-        b: Batch,
-        gx: &mut [f64; DX],
-        gy: &mut [f64; DY],
-    ) -> Result<(), Error> {
-        self.inner.upper_grad(x, y, b, gx, gy)?;
-        if self.hit() {
-            gy[0] = f64::INFINITY;
-        }
-        Ok(())
-    }
-    fn lower_hvp(
-        &self,
-        x: &[f64; DX],
-        y: &[f64; DY],
-        v: &[f64; DY],
-        b: Batch,
-        out: &mut [f64; DY],
-    ) -> Result<(), Error> {
-        self.inner.lower_hvp(x, y, v, b, out)?;
-        if self.hit() {
-            out[1] = f64::NAN;
-        }
-        Ok(())
-    }
-    fn lower_hvp2(
-        &self,
-        x: &[f64; DX],
-        y: &[f64; DY],
-        v1: &[f64; DY],
-        v2: &[f64; DY],
-        b: Batch,
-        o1: &mut [f64; DY],
-        o2: &mut [f64; DY],
-    ) -> Result<(), Error> {
-        self.inner.lower_hvp2(x, y, v1, v2, b, o1, o2)?;
-        if self.hit() {
-            o2[1] = f64::NAN;
-        }
-        Ok(())
-    }
-    fn lower_cross(
-        &self,
-        x: &[f64; DX],
-        y: &[f64; DY],
-        v: &[f64; DY],
-        b: Batch,
-        out: &mut [f64; DX],
-    ) -> Result<(), Error> {
-        self.inner.lower_cross(x, y, v, b, out)?;
-        if self.hit() {
-            out[0] = f64::NAN;
-        }
-        Ok(())
-    }
-    fn lower_grad_x(&self, x: &[f64; DX], y: &[f64; DY], b: Batch, out: &mut [f64; DX]) -> Result<(), Error> {
-        self.inner.lower_grad_x(x, y, b, out)?;
-        if self.hit() {
-            out[0] = f64::NAN;
-        }
-        Ok(())
-    }
-    fn samples(&self) -> (usize, usize) {
-        self.inner.samples()
     }
 }
 
@@ -906,22 +842,15 @@ fn every_method_keeps_its_state_when_any_oracle_call_fails() {
             let outer = Outer::constant(self.1);
             let mut solver = make(3);
             let x = outer_run(&mut solver, self.0, [0.5; DX], outer, 30);
-            // The number of oracle calls (a fused product is one) of the next step.
-            let counting = Counted::new(Poisoned {
-                inner: self.0,
-                calls: Cell::new(0),
-                poison_at: u32::MAX,
-            });
+            // The number of oracle calls (a fused call is one) of the next step: at least a
+            // lower, an upper and a cross call (SOBA's fewest: gradient and product fused).
+            let counting = Counted::new(Hooked::wrap(self.0, Poison::at(u32::MAX)));
             let (mut probe, mut xp) = (solver.clone(), x);
             bilevel::run::step(&mut probe, &counting, &mut xp, &outer, 30).unwrap();
-            let calls = counting.inner().calls.get();
-            assert!(calls >= 4, "{name}: {calls} calls");
+            let calls = counting.inner().hook.calls.get();
+            assert!(calls >= 3, "{name}: {calls} calls");
             for poison_at in 0..calls {
-                let poisoned = Counted::new(Poisoned {
-                    inner: self.0,
-                    calls: Cell::new(0),
-                    poison_at,
-                });
+                let poisoned = Counted::new(Hooked::wrap(self.0, Poison::at(poison_at)));
                 let (mut s, mut xs) = (solver.clone(), x);
                 let r = bilevel::run::step(&mut s, &poisoned, &mut xs, &outer, 30);
                 assert!(

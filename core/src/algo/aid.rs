@@ -21,7 +21,7 @@ use crate::error::{Error, ensure};
 use crate::inner;
 use crate::linalg;
 use crate::linsolve::{LowerHessian, Solve, SolveStatus, conjugate_gradient, gradient_descent, neumann};
-use crate::problem::{Batch, Checked, Problem};
+use crate::problem::{Batch, Checked, Problem, implicit_hypergradient};
 use crate::run::{Adjoint, Bias, Deepening, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
 
@@ -274,11 +274,7 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for Aid<T, DY>
         let mut u = self.u;
         let tol = self.config.tolerance * linalg::norm(&grad_y);
         let solve = solve_adjoint(oracles, &self.config.adjoint, x, &y, &grad_y, &mut u, tol)?;
-        let mut cross = [T::ZERO; DX];
-        oracles.lower_cross(x, &y, &u, Batch::Full, &mut cross)?;
-        for j in 0..DX {
-            grad_x[j] -= cross[j];
-        }
+        implicit_hypergradient(&oracles, x, &y, &u, Batch::Full, &mut grad_x)?;
         self.y = y;
         self.u = u;
         *h = grad_x;

@@ -237,12 +237,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
                 y[i] -= alpha * (grad_f[i] + lambda * grad_g[i]);
             }
         }
-        if !linalg::all_finite(&y) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "F2SA penalized step",
-            });
-        }
+        linalg::ensure_finite(&y, "F2SA penalized step")?;
         let (upper_batch, shared) = (upper.next_batch()?, lower.next_batch()?);
         oracles.upper_grad(x, &y, upper_batch, &mut grad_x, &mut grad_f)?;
         let mut gx_y = [T::ZERO; DX];
@@ -254,12 +249,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
         linalg::scale(lambda, &mut cross);
         let mut h_new = grad_x;
         linalg::axpy(T::ONE, &cross, &mut h_new);
-        if !linalg::all_finite(&h_new) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "F2SA hypergradient",
-            });
-        }
+        linalg::ensure_finite(&h_new, "F2SA hypergradient")?;
         let largest = self.largest.max(linalg::norm(&h_new));
         let (bias, lag) = measure(
             oracles,

@@ -216,12 +216,7 @@ impl<T: Real, const DX: usize, const DY: usize, const S: usize> Solver<T, DX, DY
                 }
             }
         }
-        if !linalg::all_finite(&grad_x) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "ITD reverse pass",
-            });
-        }
+        linalg::ensure_finite(&grad_x, "ITD reverse pass")?;
         self.y = y;
         self.u = u;
         *h = grad_x;
@@ -372,12 +367,7 @@ impl<T: Real, const DX: usize, const DY: usize> Solver<T, DX, DY> for ItdForward
         for i in 0..DY {
             linalg::axpy(grad_y[i], &z[i], &mut grad_x);
         }
-        if !linalg::all_finite(&grad_x) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "ITD forward pass",
-            });
-        }
+        linalg::ensure_finite(&grad_x, "ITD forward pass")?;
         self.y = y;
         *h = grad_x;
         Ok(Diagnostics {

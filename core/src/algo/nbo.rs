@@ -22,7 +22,7 @@
 use crate::error::{Error, ensure};
 use crate::linalg;
 use crate::linsolve::{LowerHessian, Solve, SolveStatus, SymmetricOperator, conjugate_gradient2, gradient_descent2};
-use crate::problem::{Batch, Checked, Problem};
+use crate::problem::{Batch, Checked, Problem, implicit_hypergradient};
 use crate::run::{Adjoint, Diagnostics, Solver};
 use crate::scalar::Real;
 
@@ -216,20 +216,11 @@ where
     for i in 0..DY {
         y_next[i] -= newton[i];
     }
-    if !linalg::all_finite(&y_next) {
-        return Err(Error::NonFinite {
-            oracle: None,
-            stage: "NBO Newton step",
-        });
-    }
+    linalg::ensure_finite(&y_next, "NBO Newton step")?;
     let mut hypergradient = [T::ZERO; DX];
     let mut unused_y = [T::ZERO; DY];
     oracles.upper_grad(x, &y_next, batches.upper_grad, &mut hypergradient, &mut unused_y)?;
-    let mut cross = [T::ZERO; DX];
-    oracles.lower_cross(x, &y_next, &adjoint, batches.cross, &mut cross)?;
-    for j in 0..DX {
-        hypergradient[j] -= cross[j];
-    }
+    implicit_hypergradient(&oracles, x, &y_next, &adjoint, batches.cross, &mut hypergradient)?;
     Ok(NewtonStep {
         y: y_next,
         u: adjoint,

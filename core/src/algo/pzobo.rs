@@ -257,12 +257,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
             linalg::sub(&y_j, &y_n, &mut delta);
             linalg::axpy(weight * linalg::dot(&delta, &grad_y), &u, &mut grad_x);
         }
-        if !linalg::all_finite(&grad_x) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "PZOBO hypergradient",
-            });
-        }
+        linalg::ensure_finite(&grad_x, "PZOBO hypergradient")?;
         let truncation = ratio(last_steps.sqrt(), first_steps.sqrt());
         self.y = y_n;
         self.directions = rng;

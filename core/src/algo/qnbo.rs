@@ -36,7 +36,7 @@ use crate::error::{Error, ensure};
 use crate::inner::{self, StepRule};
 use crate::linalg;
 use crate::linsolve::{self, GradientDifferenceHessian};
-use crate::problem::{Batch, Checked, Problem};
+use crate::problem::{Batch, Checked, Problem, implicit_hypergradient};
 use crate::qn::{DenseBfgs, InverseHessian, LBfgs, LSr1, QnCounts, Safeguards};
 use crate::run::{Diagnostics, Solver};
 use crate::scalar::Real;
@@ -431,17 +431,8 @@ impl<T: Real, H: InverseHessian<T, DY>, const DX: usize, const DY: usize> Solver
                 step.counts_b = mem_b.counts().since(&before_b);
             }
         }
-        if !linalg::all_finite(&u) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "qNBO adjoint",
-            });
-        }
-        let mut cross = [T::ZERO; DX];
-        oracles.lower_cross(x, &y, &u, Batch::Full, &mut cross)?;
-        for j in 0..DX {
-            grad_x[j] -= cross[j];
-        }
+        linalg::ensure_finite(&u, "qNBO adjoint")?;
+        implicit_hypergradient(&oracles, x, &y, &u, Batch::Full, &mut grad_x)?;
         self.y = y;
         self.u = u;
         self.k = self.k.saturating_add(1);

@@ -26,7 +26,7 @@ use crate::error::{Error, ensure};
 use crate::inner::{self, StepRule};
 use crate::linalg;
 use crate::linsolve::{LowerHessian, SolveStatus, conjugate_gradient};
-use crate::problem::{Batch, Checked, Problem};
+use crate::problem::{Batch, Checked, Problem, implicit_hypergradient};
 use crate::qn::{InverseHessian, LBfgs, QnCounts, Safeguards};
 use crate::run::{Adjoint, Bias, Deepening, Diagnostics, Solver, deepen_count};
 use crate::scalar::Real;
@@ -292,17 +292,8 @@ impl<T: Real, const DX: usize, const DY: usize, const M: usize> Solver<T, DX, DY
             refine_steps = s.steps;
             refine_unconverged = s.status == SolveStatus::Budget;
         }
-        if !linalg::all_finite(&u) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "SHINE adjoint",
-            });
-        }
-        let mut cross = [T::ZERO; DX];
-        oracles.lower_cross(x, &y, &u, Batch::Full, &mut cross)?;
-        for j in 0..DX {
-            grad_x[j] -= cross[j];
-        }
+        linalg::ensure_finite(&u, "SHINE adjoint")?;
+        implicit_hypergradient(&oracles, x, &y, &u, Batch::Full, &mut grad_x)?;
         let counts = memory.counts().since(&before);
         self.y = y;
         self.u = u;

@@ -164,12 +164,8 @@ impl<T: Real, const DX: usize, const DY: usize> SingleLoop<T, DX, DY> {
         let (direction, average) = averaged(config.average.as_ref(), self.t, &self.average, &d_x);
         next.average = average;
         next.t = self.t.saturating_add(1);
-        if !(crate::linalg::all_finite(&next.y) && crate::linalg::all_finite(&next.v)) {
-            return Err(Error::NonFinite {
-                oracle: None,
-                stage: "SOBA update",
-            });
-        }
+        crate::linalg::ensure_finite(&next.y, "SOBA update")?;
+        crate::linalg::ensure_finite(&next.v, "SOBA update")?;
         Ok((next, direction))
     }
 }

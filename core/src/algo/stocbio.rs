@@ -28,7 +28,7 @@ use crate::algo::stochastic::grow_both;
 use crate::algo::stochastic::{SampledHessian, stochastic_gradient_descent};
 use crate::error::{Error, ensure};
 use crate::linsolve::{SolveStatus, neumann};
-use crate::problem::{Checked, Problem};
+use crate::problem::{Checked, Problem, implicit_hypergradient};
 use crate::run::{Adjoint, Bias, Deepening, Diagnostics, Solver, deepen_count};
 use crate::sample::{BatchSource, Minibatches};
 use crate::scalar::Real;
@@ -183,11 +183,7 @@ impl<T: Real, const DX: usize, const DY: usize, S: BatchSource + Clone> Solver<T
                 stage: "stocBiO Neumann series diverged (step η above 2/L)",
             });
         }
-        let mut cross = [T::ZERO; DX];
-        oracles.lower_cross(x, &y, &u, lower.next_batch()?, &mut cross)?;
-        for j in 0..DX {
-            grad_x[j] -= cross[j];
-        }
+        implicit_hypergradient(&oracles, x, &y, &u, lower.next_batch()?, &mut grad_x)?;
         self.y = y;
         self.u = u;
         self.k = self.k.saturating_add(1);

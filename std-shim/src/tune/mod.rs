@@ -8,8 +8,8 @@
 //!   stay 0 and so do their hypergradient entries.
 //! - `hyperclean`: [`HYPERCLEAN_WIDTH`] features (zero-padded), [`HYPERCLEAN_CLASSES`]
 //!   classes, and training sets of up to [`HYPERCLEAN_ROWS`] rows: the rows are padded to
-//!   the capacity and [`FirstRows`] restricts every lower-level oracle to the real ones, so
-//!   the padding is never read.
+//!   the capacity and the hook [`bilevel::hook::FirstRows`] restricts every lower-level
+//!   oracle to the real ones, so the padding is never read.
 //! - `meta`: [`META_WIDTH`] features (zero-padded; the prior's padded weights stay 0) and
 //!   exactly [`META_TASKS`] tasks (a task count cannot be padded without changing `F`).
 //!
@@ -287,7 +287,6 @@ use files::{Converted, describe, r2, read_user_files, required, sq};
 use problems::{hyperclean, meta, regression};
 use runner::{RunPlan, RunResult, run_method};
 
-pub use problems::FirstRows;
 pub use settings::{Params, method_list, methods_table, params, parse_setting, problem_defaults};
 
 /// Runs the request.

@@ -1,7 +1,6 @@
 //! Per-problem setup: each kind of problem built over the files, run, and summarized.
 
-use bilevel::Batch;
-use bilevel::problem::Problem;
+use bilevel::hook::{FirstRows, Hooked};
 use bilevel::problems::{HyperCleaning, Logistic, MetaLearning, Ridge, Task};
 use bilevel::reference::{ReferenceConfig, reference_value};
 use bilevel::scalar::Real;
@@ -98,102 +97,6 @@ where
     }
 }
 
-/// A problem over the first `rows` training rows of a data set padded with more: every
-/// lower-level full-batch call becomes the batch of those rows, and [`Problem::samples`]
-/// counts only them, so samplers never draw the padding. Hyper-cleaning reads `x_i` only for
-/// the rows of a batch, so the padding rows' weights are never used either: the wrapped
-/// problem is the unpadded one, exactly.
-pub struct FirstRows<P> {
-    /// The padded problem.
-    pub inner: P,
-    /// Real rows (the first ones).
-    pub rows: usize,
-}
-
-impl<P> FirstRows<P> {
-    fn lower(&self, b: Batch) -> Batch {
-        match b {
-            Batch::Full => Batch::Range {
-                id: 0,
-                start: 0,
-                len: self.rows as u32,
-            },
-            other => other,
-        }
-    }
-}
-
-impl<T: Real, P: Problem<T, N, DY>, const N: usize, const DY: usize> Problem<T, N, DY> for FirstRows<P> {
-    fn lower_grad(&self, x: &[T; N], y: &[T; DY], b: Batch, out: &mut [T; DY]) -> Result<(), bilevel::Error> {
-        self.inner.lower_grad(x, y, self.lower(b), out)
-    }
-    fn upper_grad(
-        &self,
-        x: &[T; N],
-        y: &[T; DY],
-        b: Batch,
-        gx: &mut [T; N],
-        gy: &mut [T; DY],
-    ) -> Result<(), bilevel::Error> {
-        self.inner.upper_grad(x, y, b, gx, gy)
-    }
-    fn lower_hvp(
-        &self,
-        x: &[T; N],
-        y: &[T; DY],
-        v: &[T; DY],
-        b: Batch,
-        out: &mut [T; DY],
-    ) -> Result<(), bilevel::Error> {
-        self.inner.lower_hvp(x, y, v, self.lower(b), out)
-    }
-    fn lower_grad_hvp(
-        &self,
-        x: &[T; N],
-        y: &[T; DY],
-        v: &[T; DY],
-        b: Batch,
-        grad: &mut [T; DY],
-        hvp: &mut [T; DY],
-    ) -> Result<(), bilevel::Error> {
-        self.inner.lower_grad_hvp(x, y, v, self.lower(b), grad, hvp)
-    }
-    fn lower_hvp2(
-        &self,
-        x: &[T; N],
-        y: &[T; DY],
-        v1: &[T; DY],
-        v2: &[T; DY],
-        b: Batch,
-        o1: &mut [T; DY],
-        o2: &mut [T; DY],
-    ) -> Result<(), bilevel::Error> {
-        self.inner.lower_hvp2(x, y, v1, v2, self.lower(b), o1, o2)
-    }
-    fn lower_cross(
-        &self,
-        x: &[T; N],
-        y: &[T; DY],
-        v: &[T; DY],
-        b: Batch,
-        out: &mut [T; N],
-    ) -> Result<(), bilevel::Error> {
-        self.inner.lower_cross(x, y, v, self.lower(b), out)
-    }
-    fn lower_grad_x(&self, x: &[T; N], y: &[T; DY], b: Batch, out: &mut [T; N]) -> Result<(), bilevel::Error> {
-        self.inner.lower_grad_x(x, y, self.lower(b), out)
-    }
-    fn lower_value(&self, x: &[T; N], y: &[T; DY], b: Batch) -> Result<T, bilevel::Error> {
-        self.inner.lower_value(x, y, self.lower(b))
-    }
-    fn upper_value(&self, x: &[T; N], y: &[T; DY], b: Batch) -> Result<T, bilevel::Error> {
-        self.inner.upper_value(x, y, b)
-    }
-    fn samples(&self) -> (usize, usize) {
-        (self.rows, self.inner.samples().1)
-    }
-}
-
 pub(super) fn hyperclean<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> {
     const W: usize = HYPERCLEAN_WIDTH;
     let user = read_user_files(req, Target::Classes(10))?;
@@ -251,7 +154,8 @@ pub(super) fn cleaning<T: Real, const C: usize, const N: usize, const DY: usize>
     let l2 = settings.get("l2");
     let inner: HyperCleaning<'_, T, W, C, N, DY> =
         HyperCleaning::new(train.samples()?, validation.samples()?)?.with_l2(T::from_f64(l2))?;
-    let p = FirstRows { inner, rows: n };
+    // `n` is at most `N`, a compiled row capacity far below `u32::MAX`.
+    let p = Hooked::wrap(inner, FirstRows { rows: n as u32 });
     let smoothness = gram_smoothness(train.rows.get(..n).unwrap_or(&[])).scaled(0.5, l2);
     let prm = params(req.problem, &req.method, smoothness, &req.settings)?;
     let plan = RunPlan::new(req, &prm, Some((-8.0, 8.0)), format!("hyperclean {}", req.method));
