@@ -120,6 +120,61 @@ fn small_files(tag: &str) -> std::path::PathBuf {
 }
 
 #[test]
+fn a_stopped_run_keeps_the_trace_of_the_steps_it_took() {
+    // A run with no tolerance and a large budget, stopped from outside once rows appear.
+    let dir = small_files("stopped");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let trace = dir.join("t.csv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bilevel"))
+        .args([
+            "tune",
+            "--problem",
+            "logreg",
+            "--train",
+            &p("train.csv"),
+            "--val",
+            &p("val.csv"),
+            "--method",
+            "nsbo-sgd",
+            "--iters",
+            "100000000",
+            "--tol",
+            "0",
+            "--trace",
+            &p("t.csv"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut rows = 0;
+    for _ in 0..600 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        rows = std::fs::read_to_string(&trace).map_or(0, |t| t.lines().count().saturating_sub(1));
+        if rows >= 3 {
+            break;
+        }
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the run ended by itself");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(rows >= 3, "no rows written while running");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("iteration,held,"));
+    // Every complete line is a row of the run's steps in order (the last may be cut short).
+    let complete = if text.ends_with('\n') {
+        text.lines().count() - 1
+    } else {
+        text.lines().count() - 2
+    };
+    for (i, line) in lines.take(complete).enumerate() {
+        assert_eq!(line.split(',').count(), 6, "{line}");
+        assert_eq!(line.split(',').next().unwrap(), i.to_string(), "{line}");
+    }
+}
+
+#[test]
 fn tune_writes_a_summary_and_a_trace() {
     let dir = small_files("ok");
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();

@@ -134,6 +134,9 @@ pub struct TuneRequest {
     pub absolute_tolerance: f64,
     /// How to read the data files (format, header).
     pub read: ReadOptions,
+    /// The CSV trace, written a row per outer step as the run goes (a stopped run keeps the
+    /// steps it took).
+    pub trace: Option<PathBuf>,
 }
 
 impl TuneRequest {
@@ -159,6 +162,7 @@ impl TuneRequest {
             tolerance: 1e-6,
             absolute_tolerance: 0.0,
             read: ReadOptions::default(),
+            trace: None,
         }
     }
 }

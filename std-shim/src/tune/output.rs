@@ -111,28 +111,39 @@ impl TuneSummary {
     /// The trace as CSV: one row per outer step.
     pub fn trace_csv(&self) -> String {
         let exact = self.trace.iter().any(|r| !r.exact_value.is_nan());
-        let mut s = String::from("iteration,held,hypergradient_norm,validation_loss,oracle_calls,seconds");
-        s.push_str(if exact {
-            ",exact_value,exact_gradient_norm\n"
-        } else {
-            "\n"
-        });
+        let mut s = String::from(TraceRow::csv_header(exact));
         for r in &self.trace {
-            let _ = write!(
-                s,
-                "{},{},{:?},{:?},{},{:?}",
-                r.iteration,
-                u8::from(r.held),
-                r.hypergradient_norm,
-                r.validation_loss,
-                r.oracle_calls,
-                r.seconds
-            );
-            if exact {
-                let _ = write!(s, ",{:?},{:?}", r.exact_value, r.exact_gradient_norm);
-            }
-            s.push('\n');
+            s.push_str(&r.csv_line(exact));
         }
+        s
+    }
+}
+
+impl TraceRow {
+    /// The trace's CSV header (with the exact columns when a target is set).
+    pub fn csv_header(exact: bool) -> &'static str {
+        if exact {
+            "iteration,held,hypergradient_norm,validation_loss,oracle_calls,seconds,exact_value,exact_gradient_norm\n"
+        } else {
+            "iteration,held,hypergradient_norm,validation_loss,oracle_calls,seconds\n"
+        }
+    }
+
+    /// The row as a CSV line, newline included.
+    pub fn csv_line(&self, exact: bool) -> String {
+        let mut s = format!(
+            "{},{},{:?},{:?},{},{:?}",
+            self.iteration,
+            u8::from(self.held),
+            self.hypergradient_norm,
+            self.validation_loss,
+            self.oracle_calls,
+            self.seconds
+        );
+        if exact {
+            let _ = write!(s, ",{:?},{:?}", self.exact_value, self.exact_gradient_norm);
+        }
+        s.push('\n');
         s
     }
 }

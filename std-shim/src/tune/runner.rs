@@ -1,6 +1,8 @@
 //! Running a method: the registry builds the solver, the core's driver steps it, and an
 //! observer keeps the trace, the progress bar and the exact targets.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use std::ops::ControlFlow;
@@ -31,6 +33,7 @@ pub(super) struct RunPlan {
     pub(super) progress: bool,
     pub(super) label: String,
     pub(super) stop: Option<StopAt>,
+    pub(super) trace: Option<PathBuf>,
 }
 
 impl RunPlan {
@@ -50,6 +53,7 @@ impl RunPlan {
             absolute_tolerance: req.absolute_tolerance,
             label,
             stop: req.stop,
+            trace: req.trace.clone(),
         }
     }
 }
@@ -143,6 +147,8 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
         let mut excluded = std::time::Duration::ZERO;
         let start = Instant::now();
         let mut trace = Vec::new();
+        let exact_columns = plan.stop.is_some();
+        let mut sink = TraceFile::create(plan.trace.as_deref(), exact_columns)?;
         let mut bar = Progress::new(plan.progress, plan.iterations, &plan.label);
         let mut target = false;
         let result = driver.run(&mut solver, &counted, &mut x, |r, x, solver| {
@@ -159,7 +165,7 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             } else {
                 (f64::NAN, f64::NAN)
             };
-            trace.push(TraceRow {
+            let row = TraceRow {
                 iteration: r.iteration,
                 held: r.held,
                 hypergradient_norm: norm,
@@ -168,7 +174,9 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
                 seconds,
                 exact_value,
                 exact_gradient_norm,
-            });
+            };
+            sink.write(&row, exact_columns);
+            trace.push(row);
             bar.tick(r.iteration + 1, norm, loss);
             target = match plan.stop {
                 Some(StopAt::RelativeGradient(e)) => exact_gradient_norm <= e * exact_start.1,
@@ -182,6 +190,7 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             }
         });
         bar.finish();
+        sink.finish()?;
         let status = match result {
             Ok(_) if target => "target".to_string(),
             Ok(report) => report.outcome.name().to_string(),
@@ -207,6 +216,46 @@ impl<T: Real, P: Problem<T, DX, DY>, const DX: usize, const DY: usize> Visit<T, 
             seconds: (start.elapsed() - excluded).as_secs_f64(),
             trace,
         })
+    }
+}
+
+/// The trace file, a row written and flushed per step; the first write error is kept and
+/// reported when the run ends (the run itself goes on).
+struct TraceFile {
+    file: Option<(PathBuf, std::io::LineWriter<std::fs::File>)>,
+    error: Option<std::io::Error>,
+}
+
+impl TraceFile {
+    fn create(path: Option<&Path>, exact: bool) -> Result<Self, BoxError> {
+        let file = match path {
+            None => None,
+            Some(p) => {
+                let mut w = std::fs::File::create(p)
+                    .map(std::io::LineWriter::new)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                w.write_all(TraceRow::csv_header(exact).as_bytes())
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                Some((p.to_path_buf(), w))
+            }
+        };
+        Ok(TraceFile { file, error: None })
+    }
+
+    fn write(&mut self, row: &TraceRow, exact: bool) {
+        if let (Some((_, w)), None) = (&mut self.file, &self.error)
+            && let Err(e) = w.write_all(row.csv_line(exact).as_bytes())
+        {
+            self.error = Some(e);
+        }
+    }
+
+    fn finish(self) -> Result<(), BoxError> {
+        match (self.file, self.error) {
+            (Some((path, _)), Some(e)) => Err(format!("{}: {e}", path.display()).into()),
+            (Some((path, mut w)), None) => w.flush().map_err(|e| format!("{}: {e}", path.display()).into()),
+            (None, _) => Ok(()),
+        }
     }
 }
 

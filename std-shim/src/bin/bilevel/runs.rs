@@ -59,13 +59,14 @@ fn print_data(s: &tune::TuneSummary) {
 }
 
 pub(crate) fn run_tune(
-    req: tune::TuneRequest,
+    mut req: tune::TuneRequest,
     json: Option<&PathBuf>,
     trace: Option<&PathBuf>,
     plot: Option<&PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     check_outputs(&[json, trace], plot)?;
     let tolerance = req.tolerance;
+    req.trace = trace.cloned();
     let s = tune::with_large_stack(move || tune::tune(&req)).map_err(|e| e.to_string())?;
     print_data(&s);
     let c = s.oracle_calls;
@@ -119,9 +120,6 @@ pub(crate) fn run_tune(
     );
     if let Some(path) = json {
         std::fs::write(path, s.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if let Some(path) = trace {
-        std::fs::write(path, s.trace_csv()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = plot {
         let name = format!("{} on {}", s.method, s.problem);
