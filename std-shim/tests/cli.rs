@@ -585,6 +585,68 @@ fn set_overrides_and_rejects_unknown_keys() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `tune --problem meta` on a task file: the JSON.
+fn meta_json(dir: &std::path::Path, file: &str, method: &str) -> String {
+    let json = dir.join("m.json");
+    let out = bilevel(&[
+        "tune",
+        "--problem",
+        "meta",
+        "--tasks",
+        dir.join(file).to_str().unwrap(),
+        "--method",
+        method,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read_to_string(json).unwrap()
+}
+
+#[test]
+fn any_task_count_from_two_is_tuned_and_the_unused_places_never_count() {
+    let dir = fresh_dir("task-counts");
+    // Three tasks, and the same three twice under other names: the same mean over tasks,
+    // hence the same optimal prior. Both sit in the capacity of 8; were the unused places
+    // (copies of the first task) counted, the first task would weigh 6/8 in one file and
+    // 3/8 in the other.
+    let three = tasks_csv(3, 5);
+    let again: String = three
+        .lines()
+        .skip(1)
+        .map(|l| l.replacen("task", "again", 1) + "\n")
+        .collect();
+    std::fs::write(dir.join("three.csv"), &three).unwrap();
+    std::fs::write(dir.join("six.csv"), three.clone() + &again).unwrap();
+    let (a, b) = (
+        meta_json(&dir, "three.csv", "reference"),
+        meta_json(&dir, "six.csv", "reference"),
+    );
+    assert_eq!(member(&a, "tasks"), "3");
+    assert_eq!(member(&b, "tasks"), "6");
+    for json in [&a, &b] {
+        assert_eq!(member(json, "status"), "\"converged\"");
+    }
+    let prior = |json: &str| -> Vec<f64> {
+        let x = json.split("\"x\": [").nth(1).unwrap().split(']').next().unwrap();
+        x.split(',').map(|v| v.trim().parse().unwrap()).collect()
+    };
+    let (xa, xb) = (prior(&a), prior(&b));
+    assert!(xa.iter().zip(&xb).all(|(p, q)| (p - q).abs() < 1e-5), "{xa:?} {xb:?}");
+    let (fa, fb): (f64, f64) = (upper_value(&a).parse().unwrap(), upper_value(&b).parse().unwrap());
+    assert!((fa - fb).abs() <= 1e-9 * fa, "{fa} {fb}");
+
+    // 40 tasks go into the capacity of 128 and tune with the default method.
+    std::fs::write(dir.join("forty.csv"), tasks_csv(40, 6)).unwrap();
+    let c = meta_json(&dir, "forty.csv", "qnbo-lbfgs");
+    assert_eq!(member(&c, "tasks"), "40");
+    assert_eq!(member(&c, "status"), "\"converged\"");
+    let r = meta_json(&dir, "forty.csv", "reference");
+    let (fc, fr): (f64, f64) = (upper_value(&c).parse().unwrap(), upper_value(&r).parse().unwrap());
+    assert!((fc - fr).abs() <= 1e-6 * fr, "{fc} {fr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn meta_rejects_bad_task_files_with_their_position() {
     let dir = fresh_dir("tasks");
@@ -599,16 +661,19 @@ fn meta_rejects_bad_task_files_with_their_position() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("bad.csv:3:3") && err.contains("train"), "{err}");
-    std::fs::write(dir.join("three.csv"), tasks_csv(3, 1)).unwrap();
-    let out = bilevel(&[
-        "tune",
-        "--problem",
-        "meta",
-        "--tasks",
-        dir.join("three.csv").to_str().unwrap(),
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("3 tasks"));
+    for (count, says) in [(1, "needs at least 2"), (129, "at most 128")] {
+        std::fs::write(dir.join("n.csv"), tasks_csv(count, 1)).unwrap();
+        let out = bilevel(&[
+            "tune",
+            "--problem",
+            "meta",
+            "--tasks",
+            dir.join("n.csv").to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains(&format!("{count} task")) && err.contains(says), "{err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -220,6 +220,12 @@ const CASES: &[Case] = &[
         names: "tasks.csv:3:3",
     },
     Case {
+        what: "a task file of one task",
+        files: &[("tasks.csv", "task,part,a,y\nt,support,1,2\nt,query,1,2\n")],
+        args: &["tune", "--problem", "meta", "--tasks", "tasks.csv"],
+        names: "tasks.csv has 1 task",
+    },
+    Case {
         what: "unknown --set key",
         files: &[("t.csv", GOOD_TRAIN)],
         args: &[

@@ -59,6 +59,8 @@ pub struct MetaLearning<'a, T, const D: usize, const TASKS: usize, const DX: usi
     pub tasks: [Task<'a, T, D>; TASKS],
     /// Strength `λ` of the pull of every task model towards the prior.
     pub lambda: T,
+    /// The tasks in use: the first ones (the rest is capacity, never read).
+    used: usize,
 }
 
 /// Task `i`'s model: entries `i·DX .. (i + 1)·DX` of `y`.
@@ -88,12 +90,34 @@ impl<'a, T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY:
             assert!(DY == TASKS * DX, "y holds one model per task: DY = TASKS·(D + 1)");
         }
         ensure(lambda > T::ZERO && lambda.is_finite(), "lambda", "positive and finite")?;
-        Ok(MetaLearning { tasks, lambda })
+        Ok(MetaLearning {
+            tasks,
+            lambda,
+            used: TASKS,
+        })
     }
 
-    /// The tasks of `batch` and `1/len`; an empty batch is an error.
-    fn task_batch(batch: Batch) -> Result<(core::ops::Range<usize>, T), Error> {
-        let r = batch.range(TASKS);
+    /// The problem over the first `n` tasks only (`1 ≤ n ≤ TASKS`, else
+    /// [`Error::InvalidConfig`]): `F`, `g`, every oracle, [`Problem::samples`] and the full
+    /// batch are those of the `n`-task problem, and the models of the other tasks stay zero.
+    /// So one compiled task count serves any smaller one.
+    pub fn first_tasks(self, n: usize) -> Result<Self, Error> {
+        ensure(
+            n >= 1 && n <= TASKS,
+            "tasks in use",
+            "between 1 and the compiled task count",
+        )?;
+        Ok(MetaLearning { used: n, ..self })
+    }
+
+    /// The tasks in use.
+    pub fn tasks_in_use(&self) -> &[Task<'a, T, D>] {
+        self.tasks.get(..self.used).unwrap_or(&self.tasks)
+    }
+
+    /// The tasks of `batch` (among those in use) and `1/len`; an empty batch is an error.
+    fn task_batch(&self, batch: Batch) -> Result<(core::ops::Range<usize>, T), Error> {
+        let r = batch.range(self.used);
         if r.is_empty() {
             return Err(Error::InvalidData {
                 reason: "empty minibatch",
@@ -134,7 +158,7 @@ impl<'a, T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY:
     /// The exact lower solution: every task adapted from `x`.
     pub fn lower_solution(&self, x: &[T; DX]) -> Result<[T; DY], Error> {
         let mut y = [T::ZERO; DY];
-        for (i, task) in self.tasks.iter().enumerate() {
+        for (i, task) in self.tasks_in_use().iter().enumerate() {
             put_block(&mut y, i, &self.adapt(task, x)?);
         }
         Ok(y)
@@ -148,14 +172,14 @@ impl<'a, T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY:
     /// The exact hypergradient `∇F(x) = (λ/T) Σ_i (Gᵢ + λI)⁻¹ ∇Lᵠᵢ(yᵢ*)`.
     pub fn hypergradient(&self, x: &[T; DX]) -> Result<[T; DX], Error> {
         let mut out = [T::ZERO; DX];
-        for task in self.tasks.iter() {
+        for task in self.tasks_in_use() {
             let y = self.adapt(task, x)?;
             let mut u = [T::ZERO; DX];
             least_squares(&task.query, &y, true, Batch::Full, &mut u)?;
             self.solve_task(task, &mut u)?;
             linalg::axpy(T::ONE, &u, &mut out);
         }
-        linalg::scale(self.lambda / T::from_f64(TASKS as f64), &mut out);
+        linalg::scale(self.lambda / T::from_f64(self.used as f64), &mut out);
         Ok(out)
     }
 }
@@ -164,7 +188,7 @@ impl<T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY: usi
     for MetaLearning<'_, T, D, TASKS, DX, DY>
 {
     fn lower_grad(&self, x: &[T; DX], y: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error> {
-        let (range, inv) = Self::task_batch(batch)?;
+        let (range, inv) = self.task_batch(batch)?;
         *out = [T::ZERO; DY];
         for (i, task) in self.tasks.iter().enumerate().take(range.end).skip(range.start) {
             let yi = block::<T, DX, DY>(y, i);
@@ -186,7 +210,7 @@ impl<T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY: usi
         gx: &mut [T; DX],
         gy: &mut [T; DY],
     ) -> Result<(), Error> {
-        let (range, inv) = Self::task_batch(batch)?;
+        let (range, inv) = self.task_batch(batch)?;
         *gx = [T::ZERO; DX];
         *gy = [T::ZERO; DY];
         for (i, task) in self.tasks.iter().enumerate().take(range.end).skip(range.start) {
@@ -199,7 +223,7 @@ impl<T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY: usi
     }
 
     fn lower_hvp(&self, _: &[T; DX], _: &[T; DY], v: &[T; DY], batch: Batch, out: &mut [T; DY]) -> Result<(), Error> {
-        let (range, inv) = Self::task_batch(batch)?;
+        let (range, inv) = self.task_batch(batch)?;
         *out = [T::ZERO; DY];
         for (i, task) in self.tasks.iter().enumerate().take(range.end).skip(range.start) {
             let vi = block::<T, DX, DY>(v, i);
@@ -215,7 +239,7 @@ impl<T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY: usi
 
     /// `−(λ/|B|) Σ_{i∈B} vᵢ`: the prior term is the only coupling.
     fn lower_cross(&self, _: &[T; DX], _: &[T; DY], v: &[T; DY], batch: Batch, out: &mut [T; DX]) -> Result<(), Error> {
-        let (range, inv) = Self::task_batch(batch)?;
+        let (range, inv) = self.task_batch(batch)?;
         *out = [T::ZERO; DX];
         for i in range {
             linalg::axpy(T::ONE, &block::<T, DX, DY>(v, i), out);
@@ -226,7 +250,7 @@ impl<T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY: usi
 
     /// `−(λ/|B|) Σ_{i∈B} (yᵢ − x)`.
     fn lower_grad_x(&self, x: &[T; DX], y: &[T; DY], batch: Batch, out: &mut [T; DX]) -> Result<(), Error> {
-        let (range, inv) = Self::task_batch(batch)?;
+        let (range, inv) = self.task_batch(batch)?;
         *out = [T::ZERO; DX];
         for i in range {
             let yi = block::<T, DX, DY>(y, i);
@@ -239,7 +263,7 @@ impl<T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY: usi
     }
 
     fn lower_value(&self, x: &[T; DX], y: &[T; DY], batch: Batch) -> Result<T, Error> {
-        let (range, inv) = Self::task_batch(batch)?;
+        let (range, inv) = self.task_batch(batch)?;
         let mut s = T::ZERO;
         for (i, task) in self.tasks.iter().enumerate().take(range.end).skip(range.start) {
             let yi = block::<T, DX, DY>(y, i);
@@ -251,7 +275,7 @@ impl<T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY: usi
     }
 
     fn upper_value(&self, _: &[T; DX], y: &[T; DY], batch: Batch) -> Result<T, Error> {
-        let (range, inv) = Self::task_batch(batch)?;
+        let (range, inv) = self.task_batch(batch)?;
         let mut s = T::ZERO;
         for (i, task) in self.tasks.iter().enumerate().take(range.end).skip(range.start) {
             s += half_mse(&task.query, &block::<T, DX, DY>(y, i), Batch::Full)?;
@@ -261,7 +285,7 @@ impl<T: Real, const D: usize, const TASKS: usize, const DX: usize, const DY: usi
 
     /// Tasks at both levels: a minibatch is a meta-batch.
     fn samples(&self) -> (usize, usize) {
-        (TASKS, TASKS)
+        (self.used, self.used)
     }
 }
 
@@ -281,6 +305,68 @@ mod tests {
         let s1 = Samples::new(&ROWS, &T1).unwrap();
         let tasks = [Task { support: s0, query: s0 }, Task { support: s1, query: s1 }];
         P::new(tasks, 0.5).unwrap()
+    }
+
+    #[test]
+    fn the_first_tasks_of_a_larger_capacity_are_the_smaller_problem() {
+        const T2: [f64; 3] = [0.5, 2.0, -1.0];
+        let (s0, s1, s2) = (
+            Samples::new(&ROWS, &T0).unwrap(),
+            Samples::new(&ROWS, &T1).unwrap(),
+            Samples::new(&ROWS, &T2).unwrap(),
+        );
+        let (t0, t1, t2) = (
+            Task { support: s0, query: s1 },
+            Task { support: s1, query: s2 },
+            Task { support: s2, query: s0 },
+        );
+        let three: MetaLearning<'_, f64, 1, 3, 2, 6> = MetaLearning::new([t0, t1, t2], 0.7).unwrap();
+        // Capacity 5, the padding a copy of task 1 (its data must never count).
+        let padded: MetaLearning<'_, f64, 1, 5, 2, 10> = MetaLearning::new([t0, t1, t2, t1, t1], 0.7)
+            .unwrap()
+            .first_tasks(3)
+            .unwrap();
+        let x = [0.3, -0.4];
+        assert_eq!(padded.samples(), (3, 3));
+        assert_eq!(padded.hypergradient(&x).unwrap(), three.hypergradient(&x).unwrap());
+        assert_eq!(padded.value(&x).unwrap(), three.value(&x).unwrap());
+        let y3 = three.lower_solution(&x).unwrap();
+        let y5 = padded.lower_solution(&x).unwrap();
+        assert_eq!(y5[..6], y3[..]);
+        assert_eq!(y5[6..], [0.0; 4]);
+        let y: [f64; 10] = core::array::from_fn(|i| 0.1 * i as f64 - 0.3);
+        let y_three: [f64; 6] = core::array::from_fn(|i| y[i]);
+        for batch in [
+            Batch::Full,
+            Batch::Range {
+                id: 1,
+                start: 1,
+                len: 2,
+            },
+        ] {
+            let (mut g5, mut g3) = ([0.0; 10], [0.0; 6]);
+            padded.lower_grad(&x, &y, batch, &mut g5).unwrap();
+            three.lower_grad(&x, &y_three, batch, &mut g3).unwrap();
+            assert_eq!(g5[..6], g3[..], "{batch:?}");
+            assert_eq!(g5[6..], [0.0; 4], "{batch:?}");
+            let (mut gx5, mut gy5, mut gx3, mut gy3) = ([0.0; 2], [0.0; 10], [0.0; 2], [0.0; 6]);
+            padded.upper_grad(&x, &y, batch, &mut gx5, &mut gy5).unwrap();
+            three.upper_grad(&x, &y_three, batch, &mut gx3, &mut gy3).unwrap();
+            assert_eq!((gx5, &gy5[..6]), (gx3, &gy3[..]), "{batch:?}");
+            assert_eq!(
+                padded.lower_value(&x, &y, batch).unwrap(),
+                three.lower_value(&x, &y_three, batch).unwrap()
+            );
+        }
+        // A batch past the tasks in use is empty, hence an error.
+        let past = Batch::Range {
+            id: 2,
+            start: 3,
+            len: 2,
+        };
+        assert!(padded.lower_grad(&x, &y, past, &mut [0.0; 10]).is_err());
+        assert!(three.first_tasks(0).is_err());
+        assert!(three.first_tasks(4).is_err());
     }
 
     #[test]

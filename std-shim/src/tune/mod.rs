@@ -11,7 +11,9 @@
 //!   the capacity and the hook [`bilevel::hook::FirstRows`] restricts every lower-level
 //!   oracle to the real ones, so the padding is never read.
 //! - `meta`: [`META_WIDTH`] features (zero-padded; the prior's padded weights stay 0) and
-//!   exactly [`META_TASKS`] tasks (a task count cannot be padded without changing `F`).
+//!   from 2 up to the largest of [`META_TASKS`] tasks: a file's tasks are placed in the next
+//!   compiled count and `MetaLearning::first_tasks` keeps the remaining places out of every
+//!   oracle, so `F` is the file's.
 //!
 //! Every method is built from the registry and stepped by the core's driver ([`runner`]);
 //! the rooms: [`settings`], [`files`], [`problems`], [`runner`], [`output`].
@@ -39,8 +41,8 @@ pub const HYPERCLEAN_CLASSES: [usize; 2] = [2, 10];
 pub const HYPERCLEAN_ROWS: [usize; 2] = [256, 2048];
 /// Feature width of meta-learning.
 pub const META_WIDTH: usize = 8;
-/// Task counts of meta-learning (exact).
-pub const META_TASKS: [usize; 4] = [4, 8, 16, 32];
+/// Task capacities of meta-learning: a file's tasks go into the smallest that holds them.
+pub const META_TASKS: [usize; 3] = [8, 32, 128];
 /// The problem to tune.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProblemKind {

@@ -245,16 +245,22 @@ pub(super) fn meta<T: Real>(req: &TuneRequest) -> Result<TuneSummary, BoxError> 
     }
     let test = test.map(|t| t.padded::<W>());
     let test = test.as_deref();
+    let most = META_TASKS[META_TASKS.len() - 1];
     match tasks.len() {
-        4 => meta_sized::<T, 4, { 4 * (W + 1) }>(req, file.features, &tasks, test),
-        8 => meta_sized::<T, 8, { 8 * (W + 1) }>(req, file.features, &tasks, test),
-        16 => meta_sized::<T, 16, { 16 * (W + 1) }>(req, file.features, &tasks, test),
-        32 => meta_sized::<T, 32, { 32 * (W + 1) }>(req, file.features, &tasks, test),
+        k if k < 2 => Err(format!("{} has {k} task; --problem meta needs at least 2", path.display()).into()),
+        k if k <= META_TASKS[0] => {
+            meta_sized::<T, { META_TASKS[0] }, { META_TASKS[0] * (W + 1) }>(req, file.features, &tasks, test)
+        }
+        k if k <= META_TASKS[1] => {
+            meta_sized::<T, { META_TASKS[1] }, { META_TASKS[1] * (W + 1) }>(req, file.features, &tasks, test)
+        }
+        k if k <= most => {
+            meta_sized::<T, { META_TASKS[2] }, { META_TASKS[2] * (W + 1) }>(req, file.features, &tasks, test)
+        }
         k => Err(format!(
-            "{} has {k} tasks; --problem meta is compiled for exactly {:?} tasks (drop or merge \
-             tasks to one of these counts)",
-            path.display(),
-            META_TASKS
+            "{} has {k} tasks; --problem meta is compiled for at most {most} (merge tasks, or \
+             keep the {most} with the most support rows)",
+            path.display()
         )
         .into()),
     }
@@ -279,12 +285,15 @@ pub(super) fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
             query: q.samples()?,
         });
     }
-    let array: [Task<'_, T, W>; TASKS] = list
-        .try_into()
-        .map_err(|_| "task count differs from the compiled count")?;
+    // The compiled count's remaining places hold copies of the first task; `first_tasks`
+    // keeps them out of every oracle.
+    let used = list.len();
+    let first = *list.first().ok_or("no tasks")?;
+    list.resize(TASKS, first);
+    let array: [Task<'_, T, W>; TASKS] = list.try_into().map_err(|_| "more tasks than the compiled count")?;
     let settings = params(req.problem, &req.method, 1.0, &req.settings)?;
     let lambda = settings.get("lambda");
-    let p: MetaLearning<'_, T, W, TASKS, DX, DY> = MetaLearning::new(array, T::from_f64(lambda))?;
+    let p: MetaLearning<'_, T, W, TASKS, DX, DY> = MetaLearning::new(array, T::from_f64(lambda))?.first_tasks(used)?;
     // Task i's block of the lower Hessian is (Gᵢ + λI)/T; a minibatch of tasks weighs
     // each block by 1/b instead.
     let task = data
@@ -292,9 +301,9 @@ pub(super) fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
         .map(|(s, _)| gram_smoothness(&s.rows).full + lambda)
         .fold(0.0, f64::max);
     let smoothness = Smoothness {
-        full: task / TASKS as f64,
+        full: task / used as f64,
         row: task,
-        rows: TASKS,
+        rows: used,
     };
     let prm = params(req.problem, &req.method, smoothness, &req.settings)?;
     let plan = RunPlan::new(req, &prm, None, format!("meta {}", req.method));
@@ -336,7 +345,10 @@ pub(super) fn meta_sized<T: Real, const TASKS: usize, const DY: usize>(
     let mut x: Vec<f64> = d.x[..features].iter().map(|v| v.to_f64()).collect();
     x.push(d.x[W].to_f64());
     let mut s = outcome_summary(req, &d, x, "prior weights, then bias", value, test, (features, W));
-    s.extra.push(("tasks".into(), TASKS.to_string()));
+    s.extra.push(("tasks".into(), used.to_string()));
+    if used < TASKS {
+        s.notes.push(format!("{used} tasks (compiled for up to {TASKS})"));
+    }
     s.extra.push(("lambda".into(), format!("{lambda:?}")));
     Ok(s)
 }
