@@ -220,7 +220,7 @@ fn looks_like_libsvm(text: &str) -> bool {
 }
 
 /// The separator of the first line: a tab if it has one, else `;` if it has one, else `,`.
-fn separator_of(line: &str) -> char {
+pub(crate) fn separator_of(line: &str) -> char {
     if line.contains('\t') {
         '\t'
     } else if line.contains(';') {
@@ -232,7 +232,7 @@ fn separator_of(line: &str) -> char {
 
 /// The fields of a line and the 1-based character column where each starts. A field in
 /// double quotes may hold the separator; `""` inside quotes is one quote.
-fn fields(line: &str, separator: char) -> Vec<(String, usize)> {
+pub(crate) fn fields(line: &str, separator: char) -> Vec<(String, usize)> {
     let chars: Vec<char> = line.chars().collect();
     let mut out = Vec::new();
     let (mut field, mut start, mut quoted, mut i) = (String::new(), 1, false, 0);
@@ -264,6 +264,17 @@ fn numeric(field: &str, separator: char) -> String {
     } else {
         field.to_string()
     }
+}
+
+/// A field (text and column, from [`fields`]) of line `line` as a number; an error names the
+/// field as written.
+pub(crate) fn cell_number(
+    file: &str,
+    line: usize,
+    (text, column): &(String, usize),
+    separator: char,
+) -> Result<f64, DataError> {
+    number(file, line, *column, &numeric(text, separator)).map_err(|e| original(e, text))
 }
 
 fn is_number(field: &str, separator: char) -> bool {
@@ -332,7 +343,7 @@ fn parse_csv(file: &str, text: &str, header: HeaderChoice) -> Result<Table, Data
         let (features, label) = cells.split_at(width - 1);
         let row = features
             .iter()
-            .map(|(t, column)| number(file, n, *column, &numeric(t, separator)).map_err(|e| original(e, t)))
+            .map(|cell| cell_number(file, n, cell, separator))
             .collect::<Result<Vec<_>, _>>()?;
         table.rows.push(row);
         let (text, column) = &label[0];

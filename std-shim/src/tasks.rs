@@ -1,11 +1,13 @@
-//! Few-shot task files for meta-learning: CSV with the header `task,part,features…,target`,
-//! one row per sample, `part` either `support` (the task model's fit) or `query` (its
-//! score). Tasks are numbered in order of first appearance. Every error names the file, line
-//! and column, as the other readers do.
+//! Few-shot task files for meta-learning: delimited text (`,`, `;` or tab, as
+//! [`crate::formats`] reads it) with the header `task,part,features…,target`, one row per
+//! sample, `part` either `support` (the task model's fit) or `query` (its score). Tasks are
+//! numbered in order of first appearance. Every error names the file, line and column, as
+//! the other readers do.
 
 use std::path::Path;
 
-use crate::data::{DataError, DataErrorKind, Dataset, error, number};
+use crate::data::{DataError, DataErrorKind, Dataset, error};
+use crate::formats;
 
 /// One task's rows, any width (the file's).
 #[derive(Clone, Debug, PartialEq)]
@@ -60,25 +62,21 @@ impl TaskFile {
     }
 }
 
-/// Parses a task file's text; `file` names it in errors.
+/// Parses a task file's text; `file` names it in errors. The header is required (it names
+/// the `task` and `part` columns); separators, quotes, a decimal comma and a BOM are read as
+/// in every other data file ([`crate::formats`]).
 pub fn parse_tasks(file: &str, text: &str) -> Result<TaskFile, DataError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate();
     let Some((h, header)) = lines.find(|(_, l)| !l.trim().is_empty()) else {
         return Err(error(file, 0, 0, DataErrorKind::Empty));
     };
-    let names: Vec<&str> = header.split(',').collect();
-    let mut column = 1;
+    let separator = formats::separator_of(header);
+    let names = formats::fields(header, separator);
     for (k, expected) in ["task", "part"].iter().enumerate() {
         match names.get(k) {
-            Some(n) if n.trim().eq_ignore_ascii_case(expected) => column += n.chars().count() + 1,
-            Some(n) => {
-                return Err(error(
-                    file,
-                    h + 1,
-                    column,
-                    DataErrorKind::BadHeader(n.trim().to_string()),
-                ));
-            }
+            Some((n, _)) if n.eq_ignore_ascii_case(expected) => {}
+            Some((n, column)) => return Err(error(file, h + 1, *column, DataErrorKind::BadHeader(n.clone()))),
             None => {
                 return Err(error(
                     file,
@@ -89,64 +87,61 @@ pub fn parse_tasks(file: &str, text: &str) -> Result<TaskFile, DataError> {
             }
         }
     }
-    let fields = names.len();
-    if fields < 4 {
+    let width = names.len();
+    if width < 4 {
         return Err(error(
             file,
             h + 1,
             0,
             DataErrorKind::ColumnCount {
                 expected: 4,
-                found: fields,
+                found: width,
             },
         ));
     }
-    let features = fields - 3;
     let mut tasks: Vec<TaskRows> = Vec::new();
     for (i, line) in lines {
         let n = i + 1;
         if line.trim().is_empty() {
             continue;
         }
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != fields {
+        let cells = formats::fields(line, separator);
+        if cells.len() != width {
             return Err(error(
                 file,
                 n,
                 0,
                 DataErrorKind::ColumnCount {
-                    expected: fields,
+                    expected: width,
                     found: cells.len(),
                 },
             ));
         }
-        let name = cells[0].trim();
-        let part_column = cells[0].chars().count() + 2;
-        let mut column = part_column + cells[1].chars().count() + 1;
-        let mut row = Vec::with_capacity(features);
-        for cell in &cells[2..2 + features] {
-            row.push(number(file, n, column, cell)?);
-            column += cell.chars().count() + 1;
-        }
-        let target = number(file, n, column, cells[fields - 1])?;
-        let index = match tasks.iter().position(|t| t.name == name) {
+        // `width ≥ 4`: a task, a part, at least one feature and the target.
+        let (name, part, values) = (&cells[0], &cells[1], &cells[2..]);
+        let numbers = values
+            .iter()
+            .map(|cell| formats::cell_number(file, n, cell, separator))
+            .collect::<Result<Vec<f64>, _>>()?;
+        let (row, target) = numbers.split_at(numbers.len() - 1);
+        let index = match tasks.iter().position(|t| t.name == name.0) {
             Some(k) => k,
             None => {
                 tasks.push(TaskRows {
-                    name: name.to_string(),
+                    name: name.0.clone(),
                     support: (Vec::new(), Vec::new()),
                     query: (Vec::new(), Vec::new()),
                 });
                 tasks.len() - 1
             }
         };
-        let part = match cells[1].trim() {
+        let rows = match part.0.as_str() {
             "support" => &mut tasks[index].support,
             "query" => &mut tasks[index].query,
-            other => return Err(error(file, n, part_column, DataErrorKind::BadPart(other.to_string()))),
+            other => return Err(error(file, n, part.1, DataErrorKind::BadPart(other.to_string()))),
         };
-        part.0.push(row);
-        part.1.push(target);
+        rows.0.push(row.to_vec());
+        rows.1.push(target[0]);
     }
     if tasks.is_empty() {
         return Err(error(file, 0, 0, DataErrorKind::NoRows));
@@ -154,7 +149,10 @@ pub fn parse_tasks(file: &str, text: &str) -> Result<TaskFile, DataError> {
     if let Some(t) = tasks.iter().find(|t| t.support.1.is_empty() || t.query.1.is_empty()) {
         return Err(error(file, 0, 0, DataErrorKind::IncompleteTask(t.name.clone())));
     }
-    Ok(TaskFile { features, tasks })
+    Ok(TaskFile {
+        features: width - 3,
+        tasks,
+    })
 }
 
 /// Reads a task file (see [`parse_tasks`]).
@@ -191,6 +189,24 @@ mod tests {
         let p = f.padded::<4>();
         assert_eq!(p[0].support.rows, vec![[v[0], v[1], 0.0, 0.0]]);
         assert_eq!(p[1].query.targets, vec![3.0]);
+    }
+
+    #[test]
+    fn task_files_in_any_common_layout_read_the_same() {
+        let commas = "task,part,a,b,y\nt0,support,0.5,-1,2\nt0,query,1.25,0,3\nt1,support,2,1,-1\nt1,query,0,0,0.75\n";
+        let want = parse_tasks("t.csv", commas).unwrap();
+        let semicolons = commas.replace(',', ";").replace('.', ",");
+        let tabs = format!("\u{feff}{}", commas.replace(',', "\t"));
+        let quoted = commas.replace("t0,", "\"t0\",").replace("support", "\"support\"");
+        for text in [semicolons, tabs, quoted] {
+            assert_eq!(parse_tasks("t.csv", &text).unwrap(), want, "{text}");
+        }
+        // A bad number is named as written, at its column.
+        let e = parse_tasks("t.csv", "task;part;a;y\nt;support;1,5x;2\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.kind),
+            (2, 11, DataErrorKind::NotANumber("1,5x".into()))
+        );
     }
 
     #[test]
