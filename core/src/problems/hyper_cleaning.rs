@@ -400,6 +400,56 @@ mod tests {
     }
 
     #[test]
+    fn the_first_rows_of_a_padded_set_are_the_unpadded_problem_oracle_by_oracle() {
+        use crate::hook::{FirstRows, Hooked};
+        // Three real rows; the padded set adds a fourth that must never count.
+        let validation = Samples::new(&ROWS, &LABELS).unwrap();
+        let real = Samples::new(&ROWS[..3], &LABELS[..3]).unwrap();
+        let unpadded: HyperCleaning<'_, f64, 2, 3, 3, 9> = HyperCleaning::new(real, validation).unwrap();
+        let rows = [ROWS[0], ROWS[1], ROWS[2], [9.0, -7.0]];
+        let labels = [LABELS[0], LABELS[1], LABELS[2], 2.0];
+        let train = Samples::new(&rows, &labels).unwrap();
+        let padded = Hooked::wrap(
+            HyperCleaning::<'_, f64, 2, 3, 4, 9>::new(train, validation).unwrap(),
+            FirstRows { rows: 3 },
+        );
+        let (x3, x4) = ([0.3, -0.2, 0.5], [0.3, -0.2, 0.5, 4.0]);
+        let y: [f64; 9] = core::array::from_fn(|i| 0.2 * i as f64 - 0.7);
+        let v: [f64; 9] = core::array::from_fn(|i| 1.0 - 0.15 * i as f64);
+        let b = Batch::Full;
+        assert_eq!(padded.samples(), unpadded.samples());
+        let (mut a, mut c) = ([0.0; 9], [0.0; 9]);
+        padded.lower_grad(&x4, &y, b, &mut a).unwrap();
+        unpadded.lower_grad(&x3, &y, b, &mut c).unwrap();
+        assert_eq!(a, c, "lower_grad");
+        padded.lower_hvp(&x4, &y, &v, b, &mut a).unwrap();
+        unpadded.lower_hvp(&x3, &y, &v, b, &mut c).unwrap();
+        assert_eq!(a, c, "lower_hvp");
+        let (mut a2, mut c2) = ([0.0; 9], [0.0; 9]);
+        padded.lower_hvp2(&x4, &y, &v, &y, b, &mut a, &mut a2).unwrap();
+        unpadded.lower_hvp2(&x3, &y, &v, &y, b, &mut c, &mut c2).unwrap();
+        assert_eq!((a, a2), (c, c2), "lower_hvp2");
+        padded.lower_grad_hvp(&x4, &y, &v, b, &mut a, &mut a2).unwrap();
+        unpadded.lower_grad_hvp(&x3, &y, &v, b, &mut c, &mut c2).unwrap();
+        assert_eq!((a, a2), (c, c2), "lower_grad_hvp");
+        let (mut g4, mut g3) = ([0.0; 4], [0.0; 3]);
+        padded.lower_cross(&x4, &y, &v, b, &mut g4).unwrap();
+        unpadded.lower_cross(&x3, &y, &v, b, &mut g3).unwrap();
+        assert_eq!((&g4[..3], g4[3]), (&g3[..], 0.0), "lower_cross");
+        assert_eq!(
+            padded.lower_value(&x4, &y, b).unwrap(),
+            unpadded.lower_value(&x3, &y, b).unwrap()
+        );
+        padded.upper_grad(&x4, &y, b, &mut g4, &mut a).unwrap();
+        unpadded.upper_grad(&x3, &y, b, &mut g3, &mut c).unwrap();
+        assert_eq!((&g4[..3], a), (&g3[..], c), "upper_grad");
+        assert_eq!(
+            padded.upper_value(&x4, &y, b).unwrap(),
+            unpadded.upper_value(&x3, &y, b).unwrap()
+        );
+    }
+
+    #[test]
     fn values_by_hand() {
         // At y = 0 every cross-entropy is ln 3; with x = 0 every weight is ½.
         let p = problem();
