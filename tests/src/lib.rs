@@ -87,6 +87,13 @@ pub fn check_oracles<P: Problem<f64, DX, DY>, const DX: usize, const DY: usize>(
         rel_err(&a, &hv) < 1e-12 && rel_err(&b, &b1) < 1e-12,
         "lower_hvp2 differs from two lower_hvp"
     );
+    let (mut g2, mut h2) = ([0.0; DY], [0.0; DY]);
+    p.lower_grad_hvp(x, y, v, batch, &mut g2, &mut h2)
+        .expect("lower_grad_hvp");
+    assert!(
+        rel_err(&g2, &gy) < 1e-12 && rel_err(&h2, &hv) < 1e-12,
+        "lower_grad_hvp differs from lower_grad and lower_hvp"
+    );
 
     let mut cross = [0.0; DX];
     p.lower_cross(x, y, v, batch, &mut cross).expect("lower_cross");
