@@ -88,32 +88,6 @@ pub trait Hook {
     }
 }
 
-impl<H: Hook + ?Sized> Hook for &H {
-    fn before(&self, call: Call, batch: Batch) -> Result<Batch, Error> {
-        (**self).before(call, batch)
-    }
-    fn after<T: Real>(&self, call: Call, outputs: &mut [&mut [T]]) -> Result<(), Error> {
-        (**self).after(call, outputs)
-    }
-    fn samples(&self, samples: (usize, usize)) -> (usize, usize) {
-        (**self).samples(samples)
-    }
-}
-
-/// Two hooks in turn: the first's `before` and the second's `after` are nearest the problem.
-impl<A: Hook, B: Hook> Hook for (A, B) {
-    fn before(&self, call: Call, batch: Batch) -> Result<Batch, Error> {
-        self.1.before(call, self.0.before(call, batch)?)
-    }
-    fn after<T: Real>(&self, call: Call, outputs: &mut [&mut [T]]) -> Result<(), Error> {
-        self.1.after(call, outputs)?;
-        self.0.after(call, outputs)
-    }
-    fn samples(&self, samples: (usize, usize)) -> (usize, usize) {
-        self.0.samples(self.1.samples(samples))
-    }
-}
-
 /// A problem whose oracle calls pass through `hook`.
 ///
 /// ```
