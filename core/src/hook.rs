@@ -35,6 +35,19 @@ pub enum Call {
 }
 
 impl Call {
+    /// Every call, in declaration order.
+    pub const ALL: [Call; 9] = [
+        Call::LowerGrad,
+        Call::UpperGrad,
+        Call::LowerHvp,
+        Call::LowerGradHvp,
+        Call::LowerHvp2,
+        Call::LowerCross,
+        Call::LowerGradX,
+        Call::LowerValue,
+        Call::UpperValue,
+    ];
+
     /// The oracle calls this call stands for: a fused call counts as each of its parts.
     pub const fn oracles(self) -> &'static [Oracle] {
         match self {
@@ -379,18 +392,7 @@ mod tests {
 
     #[test]
     fn the_counter_counts_what_each_call_stands_for() {
-        use Call::*;
-        for call in [
-            LowerGrad,
-            UpperGrad,
-            LowerHvp,
-            LowerGradHvp,
-            LowerHvp2,
-            LowerCross,
-            LowerGradX,
-            LowerValue,
-            UpperValue,
-        ] {
+        for call in Call::ALL {
             let (counter, mut expected) = (Counter::default(), OracleCounts::default());
             counter.before(call, Batch::Full).unwrap();
             for &o in call.oracles() {
