@@ -7,9 +7,9 @@ use bilevel::algo::aid::Aid;
 use bilevel::algo::itd::ItdReverse;
 use bilevel::algo::nbo::Nbo;
 use bilevel::algo::nsbo::Nsbo;
+use bilevel::checkpoint::{Checkpoint, MaxSize, decode, encode};
 use bilevel::rng::Rng128;
 use bilevel::sample::Ring;
-use bilevel::checkpoint::{Checkpoint, MaxSize, decode, encode};
 use libfuzzer_sys::fuzz_target;
 
 fn round_trip<S, const DX: usize>(data: &[u8])
@@ -23,7 +23,11 @@ where
         let bytes = encode(&c, &mut buf[..max]).expect("the maximum size suffices");
         let again = decode::<Checkpoint<S, f32, DX>>(bytes).expect("re-encoded bytes decode");
         let mut buf2 = [0u8; 1024];
-        assert_eq!(encode(&again, &mut buf2).expect("encodes"), bytes, "bytes, not only lengths");
+        assert_eq!(
+            encode(&again, &mut buf2).expect("encodes"),
+            bytes,
+            "bytes, not only lengths"
+        );
     }
 }
 
