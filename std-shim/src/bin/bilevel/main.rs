@@ -50,20 +50,8 @@ enum Command {
         /// The problem.
         #[arg(long, value_enum)]
         problem: ProblemArg,
-        /// Training data: CSV (features, then the label or target; `,` `;` or tab separated,
-        /// header detected) or LIBSVM. Labels: 0/1, ±1, any two words (class indices or up to
-        /// ten words for hyperclean).
-        #[arg(long)]
-        train: Option<PathBuf>,
-        /// Validation data (as --train).
-        #[arg(long)]
-        val: Option<PathBuf>,
-        /// Test data (a task file for --problem meta; optional).
-        #[arg(long)]
-        test: Option<PathBuf>,
-        /// Few-shot task file of --problem meta (task,part,features…,target).
-        #[arg(long)]
-        tasks: Option<PathBuf>,
+        #[command(flatten)]
+        files: RunFiles,
         #[arg(long, default_value = Method::QnboBfgs.name(), help = method_help())]
         method: String,
         #[command(flatten)]
@@ -85,18 +73,8 @@ enum Command {
         /// The problem.
         #[arg(long, value_enum)]
         problem: ProblemArg,
-        /// Training data (as for tune).
-        #[arg(long)]
-        train: Option<PathBuf>,
-        /// Validation data.
-        #[arg(long)]
-        val: Option<PathBuf>,
-        /// Test data (a task file for --problem meta; optional).
-        #[arg(long)]
-        test: Option<PathBuf>,
-        /// Few-shot task file of --problem meta.
-        #[arg(long)]
-        tasks: Option<PathBuf>,
+        #[command(flatten)]
+        files: RunFiles,
         /// Comma-separated method names.
         #[arg(long, value_delimiter = ',', required = true)]
         methods: Vec<String>,
@@ -178,6 +156,37 @@ enum Command {
         #[command(flatten)]
         read: ReadFlags,
     },
+}
+
+/// The data files of a `tune` or `bench` run.
+#[derive(clap::Args, Clone)]
+struct RunFiles {
+    /// Training data: CSV (features, then the label or target; `,` `;` or tab separated,
+    /// header detected) or LIBSVM. Labels: 0/1, ±1, any two words (class indices or up to
+    /// ten words for hyperclean).
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Validation data (as --train).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Test data (a task file for --problem meta; optional).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Few-shot task file of --problem meta (task,part,features…,target; `,` `;` or tab
+    /// separated).
+    #[arg(long)]
+    tasks: Option<PathBuf>,
+}
+
+impl RunFiles {
+    /// `req`, reading these files.
+    fn read_by(&self, mut req: tune::TuneRequest) -> tune::TuneRequest {
+        req.train = self.train.clone();
+        req.validation = self.val.clone();
+        req.test = self.test.clone();
+        req.tasks = self.tasks.clone();
+        req
+    }
 }
 
 /// Flags shared by `tune` and `bench`.
@@ -387,29 +396,19 @@ fn main() -> ExitCode {
         }
         Command::Tune {
             problem,
-            train,
-            val,
-            test,
-            tasks,
+            files,
             method,
             common,
             json,
             trace,
             plot,
         } => {
-            let mut req = common.request(*problem, method);
-            req.train = train.clone();
-            req.validation = val.clone();
-            req.test = test.clone();
-            req.tasks = tasks.clone();
+            let req = files.read_by(common.request(*problem, method));
             run_tune(req, json.as_ref(), trace.as_ref(), plot.as_ref())
         }
         Command::Bench {
             problem,
-            train,
-            val,
-            test,
-            tasks,
+            files,
             methods,
             repeats,
             target_rel_grad,
@@ -418,11 +417,7 @@ fn main() -> ExitCode {
             json,
             plot,
         } => {
-            let mut base = common.request(*problem, "");
-            base.train = train.clone();
-            base.validation = val.clone();
-            base.test = test.clone();
-            base.tasks = tasks.clone();
+            let mut base = files.read_by(common.request(*problem, ""));
             base.stop = match (target_rel_grad, target_loss) {
                 (Some(e), _) => Some(tune::StopAt::RelativeGradient(*e)),
                 (None, Some(v)) => Some(tune::StopAt::Loss(*v)),
